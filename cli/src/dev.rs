@@ -1,0 +1,229 @@
+//! `countersign dev`: control plane and gateway in one process, on SQLite,
+//! with no config. The gateway still reaches the control plane over gRPC on
+//! loopback, so this exercises the production path.
+//!
+//! State (store, tokens, TLS certificate) lives in the data directory and
+//! survives restarts. Machine-readable `key=value` lines go to stdout, ending
+//! with `ready`; logs go to stderr.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use countersign_common::Secret;
+use countersign_control_plane::store::resources::ResourceSpec;
+use countersign_control_plane::{ControlPlane, Settings, Store};
+use countersign_gateway::config::{ClientTls, GatewaySettings, Upstream};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Args)]
+pub struct DevArgs {
+    /// Where state lives.
+    #[arg(long, env = "COUNTERSIGN_DATA_DIR", default_value = "countersign-data")]
+    data_dir: PathBuf,
+    /// Upstream database, `[NAME=]postgres://user[:password]@host:port/db`; NAME defaults to `dev`. Repeatable.
+    #[arg(
+        long = "upstream",
+        env = "COUNTERSIGN_UPSTREAM",
+        value_delimiter = ',',
+        default_value = "dev=postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+    )]
+    upstreams: Vec<String>,
+    /// PostgreSQL listen address for clients.
+    #[arg(long, env = "COUNTERSIGN_PG_ADDR", default_value = "127.0.0.1:6432")]
+    pg_addr: SocketAddr,
+    /// HTTP API address.
+    #[arg(long, env = "COUNTERSIGN_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// gRPC address the gateway uses to reach the control plane.
+    #[arg(long, env = "COUNTERSIGN_GRPC_ADDR", default_value = "127.0.0.1:8081")]
+    grpc_addr: SocketAddr,
+    /// Bootstrap admin token. Default: generated once and kept in the data directory.
+    #[arg(long, env = "COUNTERSIGN_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// The identity of the printed user token.
+    #[arg(long, env = "COUNTERSIGN_DEV_USER", default_value = "dev@localhost")]
+    user: String,
+    /// Lifetime of the printed user token.
+    #[arg(long, default_value = "12h", value_parser = countersign_common::parse_duration)]
+    user_token_ttl: Duration,
+}
+
+/// A 256-bit random token, hex-encoded.
+fn random_token() -> String {
+    rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Reads `dir/name`, or writes `value()` there (mode 0600) and returns it.
+fn persisted(
+    dir: &Path,
+    name: &str,
+    value: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<String> {
+    let path = dir.join(name);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return Ok(text.trim().to_owned());
+    }
+    let text = value()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(text)
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+    let mut upstreams = Vec::new();
+    for spec in &args.upstreams {
+        upstreams.push(Upstream::parse(spec, "dev").map_err(anyhow::Error::msg)?);
+    }
+    if upstreams.is_empty() {
+        bail!("at least one --upstream is required");
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let dir = args.data_dir.canonicalize()?;
+
+    let admin_token = match args.admin_token {
+        Some(t) if t.len() >= 16 => t,
+        Some(_) => bail!("--admin-token must be at least 16 characters"),
+        None => persisted(&dir, "admin-token", || Ok(random_token()))?,
+    };
+    let gateway_token = persisted(&dir, "gateway-token", || Ok(random_token()))?;
+    let tls_dir = dir.join("tls");
+    std::fs::create_dir_all(&tls_dir)?;
+    let (cert, key) = (tls_dir.join("cert.pem"), tls_dir.join("key.pem"));
+    if !cert.exists() || !key.exists() {
+        let (c, k) = countersign_gateway::tls::self_signed(&["localhost", "127.0.0.1"])?;
+        std::fs::write(&cert, c)?;
+        let _ = std::fs::remove_file(&key);
+        persisted(&tls_dir, "key.pem", || Ok(k))?;
+    }
+
+    let db_url = format!("sqlite://{}?mode=rwc", dir.join("countersign.db").display());
+    let store = Store::connect(&db_url)
+        .await
+        .context("opening the SQLite store")?;
+    let settings = Settings::new(
+        Secret::new(admin_token.clone()),
+        Secret::new(gateway_token.clone()),
+    );
+    let cp = ControlPlane::new(store, settings).await?;
+    for up in &upstreams {
+        cp.upsert_resource(&ResourceSpec {
+            name: up.name.clone(),
+            kind: "postgres".to_owned(),
+            environment: "default".to_owned(),
+            strict_audit: false,
+        })
+        .await?;
+    }
+
+    let http = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding {}", args.http_addr))?;
+    let grpc = TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("binding {}", args.grpc_addr))?;
+    let pg = TcpListener::bind(args.pg_addr)
+        .await
+        .with_context(|| format!("binding {}", args.pg_addr))?;
+    let (http_addr, grpc_addr, pg_addr) =
+        (http.local_addr()?, grpc.local_addr()?, pg.local_addr()?);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let cp_task = tokio::spawn(countersign_control_plane::serve(
+        cp.clone(),
+        http,
+        grpc,
+        stopped(),
+    ));
+
+    let resource_names: Vec<String> = upstreams.iter().map(|u| u.name.clone()).collect();
+    let gw = countersign_gateway::Gateway::start(GatewaySettings {
+        gateway_id: "dev".to_owned(),
+        environment: "default".to_owned(),
+        control_plane_url: format!("http://{grpc_addr}"),
+        gateway_token: Secret::new(gateway_token),
+        pg_addr,
+        tls: Some(ClientTls {
+            cert_path: cert,
+            key_path: key,
+        }),
+        require_tls: false,
+        upstreams,
+        handshake_timeout: Duration::from_secs(15),
+        audit_buffer: 100_000,
+    })?;
+    let gw_task = tokio::spawn({
+        let gw = gw.clone();
+        let stop = stopped();
+        async move { gw.serve_pg(pg, stop).await }
+    });
+
+    let user_token = cp
+        .issue_token(
+            &args.user,
+            &[],
+            Some(args.user_token_ttl),
+            "countersign-dev",
+        )
+        .await?;
+    let first = resource_names.first().cloned().unwrap_or_default();
+    let mut out = String::new();
+    out.push_str(&format!("admin_token={admin_token}\n"));
+    out.push_str(&format!("user={}\n", args.user));
+    out.push_str(&format!("user_token={}\n", user_token.token));
+    out.push_str(&format!("http=http://{http_addr}\n"));
+    out.push_str(&format!("grpc=http://{grpc_addr}\n"));
+    out.push_str(&format!("pg={pg_addr}\n"));
+    for name in &resource_names {
+        out.push_str(&format!("resource={name}\n"));
+    }
+    out.push_str(&format!(
+        "psql: PGPASSWORD={} psql \"host={} port={} user={} dbname={first}\"\n",
+        user_token.token,
+        pg_addr.ip(),
+        pg_addr.port(),
+        args.user
+    ));
+    out.push_str("ready\n");
+    {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(out.as_bytes())?;
+        stdout.flush()?;
+    }
+    tracing::info!(data_dir = %dir.display(), "countersign dev is ready");
+
+    crate::shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = gw_task.await;
+    // Let queued audit reach the store before the control plane stops.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    match cp_task.await {
+        Ok(r) => r?,
+        Err(e) => bail!("control plane task failed: {e}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,125 @@
+//! `countersign`: the one binary. It runs each part (`dev`, `control-plane`,
+//! `gateway`) and acts as the client (`token`, `audit`, `connect`).
+//!
+//! This crate only parses arguments and config, builds the services and runs
+//! them; the behaviour lives in the library crates.
+
+mod client;
+mod config;
+mod dev;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "countersign",
+    version,
+    about = "Identity-aware access gateway with segregation of duties"
+)]
+struct Cli {
+    /// Log format on stderr: `text` or `json`.
+    #[arg(
+        long,
+        global = true,
+        env = "COUNTERSIGN_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run control plane and gateway in one process on SQLite, with no config.
+    Dev(dev::DevArgs),
+    /// Run a control-plane replica (PostgreSQL store).
+    ControlPlane(serve::ConfigArg),
+    /// Run a gateway for one environment.
+    Gateway(serve::ConfigArg),
+    /// Mint and revoke access tokens.
+    #[command(subcommand)]
+    Token(client::TokenCommand),
+    /// Search the audit trail.
+    #[command(subcommand)]
+    Audit(client::AuditCommand),
+    /// Run a database client through the gateway with your token.
+    Connect(client::ConnectArgs),
+}
+
+fn init_logging(format: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COUNTERSIGN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => anyhow::bail!("--log-format must be text or json, not {other:?}"),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli.log_format) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    // One TLS provider everywhere.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => dev::run(args).await,
+            Command::ControlPlane(args) => serve::control_plane(args).await,
+            Command::Gateway(args) => serve::gateway(args).await,
+            Command::Token(cmd) => client::token(cmd).await,
+            Command::Audit(cmd) => client::audit(cmd).await,
+            Command::Connect(args) => client::connect(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,88 @@
+//! `countersign control-plane` and `countersign gateway`.
+
+use crate::config::{ControlPlaneConfig, GatewayConfig};
+use anyhow::Context;
+use clap::Args;
+use countersign_common::{Secret, parse_duration};
+use countersign_control_plane::store::resources::ResourceSpec;
+use countersign_control_plane::{ControlPlane, Settings, Store};
+use countersign_gateway::config::{ClientTls, GatewaySettings, Upstream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Args)]
+pub struct ConfigArg {
+    /// TOML config file.
+    #[arg(long, env = "COUNTERSIGN_CONFIG")]
+    config: PathBuf,
+}
+
+pub async fn control_plane(args: ConfigArg) -> anyhow::Result<ExitCode> {
+    let cfg: ControlPlaneConfig = crate::config::load(&args.config, ControlPlaneConfig::FIELDS)?;
+    cfg.validate()?;
+    let store = Store::connect(cfg.database_url.expose())
+        .await
+        .context("connecting to the store")?;
+    let mut settings = Settings::new(cfg.admin_token.clone(), cfg.gateway_token.clone());
+    settings.default_token_ttl =
+        parse_duration(&cfg.default_token_ttl).map_err(anyhow::Error::msg)?;
+    settings.max_token_ttl = parse_duration(&cfg.max_token_ttl).map_err(anyhow::Error::msg)?;
+    if let Some(path) = &cfg.signing_key_file {
+        let pem =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        settings.signing_key_pem = Some(Secret::new(pem));
+    }
+    let cp = ControlPlane::new(store, settings).await?;
+    for r in &cfg.resources {
+        cp.upsert_resource(&ResourceSpec {
+            name: r.name.clone(),
+            kind: r.kind.clone(),
+            environment: r.environment.clone(),
+            strict_audit: r.strict_audit,
+        })
+        .await?;
+    }
+    let http = TcpListener::bind(cfg.http_addr)
+        .await
+        .with_context(|| format!("binding {}", cfg.http_addr))?;
+    let grpc = TcpListener::bind(cfg.grpc_addr)
+        .await
+        .with_context(|| format!("binding {}", cfg.grpc_addr))?;
+    tracing::info!(http = %http.local_addr()?, grpc = %grpc.local_addr()?, "control plane listening");
+    countersign_control_plane::serve(cp, http, grpc, crate::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn gateway(args: ConfigArg) -> anyhow::Result<ExitCode> {
+    let cfg: GatewayConfig = crate::config::load(&args.config, GatewayConfig::FIELDS)?;
+    cfg.validate()?;
+    let upstreams = cfg
+        .upstreams
+        .iter()
+        .map(|u| Upstream::parse(u.url.expose(), &u.name).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let settings = GatewaySettings {
+        gateway_id: cfg.gateway_id,
+        environment: cfg.environment,
+        control_plane_url: cfg.control_plane_url,
+        gateway_token: cfg.gateway_token,
+        pg_addr: cfg.pg_addr,
+        require_tls: cfg.require_tls.unwrap_or(cfg.tls.is_some()),
+        tls: cfg.tls.map(|t| ClientTls {
+            cert_path: t.cert_file,
+            key_path: t.key_file,
+        }),
+        upstreams,
+        handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs),
+        audit_buffer: cfg.audit_buffer,
+    };
+    let listener = TcpListener::bind(settings.pg_addr)
+        .await
+        .with_context(|| format!("binding {}", settings.pg_addr))?;
+    let gw = countersign_gateway::Gateway::start(settings)?;
+    tracing::info!(pg = %listener.local_addr()?, "gateway listening");
+    gw.serve_pg(listener, crate::shutdown_signal()).await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,152 @@
+//! The admin HTTP API under `/api/v1`, served with axum.
+//!
+//! Every route takes `Authorization: Bearer <token>`: the bootstrap admin token
+//! or an access token. [`ApiError`] is the one error type; it maps causes to
+//! status codes and never puts internals in a response (the log gets those).
+
+mod audit;
+mod identities;
+mod openapi;
+mod resources;
+mod tokens;
+
+use crate::service::{ControlPlane, Principal, ServiceError};
+use crate::store::StoreError;
+use crate::tokens::TokenError;
+use axum::extract::FromRequestParts;
+use axum::http::{StatusCode, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+
+pub use openapi::ApiDoc;
+
+/// Builds the HTTP router.
+pub fn router(cp: ControlPlane) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .route(
+            "/api/v1/identities",
+            get(identities::list).post(identities::create),
+        )
+        .route(
+            "/api/v1/service-accounts",
+            post(identities::create_service_account),
+        )
+        .route(
+            "/api/v1/resources",
+            get(resources::list).post(resources::upsert),
+        )
+        .route("/api/v1/resources/{name}", delete(resources::remove))
+        .route("/api/v1/tokens", post(tokens::create))
+        .route("/api/v1/tokens/{id}", delete(tokens::revoke))
+        .route("/api/v1/audit", get(audit::search))
+        .with_state(cp)
+}
+
+/// The one error type of the HTTP API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or malformed Authorization header; use `Bearer <token>`")]
+    NoCredentials,
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Token(TokenError::Key(detail)) => Self::Internal(detail),
+            ServiceError::Token(t) => Self::Unauthenticated(t.to_string()),
+            ServiceError::Unauthenticated(m) => Self::Unauthenticated(m),
+            ServiceError::Forbidden(m) => Self::Forbidden(m),
+            ServiceError::Invalid(m) => Self::BadRequest(m),
+            ServiceError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { .. } => Self::NotFound(e.to_string()),
+            StoreError::Conflict { .. } => Self::Conflict(e.to_string()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::NoCredentials | Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "api request failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let body = ErrorBody {
+            error: self.to_string(),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The authenticated caller of a request.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<ControlPlane> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, cp: &ControlPlane) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::NoCredentials)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::NoCredentials)?;
+        Ok(Caller(cp.principal(token).await?))
+    }
+}
+
+/// JSON body extractor whose rejection is an [`ApiError`] (a 400 with the reason).
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! [`ControlPlane`]: the rules shared by the HTTP API and the gateway service.
+
+use crate::store::audit::{AuditEventView, AuditFilter, NewAuditEvent};
+use crate::store::identities::Identity;
+use crate::store::resources::{Resource, ResourceSpec};
+use crate::store::sessions::SessionRecord;
+use crate::store::tokens::TokenRecord;
+use crate::store::{Store, StoreError};
+use crate::tokens::{Claims, ISSUER, TokenError, TokenSigner};
+use chrono::{DateTime, Utc};
+use countersign_common::Secret;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Settings key under which the token signing key is kept when none is configured.
+const SIGNING_KEY_SETTING: &str = "token_signing_key_pem";
+
+/// Control-plane settings (already validated by the caller's config loader).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Bootstrap admin bearer token for the HTTP API.
+    pub admin_token: Secret<String>,
+    /// Bearer token gateways present on every gRPC call.
+    pub gateway_token: Secret<String>,
+    /// Ed25519 PKCS#8 PEM. When `None`, one is generated once and kept in the store,
+    /// so every replica signs with the same key.
+    pub signing_key_pem: Option<Secret<String>>,
+    /// Lifetime of a token when the request names none.
+    pub default_token_ttl: Duration,
+    /// Upper bound on any token's lifetime.
+    pub max_token_ttl: Duration,
+    /// Members of this group may use the admin API with their access token.
+    pub admin_group: String,
+    /// Members of this group may search audit.
+    pub auditor_group: String,
+    /// How often `WatchConfig` streams re-read the store, to see changes made
+    /// through other replicas.
+    pub config_poll_interval: Duration,
+}
+
+impl Settings {
+    pub fn new(admin_token: Secret<String>, gateway_token: Secret<String>) -> Self {
+        Self {
+            admin_token,
+            gateway_token,
+            signing_key_pem: None,
+            default_token_ttl: Duration::from_secs(3600),
+            max_token_ttl: Duration::from_secs(24 * 3600),
+            admin_group: "countersign-admins".to_owned(),
+            auditor_group: "countersign-auditors".to_owned(),
+            config_poll_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a control-plane operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Who is calling the HTTP API.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    /// The bootstrap admin token.
+    Bootstrap,
+    /// A person or service account with a valid access token.
+    Identity { identity: Identity, claims: Claims },
+}
+
+impl Principal {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Bootstrap => "bootstrap-admin",
+            Self::Identity { identity, .. } => &identity.email,
+        }
+    }
+
+    fn in_group(&self, group: &str) -> bool {
+        match self {
+            Self::Bootstrap => true,
+            Self::Identity { identity, .. } => identity.groups.iter().any(|g| g == group),
+        }
+    }
+}
+
+/// A freshly minted token. The token text is shown once and never stored.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct IssuedToken {
+    pub token: String,
+    pub token_id: String,
+    pub identity: String,
+    pub groups: Vec<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a gateway asks for when a client connects.
+#[derive(Clone, Debug)]
+pub struct SessionRequest {
+    pub token: Secret<String>,
+    pub resource: String,
+    pub database: String,
+    pub user: String,
+    pub client_address: String,
+    pub application_name: String,
+    pub tls: bool,
+    pub gateway_id: String,
+}
+
+/// What the gateway enforces for an authenticated session.
+#[derive(Clone, Debug)]
+pub struct SessionGrant {
+    pub session_id: String,
+    pub identity: String,
+    pub groups: Vec<String>,
+    pub token_id: String,
+    pub token_expires_at: DateTime<Utc>,
+    pub resource: String,
+}
+
+/// The control plane. Cheap to clone; all clones share one store and signer.
+#[derive(Clone, Debug)]
+pub struct ControlPlane {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    signer: TokenSigner,
+    settings: Settings,
+    /// Bumped on every change gateways must hear about (resources, revocations).
+    config_version: watch::Sender<u64>,
+}
+
+impl ControlPlane {
+    pub async fn new(store: Store, settings: Settings) -> Result<Self, ServiceError> {
+        let pem = match &settings.signing_key_pem {
+            Some(pem) => pem.expose().clone(),
+            None => {
+                store
+                    .setting_or_insert(SIGNING_KEY_SETTING, &TokenSigner::generate_pem()?)
+                    .await?
+            }
+        };
+        let signer = TokenSigner::from_pem(&pem)?;
+        let (config_version, _) = watch::channel(0);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                signer,
+                settings,
+                config_version,
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// A receiver that changes whenever gateway-visible config changes in this replica.
+    pub fn config_changes(&self) -> watch::Receiver<u64> {
+        self.inner.config_version.subscribe()
+    }
+
+    fn config_changed(&self) {
+        self.inner.config_version.send_modify(|v| *v += 1);
+    }
+
+    /// Resolves an HTTP bearer token to a principal.
+    pub async fn principal(&self, bearer: &str) -> Result<Principal, ServiceError> {
+        if self.inner.settings.admin_token.matches(bearer) {
+            return Ok(Principal::Bootstrap);
+        }
+        let (identity, claims) = self.authenticate(bearer).await?;
+        Ok(Principal::Identity { identity, claims })
+    }
+
+    pub fn require_admin(&self, p: &Principal) -> Result<(), ServiceError> {
+        if p.in_group(&self.inner.settings.admin_group) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(
+                "this needs the admin role".to_owned(),
+            ))
+        }
+    }
+
+    pub fn require_auditor(&self, p: &Principal) -> Result<(), ServiceError> {
+        let s = &self.inner.settings;
+        if p.in_group(&s.auditor_group) || p.in_group(&s.admin_group) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(
+                "this needs the auditor role".to_owned(),
+            ))
+        }
+    }
+
+    /// Verifies a token: signature, expiry, that the control plane issued it,
+    /// that it is not revoked, and that its identity exists and is enabled.
+    pub async fn authenticate(&self, token: &str) -> Result<(Identity, Claims), ServiceError> {
+        let claims = self.inner.signer.verify(token)?;
+        let record = self
+            .inner
+            .store
+            .token(&claims.jti)
+            .await?
+            .ok_or(TokenError::Unknown)?;
+        if record.revoked_at.is_some() {
+            return Err(TokenError::Revoked.into());
+        }
+        let identity = self
+            .inner
+            .store
+            .identity_by_id(&record.identity_id)
+            .await?
+            .ok_or(TokenError::Unknown)?;
+        if identity.disabled {
+            return Err(ServiceError::Unauthenticated(format!(
+                "identity {} is disabled",
+                identity.email
+            )));
+        }
+        if identity.email != claims.sub {
+            return Err(TokenError::Unknown.into());
+        }
+        Ok((identity, claims))
+    }
+
+    /// Mints a token for `email` (creating the user if missing). The token's
+    /// groups are the identity's groups plus `extra_groups`.
+    pub async fn issue_token(
+        &self,
+        email: &str,
+        extra_groups: &[String],
+        ttl: Option<Duration>,
+        created_by: &str,
+    ) -> Result<IssuedToken, ServiceError> {
+        validate_identity_name(email)?;
+        for g in extra_groups {
+            validate_name("group", g)?;
+        }
+        let s = &self.inner.settings;
+        let ttl = ttl.unwrap_or(s.default_token_ttl);
+        if ttl.is_zero() || ttl > s.max_token_ttl {
+            return Err(ServiceError::Invalid(format!(
+                "token lifetime must be between 1s and {}s",
+                s.max_token_ttl.as_secs()
+            )));
+        }
+        let identity = self.inner.store.ensure_user(email).await?;
+        let mut groups = identity.groups.clone();
+        groups.extend(extra_groups.iter().cloned());
+        groups.sort();
+        groups.dedup();
+        let issued_at = Utc::now();
+        let ttl = chrono::Duration::from_std(ttl)
+            .map_err(|_| ServiceError::Invalid("token lifetime is too long".to_owned()))?;
+        let expires_at = issued_at + ttl;
+        let record = TokenRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            identity_id: identity.id.clone(),
+            groups: groups.clone(),
+            issued_at,
+            expires_at,
+            revoked_at: None,
+            created_by: created_by.to_owned(),
+        };
+        self.inner.store.insert_token(&record).await?;
+        let token = self.inner.signer.sign(&Claims {
+            sub: identity.email.clone(),
+            uid: identity.id.clone(),
+            groups: groups.clone(),
+            jti: record.id.clone(),
+            iat: issued_at.timestamp(),
+            exp: expires_at.timestamp(),
+            iss: ISSUER.to_owned(),
+        })?;
+        Ok(IssuedToken {
+            token,
+            token_id: record.id,
+            identity: identity.email,
+            groups,
+            expires_at,
+        })
+    }
+
+    /// Revokes by token id, or by the token itself (its id is read from it).
+    pub async fn revoke_token(&self, id_or_token: &str) -> Result<TokenRecord, ServiceError> {
+        let id = if id_or_token.contains('.') {
+            // A JWT; its signature must still be ours, but it may have expired.
+            self.token_id_of(id_or_token)?
+        } else {
+            id_or_token.to_owned()
+        };
+        let record = self.inner.store.revoke_token(&id).await?;
+        self.config_changed();
+        Ok(record)
+    }
+
+    fn token_id_of(&self, token: &str) -> Result<String, ServiceError> {
+        match self.inner.signer.verify(token) {
+            Ok(c) => Ok(c.jti),
+            Err(TokenError::Expired) => Err(ServiceError::Invalid(
+                "that token has expired already; nothing to revoke".to_owned(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn upsert_resource(&self, spec: &ResourceSpec) -> Result<Resource, ServiceError> {
+        validate_name("resource", &spec.name)?;
+        validate_name("environment", &spec.environment)?;
+        if spec.kind != "postgres" {
+            return Err(ServiceError::Invalid(format!(
+                "resource kind {:?} is not supported; use \"postgres\"",
+                spec.kind
+            )));
+        }
+        let r = self.inner.store.upsert_resource(spec).await?;
+        self.config_changed();
+        Ok(r)
+    }
+
+    pub async fn delete_resource(&self, name: &str) -> Result<bool, ServiceError> {
+        let deleted = self.inner.store.delete_resource(name).await?;
+        self.config_changed();
+        Ok(deleted)
+    }
+
+    /// Authenticates a client connection for a gateway and records the session.
+    pub async fn open_session(&self, req: &SessionRequest) -> Result<SessionGrant, ServiceError> {
+        if req.token.expose().is_empty() {
+            return Err(ServiceError::Unauthenticated(
+                "a password is required: use your Countersign access token".to_owned(),
+            ));
+        }
+        let (identity, claims) = self.authenticate(req.token.expose()).await?;
+        if req.user != identity.email {
+            return Err(ServiceError::Unauthenticated(format!(
+                "the access token belongs to {}, not to user {:?}",
+                identity.email, req.user
+            )));
+        }
+        let resource = self
+            .inner
+            .store
+            .resource_by_name(&req.resource)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::Forbidden(format!("no resource named {:?}", req.resource))
+            })?;
+        let session = SessionRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            identity_id: identity.id.clone(),
+            identity: identity.email.clone(),
+            resource: resource.name.clone(),
+            database_name: req.database.clone(),
+            token_id: claims.jti.clone(),
+            gateway_id: req.gateway_id.clone(),
+            client_address: req.client_address.clone(),
+            application_name: req.application_name.clone(),
+            tls: req.tls,
+            started_at: Utc::now(),
+        };
+        self.inner.store.insert_session(&session).await?;
+        Ok(SessionGrant {
+            session_id: session.id,
+            identity: identity.email,
+            groups: claims.groups.clone(),
+            token_id: claims.jti.clone(),
+            token_expires_at: claims.expires_at(),
+            resource: resource.name,
+        })
+    }
+
+    pub async fn ingest_audit(&self, events: &[NewAuditEvent]) -> Result<u64, ServiceError> {
+        Ok(self.inner.store.insert_audit_events(events).await?)
+    }
+
+    pub async fn search_audit(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEventView>, ServiceError> {
+        Ok(self.inner.store.search_audit(filter).await?)
+    }
+}
+
+/// Identity names: an email for people, `[a-z0-9._@+-]` in general.
+pub fn validate_identity_name(name: &str) -> Result<(), ServiceError> {
+    let ok = !name.is_empty()
+        && name.len() <= 254
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@+-:".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "identity {name:?} must be 1-254 characters of letters, digits and . _ @ + - :"
+        )))
+    }
+}
+
+/// Resource, group and environment names: `[A-Za-z0-9._-]`, 1-63 characters.
+pub fn validate_name(what: &str, name: &str) -> Result<(), ServiceError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "{what} name {name:?} must be 1-63 characters of letters, digits and . _ -"
+        )))
+    }
+}

@@ -1,0 +1,9 @@
+//! sea-orm entities, one per table. See `migrations/` for the schema.
+
+pub mod audit_event;
+pub mod identity;
+pub mod identity_group;
+pub mod resource;
+pub mod session;
+pub mod setting;
+pub mod token;

@@ -1,0 +1,307 @@
+//! The gateway's side of `countersign.v1.GatewayService`.
+//!
+//! [`ControlClient`] makes the unary calls; [`watch_config`] turns the
+//! `WatchConfig` stream into a `watch` value that reconnects with backoff; the
+//! audit uploader keeps one `PublishAudit` stream open and resends a batch until
+//! it is acknowledged. Protobuf types end here: callers get domain types.
+
+use countersign_common::Secret;
+use countersign_proto::v1 as pb;
+use pb::gateway_service_client::GatewayServiceClient;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Adds the gateway bearer token to every call.
+#[derive(Clone)]
+pub struct BearerAuth {
+    header: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        req.metadata_mut()
+            .insert("authorization", self.header.clone());
+        Ok(req)
+    }
+}
+
+type Client = GatewayServiceClient<InterceptedService<Channel, BearerAuth>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control plane URL {url:?} is invalid: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("gateway token cannot be sent as a header")]
+    BadToken,
+}
+
+/// A connection to the control plane; reconnects on its own. Cheap to clone.
+#[derive(Clone)]
+pub struct ControlClient {
+    client: Client,
+}
+
+/// A resource as the control plane describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceInfo {
+    pub name: String,
+    pub environment: String,
+    pub strict_audit: bool,
+}
+
+/// The latest configuration from the control plane.
+#[derive(Clone, Debug, Default)]
+pub struct RemoteConfig {
+    pub version: u64,
+    pub resources: HashMap<String, ResourceInfo>,
+    pub revoked_token_ids: HashSet<String>,
+}
+
+impl From<pb::ConfigUpdate> for RemoteConfig {
+    fn from(u: pb::ConfigUpdate) -> Self {
+        Self {
+            version: u.version,
+            resources: u
+                .resources
+                .into_iter()
+                .map(|r| {
+                    let info = ResourceInfo {
+                        name: r.name.clone(),
+                        environment: r.environment,
+                        strict_audit: r.strict_audit,
+                    };
+                    (r.name, info)
+                })
+                .collect(),
+            revoked_token_ids: u.revoked_token_ids.into_iter().collect(),
+        }
+    }
+}
+
+/// Who a client is, once the control plane has checked its token.
+#[derive(Clone, Debug)]
+pub struct SessionGrant {
+    pub session_id: Arc<str>,
+    pub identity: Arc<str>,
+    pub groups: Vec<String>,
+    pub token_id: String,
+    pub token_expires_at: std::time::SystemTime,
+    pub resource: Arc<str>,
+}
+
+/// What the gateway tells the control plane about a connecting client.
+#[derive(Clone, Debug)]
+pub struct SessionRequest {
+    pub token: Secret<String>,
+    pub resource: String,
+    pub database: String,
+    pub user: String,
+    pub client_address: String,
+    pub application_name: String,
+    pub tls: bool,
+    pub gateway_id: String,
+}
+
+/// Why a session was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthFailure {
+    /// The token is bad, expired, revoked or not the user's.
+    #[error("{0}")]
+    Credentials(String),
+    /// The identity may not use this resource, or it does not exist.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// The control plane could not be asked; the gateway fails closed.
+    #[error("the control plane is unreachable; try again shortly")]
+    Unavailable(String),
+}
+
+impl ControlClient {
+    pub fn new(url: &str, token: &Secret<String>) -> Result<Self, ControlError> {
+        let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| ControlError::BadUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let header = format!("Bearer {}", token.expose())
+            .parse()
+            .map_err(|_| ControlError::BadToken)?;
+        let client = GatewayServiceClient::with_interceptor(channel, BearerAuth { header })
+            .max_decoding_message_size(64 << 20);
+        Ok(Self { client })
+    }
+
+    pub async fn authenticate(&self, req: SessionRequest) -> Result<SessionGrant, AuthFailure> {
+        let request = pb::AuthenticateSessionRequest {
+            token: req.token.expose().clone(),
+            resource: req.resource,
+            database: req.database,
+            user: req.user,
+            client: Some(pb::ClientInfo {
+                address: req.client_address,
+                application_name: req.application_name,
+                tls: req.tls,
+            }),
+            gateway_id: req.gateway_id,
+        };
+        let mut call = tonic::Request::new(request);
+        call.set_timeout(Duration::from_secs(10));
+        match self.client.clone().authenticate_session(call).await {
+            Ok(resp) => {
+                let g = resp.into_inner();
+                let expires = u64::try_from(g.token_expires_at).unwrap_or(0);
+                Ok(SessionGrant {
+                    session_id: g.session_id.into(),
+                    identity: g.identity.into(),
+                    groups: g.groups,
+                    token_id: g.token_id,
+                    token_expires_at: std::time::UNIX_EPOCH + Duration::from_secs(expires),
+                    resource: g.resource.into(),
+                })
+            }
+            Err(status) => Err(match status.code() {
+                tonic::Code::Unauthenticated => {
+                    AuthFailure::Credentials(status.message().to_owned())
+                }
+                tonic::Code::PermissionDenied
+                | tonic::Code::NotFound
+                | tonic::Code::InvalidArgument => {
+                    AuthFailure::NotAllowed(status.message().to_owned())
+                }
+                _ => AuthFailure::Unavailable(status.to_string()),
+            }),
+        }
+    }
+
+    pub(crate) fn audit_uploader(&self) -> AuditUploader {
+        AuditUploader {
+            client: self.clone(),
+            stream: None,
+            backoff: BACKOFF_MIN,
+        }
+    }
+}
+
+/// Keeps the latest [`RemoteConfig`] in a watch value, reconnecting with backoff.
+/// The value stays `None` until the first config arrives; after that, a lost
+/// stream keeps the last config (open sessions keep enforcing it).
+pub fn watch_config(
+    client: ControlClient,
+    hello: pb::GatewayHello,
+) -> watch::Receiver<Option<Arc<RemoteConfig>>> {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            match client.client.clone().watch_config(hello.clone()).await {
+                Ok(resp) => {
+                    let mut stream = resp.into_inner();
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(update)) => {
+                                backoff = BACKOFF_MIN;
+                                let cfg = RemoteConfig::from(update);
+                                tracing::debug!(
+                                    version = cfg.version,
+                                    resources = cfg.resources.len(),
+                                    "config update"
+                                );
+                                if tx.send(Some(Arc::new(cfg))).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(status) => {
+                                tracing::warn!(%status, "config stream lost");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(status) => tracing::warn!(%status, "cannot watch config"),
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    });
+    rx
+}
+
+/// One `PublishAudit` stream, reopened as needed.
+pub(crate) struct AuditUploader {
+    client: ControlClient,
+    stream: Option<(mpsc::Sender<pb::AuditBatch>, tonic::Streaming<pb::AuditAck>)>,
+    backoff: Duration,
+}
+
+impl AuditUploader {
+    /// Sends the batch and waits for its acknowledgement, reconnecting and
+    /// resending (with backoff) for as long as it takes.
+    pub(crate) async fn send_until_acked(&mut self, batch: pb::AuditBatch) {
+        loop {
+            match self.try_send(batch.clone()).await {
+                Ok(()) => {
+                    self.backoff = BACKOFF_MIN;
+                    return;
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, batch = batch.batch_id, events = batch.events.len(), "audit upload failed; will retry");
+                    self.stream = None;
+                    tokio::time::sleep(self.backoff).await;
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    async fn try_send(&mut self, batch: pb::AuditBatch) -> Result<(), String> {
+        if self.stream.is_none() {
+            let (tx, rx) = mpsc::channel(4);
+            let acks = self
+                .client
+                .client
+                .clone()
+                .publish_audit(ReceiverStream::new(rx))
+                .await
+                .map_err(|s| s.to_string())?
+                .into_inner();
+            self.stream = Some((tx, acks));
+        }
+        let Some((tx, acks)) = self.stream.as_mut() else {
+            return Err("no stream".to_owned());
+        };
+        let id = batch.batch_id;
+        tx.send(batch)
+            .await
+            .map_err(|_| "stream closed".to_owned())?;
+        let ack = tokio::time::timeout(Duration::from_secs(30), acks.message())
+            .await
+            .map_err(|_| "no acknowledgement within 30 s".to_owned())?
+            .map_err(|s| s.to_string())?
+            .ok_or_else(|| "stream ended".to_owned())?;
+        if ack.batch_id == id {
+            Ok(())
+        } else {
+            Err(format!(
+                "acknowledgement for batch {} while waiting for {id}",
+                ack.batch_id
+            ))
+        }
+    }
+}

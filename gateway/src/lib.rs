@@ -1,0 +1,131 @@
+//! The Countersign gateway.
+//!
+//! Terminates client connections, authenticates them against the control
+//! plane, connects upstream with credentials only the gateway holds, and
+//! relays the protocol while recording every statement.
+//!
+//! Layout: [`config`] (settings and upstreams), [`tls`] (rustls both ways),
+//! [`control`] (the gRPC client: sessions, config watch, audit upload),
+//! [`audit`] (typed events and the uploader), [`pg`] (the PostgreSQL relay).
+//!
+//! The gateway keeps nothing that matters if it dies: sessions end, and the
+//! control plane holds identities, policy and the audit trail.
+
+pub mod audit;
+pub mod config;
+pub mod control;
+pub mod pg;
+pub mod tls;
+
+use config::{GatewaySettings, Upstream};
+use control::{ControlClient, RemoteConfig};
+use countersign_proto::v1 as pb;
+use std::collections::HashMap;
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    #[error("resource {0:?} is configured twice")]
+    DuplicateResource(String),
+}
+
+/// A running gateway's shared parts. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+pub struct Inner {
+    pub settings: GatewaySettings,
+    pub control: ControlClient,
+    pub audit: audit::AuditSink,
+    pub config: watch::Receiver<Option<Arc<RemoteConfig>>>,
+    pub cancels: pg::cancel::CancelRegistry,
+    pub client_tls: Option<tokio_rustls::TlsAcceptor>,
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+    pub upstream_tls: HashMap<String, Option<Arc<rustls::ClientConfig>>>,
+}
+
+impl Deref for Gateway {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Gateway {
+    /// Builds the gateway and starts its background tasks (config watch, audit
+    /// upload). Must be called inside a Tokio runtime.
+    pub fn start(settings: GatewaySettings) -> Result<Self, GatewayError> {
+        let client_tls = match &settings.tls {
+            Some(t) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
+                &t.cert_path,
+                &t.key_path,
+            )?)),
+            None => None,
+        };
+        let mut upstreams = HashMap::new();
+        let mut upstream_tls = HashMap::new();
+        for up in &settings.upstreams {
+            let config = tls::upstream_config(up.sslmode, up.sslrootcert.as_deref())?;
+            if upstreams
+                .insert(up.name.clone(), Arc::new(up.clone()))
+                .is_some()
+            {
+                return Err(GatewayError::DuplicateResource(up.name.clone()));
+            }
+            upstream_tls.insert(up.name.clone(), config);
+        }
+        let control = ControlClient::new(&settings.control_plane_url, &settings.gateway_token)?;
+        let hello = pb::GatewayHello {
+            gateway_id: settings.gateway_id.clone(),
+            environment: settings.environment.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            resources: settings.upstreams.iter().map(|u| u.name.clone()).collect(),
+        };
+        let config = control::watch_config(control.clone(), hello);
+        let (audit, audit_rx) = audit::AuditSink::new(settings.audit_buffer);
+        tokio::spawn(audit::run_uploader(control.clone(), audit_rx));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                settings,
+                control,
+                audit,
+                config,
+                cancels: pg::cancel::CancelRegistry::default(),
+                client_tls,
+                upstreams,
+                upstream_tls,
+            }),
+        })
+    }
+
+    /// Accepts PostgreSQL clients on `listener` until `shutdown` resolves.
+    pub async fn serve_pg(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        tokio::spawn(pg::session::run(self.clone(), tcp, peer));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+    }
+}

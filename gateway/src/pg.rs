@@ -1,0 +1,15 @@
+//! PostgreSQL front end: wire codec, session handshake, upstream connection and relay.
+//!
+//! Layout: `wire` (pure codec), `stream` (plain/TLS streams and the message
+//! reader), `handshake` (startup phase), `upstream` (connect and authenticate),
+//! `cancel` (CancelRequest routing), `track` (responses → statements),
+//! `relay` (the two directions), `session` (one connection end to end).
+
+pub mod cancel;
+pub mod handshake;
+pub mod relay;
+pub mod session;
+pub mod stream;
+pub mod track;
+pub mod upstream;
+pub mod wire;

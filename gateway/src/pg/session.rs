@@ -1,0 +1,277 @@
+//! One client connection, start to end: startup, authentication against the
+//! control plane, the upstream connection, the relay, and the session's audit
+//! bracket (SessionStarted … SessionEnded).
+//!
+//! Fails closed: any doubt during setup (bad token, unknown resource, control
+//! plane unreachable, upstream refusal) ends in a FATAL ErrorResponse and a
+//! closed connection, before a single statement can reach upstream.
+
+use super::cancel::CancelTarget;
+use super::handshake::{self, Accepted, HandshakeError, Startup};
+use super::relay::{self, RelayEnd, Shared};
+use super::stream::{MessageReader, ReadError};
+use super::track::Tracker;
+use super::upstream;
+use super::wire::{self, backend, frontend};
+use crate::Gateway;
+use crate::audit::AuditBody;
+use crate::control::{AuthFailure, SessionRequest};
+use bytes::BytesMut;
+use countersign_common::Secret;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Client startup parameters passed on to the upstream. Anything else (notably
+/// `options`, which could set `role` or `session_authorization`) is dropped.
+const FORWARDED_PARAMS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "timezone",
+    "extra_float_digits",
+    "intervalstyle",
+    "search_path",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+];
+
+/// Serves one client connection to its end. Errors are logged here.
+pub async fn run(gw: Gateway, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let accepted = tokio::time::timeout(
+        gw.settings.handshake_timeout,
+        handshake::accept(
+            tcp,
+            gw.client_tls.as_ref(),
+            gw.settings.require_tls,
+            &gw.cancels,
+        ),
+    )
+    .await;
+    let startup = match accepted {
+        Ok(Ok(Accepted::Session(s))) => s,
+        Ok(Ok(Accepted::Cancel)) => return,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "client startup failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "client did not finish startup in time");
+            return;
+        }
+    };
+    if let Err(e) = serve(gw, startup, peer).await {
+        tracing::info!(%peer, error = %e, "session refused");
+    }
+}
+
+async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), HandshakeError> {
+    let Startup {
+        mut conn,
+        leftover,
+        params,
+    } = startup;
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let Some(user) = param("user").filter(|u| !u.is_empty()) else {
+        return Err(handshake::refuse(
+            &mut conn,
+            "28000",
+            "no user name given; use your identity (email)",
+        )
+        .await);
+    };
+    let Some(dbname) = param("database").filter(|d| !d.is_empty()) else {
+        return Err(handshake::refuse(
+            &mut conn,
+            "3D000",
+            "no database given; use the resource name as dbname",
+        )
+        .await);
+    };
+    if param("replication").is_some_and(|r| !matches!(r.as_str(), "false" | "off" | "0" | "no")) {
+        return Err(handshake::refuse(
+            &mut conn,
+            "28000",
+            "replication connections are not allowed",
+        )
+        .await);
+    }
+    let (resource, database) = match dbname.split_once('/') {
+        Some((r, d)) => (r.to_owned(), Some(d.to_owned())),
+        None => (dbname.clone(), None),
+    };
+    let Some(up) = gw.upstreams.get(&resource).cloned() else {
+        return Err(handshake::refuse(
+            &mut conn,
+            "3D000",
+            &format!("no resource named {resource:?} on this gateway"),
+        )
+        .await);
+    };
+    let database = database.unwrap_or_else(|| up.database.clone());
+    let application_name = param("application_name").unwrap_or_default();
+
+    // Ask for the access token as a cleartext password (the channel should be TLS).
+    let mut out = BytesMut::new();
+    backend::encode_auth_cleartext_request(&mut out);
+    conn.write_all(&out).await?;
+    conn.flush().await?;
+    let mut reader = MessageReader::with_buffer(conn, leftover, wire::MAX_AUTH_MESSAGE_LEN);
+    let frame = match reader.next().await {
+        Ok(f) => f,
+        // libpq hangs up here to prompt for a password, then reconnects.
+        Err(ReadError::Closed) => return Ok(()),
+        Err(ReadError::Wire(e)) => {
+            let (mut conn, _) = reader.into_parts();
+            return Err(handshake::refuse(
+                &mut conn,
+                "08P01",
+                &format!("malformed password message: {e}"),
+            )
+            .await);
+        }
+        Err(e) => return Err(HandshakeError::Refused(e.to_string())),
+    };
+    let token = match (frame.tag, frontend::password_cleartext(frame.body())) {
+        (b'p', Ok(t)) => Secret::new(t.to_owned()),
+        _ => {
+            let (mut conn, _) = reader.into_parts();
+            return Err(handshake::refuse(
+                &mut conn,
+                "08P01",
+                "expected a password message carrying the access token",
+            )
+            .await);
+        }
+    };
+    let (mut conn, leftover) = reader.into_parts();
+    let tls = conn.is_tls();
+    let request = SessionRequest {
+        token,
+        resource: resource.clone(),
+        database: database.clone(),
+        user: user.clone(),
+        client_address: peer.to_string(),
+        application_name: application_name.clone(),
+        tls,
+        gateway_id: gw.settings.gateway_id.clone(),
+    };
+    let grant = match gw.control.authenticate(request).await {
+        Ok(g) => g,
+        Err(AuthFailure::Credentials(m)) => {
+            return Err(handshake::refuse(&mut conn, "28P01", &m).await);
+        }
+        Err(AuthFailure::NotAllowed(m)) => {
+            return Err(handshake::refuse(&mut conn, "28000", &m).await);
+        }
+        Err(AuthFailure::Unavailable(detail)) => {
+            tracing::warn!(%detail, "control plane unavailable; refusing session");
+            let msg = AuthFailure::Unavailable(detail).to_string();
+            return Err(handshake::refuse(&mut conn, "08004", &msg).await);
+        }
+    };
+
+    let forwarded: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| FORWARDED_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
+        .cloned()
+        .collect();
+    let up_tls = gw.upstream_tls.get(&resource).cloned().flatten();
+    let ready = match upstream::connect(&up, up_tls.as_ref(), &database, &forwarded).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(resource = %resource, error = %e, "upstream connection failed");
+            let code = match &e {
+                upstream::UpstreamError::Refused { code, .. } => code.clone(),
+                _ => "08006".to_owned(),
+            };
+            return Err(
+                handshake::refuse(&mut conn, &code, &format!("upstream {resource}: {e}")).await,
+            );
+        }
+    };
+    let cancel_key = gw.cancels.register(CancelTarget {
+        upstream: up.clone(),
+        tls: up_tls,
+        process_id: ready.process_id,
+        secret_key: ready.secret_key,
+    });
+
+    let mut out = BytesMut::with_capacity(512);
+    backend::encode_auth_ok(&mut out);
+    for ps in &ready.parameter_status {
+        out.extend_from_slice(&ps.bytes);
+    }
+    backend::encode_backend_key_data(cancel_key.process_id, cancel_key.secret_key, &mut out);
+    backend::encode_ready_for_query(b'I', &mut out);
+    conn.write_all(&out).await?;
+    conn.flush().await?;
+
+    let shared = Shared {
+        session_id: grant.session_id.clone(),
+        identity: grant.identity.clone(),
+        resource: grant.resource.clone(),
+        token_id: grant.token_id.clone(),
+        token_expires_at: grant.token_expires_at,
+        audit: gw.audit.clone(),
+        seq: AtomicU64::new(0),
+        statements: AtomicU64::new(0),
+        tracker: Mutex::new(Tracker::default()),
+    };
+    let started = shared.next_event(AuditBody::SessionStarted {
+        identity: grant.identity.clone(),
+        resource: grant.resource.clone(),
+        database: database.clone(),
+        client_address: peer.to_string(),
+        application_name,
+        tls,
+    });
+    gw.audit.record(started).await;
+    tracing::info!(session = %grant.session_id, identity = %grant.identity, resource = %resource, %peer, tls, "session started");
+
+    let (client_read, client_write) = conn.split();
+    let (up_conn, up_buf) = ready.reader.into_parts();
+    let (up_read, up_write) = up_conn.split();
+    let client_reader = MessageReader::with_buffer(client_read, leftover, wire::MAX_MESSAGE_LEN);
+    let up_reader = MessageReader::with_buffer(up_read, up_buf, wire::MAX_MESSAGE_LEN);
+    let end = tokio::select! {
+        end = relay::client_to_upstream(&shared, client_reader, up_write) => end,
+        end = relay::upstream_to_client(&shared, up_reader, client_write, gw.config.clone()) => end,
+    };
+    drop(cancel_key);
+    finish(&shared, &end).await;
+    Ok(())
+}
+
+async fn finish(shared: &Shared, end: &RelayEnd) {
+    let unfinished = shared
+        .tracker
+        .lock()
+        .map(|mut t| t.drain_unfinished())
+        .unwrap_or_default();
+    for o in unfinished {
+        shared.statements.fetch_add(1, Ordering::Relaxed);
+        let e = shared.next_event(AuditBody::Statement(
+            o.into_event(&shared.identity, &shared.resource),
+        ));
+        shared.audit.record(e).await;
+    }
+    let reason = end.to_string();
+    tracing::info!(session = %shared.session_id, %reason, "session ended");
+    let ended = shared.next_event(AuditBody::SessionEnded {
+        identity: shared.identity.clone(),
+        resource: shared.resource.clone(),
+        reason,
+        statements: shared.statements.load(Ordering::Relaxed),
+    });
+    shared.audit.record(ended).await;
+}

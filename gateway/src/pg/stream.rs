@@ -1,0 +1,230 @@
+//! Byte streams under the PostgreSQL session: plain or TLS, whole or split,
+//! and a message reader that owns its buffer.
+//!
+//! [`MessageReader`] keeps unread bytes in its own `BytesMut`, so a read that
+//! is cancelled inside `select!` loses nothing: the next call picks up where
+//! the last one stopped.
+
+use super::wire::{self, Frame, WireError};
+use bytes::{Bytes, BytesMut};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// Bytes to reserve before each read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A connection to a client or an upstream server.
+pub enum Conn {
+    Plain(TcpStream),
+    ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, Self::Plain(_))
+    }
+
+    /// Splits into independent halves; plain TCP splits without a lock.
+    pub fn split(self) -> (ConnRead, ConnWrite) {
+        match self {
+            Self::Plain(s) => {
+                let (r, w) = s.into_split();
+                (ConnRead::Plain(r), ConnWrite::Plain(w))
+            }
+            Self::ServerTls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (ConnRead::ServerTls(r), ConnWrite::ServerTls(w))
+            }
+            Self::ClientTls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (ConnRead::ClientTls(r), ConnWrite::ClientTls(w))
+            }
+        }
+    }
+}
+
+macro_rules! delegate_read {
+    ($ty:ty, $($variant:ident),+) => {
+        impl AsyncRead for $ty {
+            fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $(Self::$variant(s) => Pin::new(s).poll_read(cx, buf),)+
+                }
+            }
+        }
+    };
+}
+
+macro_rules! delegate_write {
+    ($ty:ty, $($variant:ident),+) => {
+        impl AsyncWrite for $ty {
+            fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $(Self::$variant(s) => Pin::new(s).poll_write(cx, buf),)+
+                }
+            }
+            fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $(Self::$variant(s) => Pin::new(s).poll_write_vectored(cx, bufs),)+
+                }
+            }
+            fn is_write_vectored(&self) -> bool {
+                match self {
+                    $(Self::$variant(s) => s.is_write_vectored(),)+
+                }
+            }
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $(Self::$variant(s) => Pin::new(s).poll_flush(cx),)+
+                }
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $(Self::$variant(s) => Pin::new(s).poll_shutdown(cx),)+
+                }
+            }
+        }
+    };
+}
+
+delegate_read!(Conn, Plain, ServerTls, ClientTls);
+delegate_write!(Conn, Plain, ServerTls, ClientTls);
+
+pub enum ConnRead {
+    Plain(OwnedReadHalf),
+    ServerTls(ReadHalf<tokio_rustls::server::TlsStream<TcpStream>>),
+    ClientTls(ReadHalf<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+pub enum ConnWrite {
+    Plain(OwnedWriteHalf),
+    ServerTls(WriteHalf<tokio_rustls::server::TlsStream<TcpStream>>),
+    ClientTls(WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+delegate_read!(ConnRead, Plain, ServerTls, ClientTls);
+delegate_write!(ConnWrite, Plain, ServerTls, ClientTls);
+
+/// Why reading a message failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("connection closed")]
+    Closed,
+    #[error("connection closed in the middle of a message")]
+    Truncated,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+/// Reads tagged messages from a stream, owning the read buffer.
+pub struct MessageReader<R> {
+    inner: R,
+    buf: BytesMut,
+    max_len: usize,
+}
+
+impl<R: AsyncRead + Unpin> MessageReader<R> {
+    pub fn new(inner: R, max_len: usize) -> Self {
+        Self::with_buffer(inner, BytesMut::with_capacity(READ_CHUNK), max_len)
+    }
+
+    /// Starts with bytes already read from the stream.
+    pub fn with_buffer(inner: R, buf: BytesMut, max_len: usize) -> Self {
+        Self {
+            inner,
+            buf,
+            max_len,
+        }
+    }
+
+    pub fn set_max_len(&mut self, max_len: usize) {
+        self.max_len = max_len;
+    }
+
+    /// The next whole message already in the buffer, without reading.
+    pub fn buffered(&mut self) -> Result<Option<Frame>, ReadError> {
+        Ok(wire::decode_frame(&mut self.buf, self.max_len)?)
+    }
+
+    /// Reads more bytes into the buffer. Cancel-safe.
+    pub async fn fill(&mut self) -> Result<(), ReadError> {
+        self.buf.reserve(READ_CHUNK);
+        let n = self.inner.read_buf(&mut self.buf).await?;
+        if n == 0 {
+            return Err(if self.buf.is_empty() {
+                ReadError::Closed
+            } else {
+                ReadError::Truncated
+            });
+        }
+        Ok(())
+    }
+
+    /// The next message, reading as needed. Cancel-safe.
+    pub async fn next(&mut self) -> Result<Frame, ReadError> {
+        loop {
+            if let Some(frame) = self.buffered()? {
+                return Ok(frame);
+            }
+            self.fill().await?;
+        }
+    }
+
+    pub fn into_parts(self) -> (R, BytesMut) {
+        (self.inner, self.buf)
+    }
+}
+
+/// Writes whole frames with as few syscalls as the stream allows.
+pub async fn write_frames<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frames: &mut Vec<Bytes>,
+) -> io::Result<()> {
+    let mut start = 0;
+    let mut offset = 0;
+    while start < frames.len() {
+        let slices: Vec<IoSlice<'_>> = frames[start..]
+            .iter()
+            .enumerate()
+            .map(|(i, f)| IoSlice::new(if i == 0 { &f[offset..] } else { &f[..] }))
+            .take(64)
+            .collect();
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && start < frames.len() {
+            let left = frames[start].len() - offset;
+            if n >= left {
+                n -= left;
+                start += 1;
+                offset = 0;
+            } else {
+                offset += n;
+                n = 0;
+            }
+        }
+    }
+    frames.clear();
+    w.flush().await
+}
+
+/// Writes one buffer and flushes.
+pub async fn write_buf<W: AsyncWrite + Unpin>(w: &mut W, buf: &[u8]) -> io::Result<()> {
+    w.write_all(buf).await?;
+    w.flush().await
+}
+
+impl<R> MessageReader<R> {
+    /// The stream itself, for writing during a request/response exchange.
+    pub fn inner_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+}

@@ -1,0 +1,297 @@
+//! Matches backend responses to the client messages that caused them, to
+//! produce one audit event per statement.
+//!
+//! The client half registers each Query, Execute, FunctionCall and Sync
+//! *before* forwarding it, so by the time a response arrives its cause is
+//! already queued. Responses come back in order, so a FIFO is enough:
+//! - simple Query: CommandComplete/Error/EmptyQuery accumulate until ReadyForQuery;
+//! - Execute: completes at CommandComplete, EmptyQueryResponse, PortalSuspended
+//!   or ErrorResponse. After an error, PostgreSQL skips everything up to Sync,
+//!   so the Executes it skipped are dropped: they never ran;
+//! - ReadyForQuery closes everything up to the Sync or Query it answers.
+
+use crate::audit::{Protocol, StatementEvent};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A statement as the session knows it: text and classification.
+#[derive(Debug)]
+pub struct StatementInfo {
+    pub sql: Arc<str>,
+    pub kinds: Arc<[&'static str]>,
+}
+
+#[derive(Debug)]
+pub enum Pending {
+    Simple {
+        stmt: Arc<StatementInfo>,
+        started: Instant,
+    },
+    Execute {
+        stmt: Arc<StatementInfo>,
+        parameter_count: u32,
+        started: Instant,
+    },
+    Sync,
+}
+
+/// What one completed statement produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub stmt: Arc<StatementInfo>,
+    pub protocol: Protocol,
+    pub parameter_count: u32,
+    pub duration: Duration,
+    pub command_tag: Option<String>,
+    pub rows: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    pub fn into_event(self, identity: &Arc<str>, resource: &Arc<str>) -> StatementEvent {
+        StatementEvent {
+            identity: identity.clone(),
+            resource: resource.clone(),
+            statement: self.stmt.sql.clone(),
+            kinds: self.stmt.kinds.clone(),
+            protocol: self.protocol,
+            parameter_count: self.parameter_count,
+            duration: self.duration,
+            command_tag: self.command_tag,
+            rows: self.rows,
+            error: self.error,
+            decision: "allow",
+            rule: None,
+        }
+    }
+}
+
+/// Results of the simple Query at the front, gathered until ReadyForQuery.
+#[derive(Debug, Default)]
+struct SimpleResults {
+    tags: Vec<String>,
+    rows: Option<u64>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Tracker {
+    pending: VecDeque<Pending>,
+    simple: SimpleResults,
+    /// An Execute failed; later Executes up to Sync were skipped by the server.
+    skipping: bool,
+}
+
+impl Tracker {
+    pub fn push(&mut self, p: Pending) {
+        self.pending.push_back(p);
+    }
+
+    /// A CommandComplete.
+    pub fn command_complete(&mut self, tag: &str, rows: Option<u64>) -> Option<Outcome> {
+        match self.front_statement()? {
+            Pending::Simple { .. } => {
+                self.simple.tags.push(tag.to_owned());
+                if let Some(r) = rows {
+                    self.simple.rows = Some(self.simple.rows.unwrap_or(0).saturating_add(r));
+                }
+                None
+            }
+            Pending::Execute { .. } => self.finish_execute(Some(tag.to_owned()), rows, None),
+            Pending::Sync => None,
+        }
+    }
+
+    /// EmptyQueryResponse or PortalSuspended.
+    pub fn execute_done_without_tag(&mut self, tag: &str) -> Option<Outcome> {
+        match self.front_statement()? {
+            Pending::Execute { .. } => self.finish_execute(Some(tag.to_owned()), None, None),
+            _ => None,
+        }
+    }
+
+    /// An ErrorResponse (not FATAL: a FATAL ends the session).
+    pub fn error(&mut self, text: String) -> Option<Outcome> {
+        match self.front_statement()? {
+            Pending::Simple { .. } => {
+                self.simple.error = Some(text);
+                None
+            }
+            Pending::Execute { .. } => {
+                let out = self.finish_execute(None, None, Some(text));
+                self.skipping = true;
+                out
+            }
+            Pending::Sync => None,
+        }
+    }
+
+    /// A ReadyForQuery: closes the simple Query or the Sync it answers.
+    pub fn ready_for_query(&mut self) -> Option<Outcome> {
+        self.skipping = false;
+        while let Some(p) = self.pending.pop_front() {
+            match p {
+                Pending::Sync => return None,
+                Pending::Simple { stmt, started } => {
+                    let r = std::mem::take(&mut self.simple);
+                    let command_tag = (!r.tags.is_empty()).then(|| r.tags.join("; "));
+                    return Some(Outcome {
+                        stmt,
+                        protocol: Protocol::Simple,
+                        parameter_count: 0,
+                        duration: started.elapsed(),
+                        command_tag,
+                        rows: r.rows,
+                        error: r.error,
+                    });
+                }
+                // Skipped after an earlier error: never executed.
+                Pending::Execute { .. } => {}
+            }
+        }
+        None
+    }
+
+    /// Statements still waiting for a result when the session ends.
+    pub fn drain_unfinished(&mut self) -> Vec<Outcome> {
+        let skipping = self.skipping;
+        self.pending
+            .drain(..)
+            .filter_map(|p| match p {
+                Pending::Simple { stmt, started } => Some((stmt, Protocol::Simple, 0, started)),
+                Pending::Execute {
+                    stmt,
+                    parameter_count,
+                    started,
+                } if !skipping => Some((stmt, Protocol::Extended, parameter_count, started)),
+                _ => None,
+            })
+            .map(|(stmt, protocol, parameter_count, started)| Outcome {
+                stmt,
+                protocol,
+                parameter_count,
+                duration: started.elapsed(),
+                command_tag: None,
+                rows: None,
+                error: Some(
+                    "session ended before the statement completed; outcome unknown".to_owned(),
+                ),
+            })
+            .collect()
+    }
+
+    /// The first pending entry that a response can belong to.
+    fn front_statement(&mut self) -> Option<&Pending> {
+        if self.skipping {
+            // Drop Executes the server skipped, up to the Sync.
+            while let Some(Pending::Execute { .. }) = self.pending.front() {
+                self.pending.pop_front();
+            }
+        }
+        self.pending.front()
+    }
+
+    fn finish_execute(
+        &mut self,
+        command_tag: Option<String>,
+        rows: Option<u64>,
+        error: Option<String>,
+    ) -> Option<Outcome> {
+        match self.pending.pop_front()? {
+            Pending::Execute {
+                stmt,
+                parameter_count,
+                started,
+            } => Some(Outcome {
+                stmt,
+                protocol: Protocol::Extended,
+                parameter_count,
+                duration: started.elapsed(),
+                command_tag,
+                rows,
+                error,
+            }),
+            other => {
+                self.pending.push_front(other);
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stmt(sql: &str) -> Arc<StatementInfo> {
+        Arc::new(StatementInfo {
+            sql: sql.into(),
+            kinds: Arc::from(vec!["select"]),
+        })
+    }
+
+    fn exec(sql: &str) -> Pending {
+        Pending::Execute {
+            stmt: stmt(sql),
+            parameter_count: 1,
+            started: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn simple_query_with_several_statements_is_one_outcome() {
+        let mut t = Tracker::default();
+        t.push(Pending::Simple {
+            stmt: stmt("insert …; select …"),
+            started: Instant::now(),
+        });
+        assert!(t.command_complete("INSERT 0 2", Some(2)).is_none());
+        assert!(t.command_complete("SELECT 3", Some(3)).is_none());
+        let o = t.ready_for_query().unwrap();
+        assert_eq!(o.command_tag.as_deref(), Some("INSERT 0 2; SELECT 3"));
+        assert_eq!(o.rows, Some(5));
+        assert!(t.pending.is_empty());
+    }
+
+    #[test]
+    fn pipelined_executes_complete_in_order_and_skip_after_error() {
+        let mut t = Tracker::default();
+        t.push(exec("a"));
+        t.push(exec("b"));
+        t.push(exec("c"));
+        t.push(Pending::Sync);
+        t.push(exec("d"));
+        t.push(Pending::Sync);
+        assert_eq!(
+            &*t.command_complete("SELECT 1", Some(1)).unwrap().stmt.sql,
+            "a"
+        );
+        let b = t.error("42P01: no such table".into()).unwrap();
+        assert_eq!(&*b.stmt.sql, "b");
+        assert!(b.error.is_some());
+        // "c" was skipped by the server: nothing is reported for it.
+        assert!(t.ready_for_query().is_none());
+        assert_eq!(
+            &*t.command_complete("SELECT 1", Some(1)).unwrap().stmt.sql,
+            "d"
+        );
+        assert!(t.ready_for_query().is_none());
+        assert!(t.pending.is_empty());
+    }
+
+    #[test]
+    fn unfinished_statements_are_reported_at_session_end() {
+        let mut t = Tracker::default();
+        t.push(exec("a"));
+        let left = t.drain_unfinished();
+        assert_eq!(left.len(), 1);
+        assert!(
+            left[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("outcome unknown")
+        );
+    }
+}

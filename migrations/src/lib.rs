@@ -1,0 +1,18 @@
+//! Schema migrations for the Countersign control-plane store.
+//!
+//! One `mNNNN_name.rs` file per migration; the migration's name comes from the
+//! file. A shipped migration is never edited: mistakes get a new migration.
+//! Every migration runs on both PostgreSQL (production) and SQLite (`countersign dev`).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m0001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_initial::Migration)]
+    }
+}

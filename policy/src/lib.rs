@@ -1,0 +1,22 @@
+//! Countersign's pure, I/O-free policy code, shared by the gateway and the control plane.
+//!
+//! Today this crate derives *statement facts*: [`classify`] turns SQL text into one
+//! [`Statement`] per top-level statement (kind, tables read and written, functions called,
+//! `WHERE` presence, `COPY` details, wrapped and nested statements), using PostgreSQL's own
+//! grammar through `pg_query`. [`FactsCache`] memoizes that by statement text. Policy
+//! evaluation (`decide(&SessionPolicy, &StatementFacts) -> Decision`) builds on these facts.
+//!
+//! Layout: `facts` (the classifier; its module docs state the conventions), `cache`.
+//!
+//! Not guaranteed: statement facts describe what the text *says*, not everything the server
+//! will do when it runs it — views, rules, triggers and functions act out of sight, and name
+//! resolution depends on the session's `search_path`. See `facts` for the precise limits.
+
+pub mod cache;
+pub mod facts;
+
+pub use cache::{CacheStats, FactsCache, MAX_CACHED_SQL_LEN};
+pub use facts::{
+    ClassifyOptions, CopyDirection, Statement, StatementFacts, StatementKind, TableRef, classify,
+    classify_with,
+};

@@ -1,0 +1,404 @@
+//! End-to-end: every statement through the gateway is audited with who ran it, where, and
+//! what kind of SQL it was, and the audit trail is searchable by the CLI and the HTTP API.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use countersign_testkit::{AuditEvent, AuditQuery, Fixture, Psql, RESOURCE};
+
+const BIN: &str = env!("CARGO_BIN_EXE_countersign");
+const ALICE: &str = "alice@example.com";
+const BOB: &str = "bob@example.com";
+
+/// What one statement event must say.
+struct Expected {
+    sql: &'static str,
+    kinds: &'static [&'static str],
+    protocol: &'static str,
+    parameters: u64,
+    /// The upstream CommandComplete tag, where a single statement makes it unambiguous.
+    tag: Option<&'static str>,
+    fails: bool,
+}
+
+const fn simple(
+    sql: &'static str,
+    kinds: &'static [&'static str],
+    tag: Option<&'static str>,
+) -> Expected {
+    Expected {
+        sql,
+        kinds,
+        protocol: "simple",
+        parameters: 0,
+        tag,
+        fails: false,
+    }
+}
+
+/// Run by alice with psql, one `-c` (one Query message) each, in one session.
+const PSQL_STATEMENTS: [Expected; 7] = [
+    simple(
+        "CREATE TABLE items (id int PRIMARY KEY, name text)",
+        &["create"],
+        Some("CREATE TABLE"),
+    ),
+    simple(
+        "INSERT INTO items VALUES (1, 'one'), (2, 'two')",
+        &["insert"],
+        Some("INSERT 0 2"),
+    ),
+    simple(
+        "UPDATE items SET name = 'deux' WHERE id = 2",
+        &["update"],
+        Some("UPDATE 1"),
+    ),
+    simple(
+        "SELECT id, name FROM items ORDER BY id",
+        &["select"],
+        Some("SELECT 2"),
+    ),
+    simple(
+        "DELETE FROM items WHERE id = 1",
+        &["delete"],
+        Some("DELETE 1"),
+    ),
+    simple("COPY items TO STDOUT", &["copy"], Some("COPY 1")),
+    // Several statements in one Query: one event listing each kind.
+    simple(
+        "SELECT count(*) FROM items; INSERT INTO items VALUES (3, 'three')",
+        &["insert", "select"],
+        None,
+    ),
+];
+
+/// Run by alice with tokio-postgres (extended protocol): one event per Execute.
+const EXTENDED_STATEMENTS: [Expected; 2] = [
+    Expected {
+        sql: "SELECT name FROM items WHERE id = $1",
+        kinds: &["select"],
+        protocol: "extended",
+        parameters: 1,
+        tag: Some("SELECT 1"),
+        fails: false,
+    },
+    Expected {
+        sql: "INSERT INTO items VALUES ($1, $2)",
+        kinds: &["insert"],
+        protocol: "extended",
+        parameters: 2,
+        tag: Some("INSERT 0 1"),
+        fails: false,
+    },
+];
+
+/// Run by alice with psql in a third session; fails upstream.
+const FAILING: Expected = Expected {
+    sql: "SELECT 1 / 0",
+    kinds: &["select"],
+    protocol: "simple",
+    parameters: 0,
+    tag: None,
+    fails: true,
+};
+
+const BOB_SQL: &str = "SELECT 'bob was here'";
+
+fn statements(events: &[AuditEvent]) -> Vec<&AuditEvent> {
+    events.iter().filter(|e| e.is_statement()).collect()
+}
+
+/// Every session that ran a statement has been started and ended in the trail.
+fn sessions_complete(events: &[AuditEvent]) -> bool {
+    let with = |kind: &str| -> BTreeSet<&str> {
+        events
+            .iter()
+            .filter(|e| e.event == kind)
+            .map(|e| e.session_id.as_str())
+            .collect()
+    };
+    let ran = with("statement");
+    ran.is_subset(&with("session_started")) && ran.is_subset(&with("session_ended"))
+}
+
+fn check_event(event: &AuditEvent, expected: &Expected) -> Result<()> {
+    let context = || format!("{event:#?}");
+    ensure!(
+        event.statement.as_deref() == Some(expected.sql),
+        "statement text: {}",
+        context()
+    );
+    ensure!(
+        event.identity == ALICE && event.resource == RESOURCE,
+        "who/where: {}",
+        context()
+    );
+    ensure!(
+        event.id == format!("{}:{}", event.session_id, event.seq),
+        "id: {}",
+        context()
+    );
+    ensure!(
+        event.decision.as_deref() == Some("allow"),
+        "decision: {}",
+        context()
+    );
+    ensure!(
+        event.protocol.as_deref() == Some(expected.protocol),
+        "protocol: {}",
+        context()
+    );
+    let kinds: Vec<&str> = expected.kinds.to_vec();
+    ensure!(event.kind_set() == kinds, "kinds: {}", context());
+    ensure!(
+        event.parameter_count.unwrap_or(0) == expected.parameters,
+        "parameters: {}",
+        context()
+    );
+    ensure!(event.duration_us.is_some(), "duration_us: {}", context());
+    if let Some(tag) = expected.tag {
+        ensure!(
+            event.command_tag.as_deref() == Some(tag),
+            "command_tag: {}",
+            context()
+        );
+    }
+    let failed = event.error.as_ref().is_some_and(|e| !e.is_null());
+    ensure!(failed == expected.fails, "error: {}", context());
+    if expected.fails {
+        let error = event
+            .error
+            .as_ref()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        ensure!(
+            error.contains("division by zero"),
+            "error text: {}",
+            context()
+        );
+    }
+    chrono::DateTime::parse_from_rfc3339(&event.at).with_context(context)?;
+    Ok(())
+}
+
+/// Runs alice's statements (psql, tokio-postgres, the failing one) and then bob's.
+async fn run_workload(fx: &Fixture) -> Result<()> {
+    let alice = fx.server.mint_token(ALICE, &[], None).await?;
+    let bob = fx.server.mint_token(BOB, &[], None).await?;
+
+    let mut psql = Psql::new(&fx.gateway_as(ALICE, &alice));
+    for statement in &PSQL_STATEMENTS {
+        psql = psql.command(statement.sql);
+    }
+    psql.run().await?.ok()?;
+
+    let (client, conn) = fx.gateway_as(ALICE, &alice).connect().await?;
+    let rows = client.query(EXTENDED_STATEMENTS[0].sql, &[&2i32]).await?;
+    ensure!(rows.len() == 1);
+    ensure!(
+        client
+            .execute(EXTENDED_STATEMENTS[1].sql, &[&4i32, &"four"])
+            .await?
+            == 1
+    );
+    drop(client);
+    conn.await?;
+
+    Psql::new(&fx.gateway_as(ALICE, &alice))
+        .command(FAILING.sql)
+        .run()
+        .await?
+        .failed()?;
+    Psql::new(&fx.gateway_as(BOB, &bob))
+        .command(BOB_SQL)
+        .run()
+        .await?
+        .ok()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn statements_are_audited_per_identity_with_kinds() -> Result<()> {
+    let fx = Fixture::start(BIN, "audit_kinds").await?;
+    run_workload(&fx).await?;
+    let expected: Vec<&Expected> = PSQL_STATEMENTS
+        .iter()
+        .chain(&EXTENDED_STATEMENTS)
+        .chain([&FAILING])
+        .collect();
+
+    // Bob's statement shows up under bob, and only there.
+    let bob = fx
+        .server
+        .wait_for_audit(&AuditQuery::identity(BOB), Duration::from_secs(15), |e| {
+            statements(e).len() == 1 && sessions_complete(e)
+        })
+        .await?;
+    ensure!(bob.iter().all(|e| e.identity == BOB), "{bob:#?}");
+    ensure!(statements(&bob)[0].statement.as_deref() == Some(BOB_SQL));
+
+    let events = fx
+        .server
+        .wait_for_audit(&AuditQuery::identity(ALICE), Duration::from_secs(15), |e| {
+            statements(e).len() >= expected.len() && sessions_complete(e)
+        })
+        .await?;
+    ensure!(
+        events.iter().all(|e| e.identity == ALICE),
+        "foreign events: {events:#?}"
+    );
+    let found = statements(&events);
+    ensure!(
+        found.len() == expected.len(),
+        "expected {} statements, got {found:#?}",
+        expected.len()
+    );
+    for (event, expected) in found.iter().zip(&expected) {
+        check_event(event, expected)?;
+    }
+
+    // Sessions: psql's seven share one, then tokio-postgres, then the failing psql run.
+    let sessions: Vec<&str> = found.iter().map(|e| e.session_id.as_str()).collect();
+    ensure!(
+        sessions[..7].iter().all(|s| *s == sessions[0]),
+        "{sessions:?}"
+    );
+    ensure!(sessions[7] == sessions[8] && sessions[7] != sessions[0] && sessions[9] != sessions[7]);
+    let seqs: Vec<u64> = found[..7].iter().map(|e| e.seq).collect();
+    ensure!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seq not increasing: {seqs:?}"
+    );
+    let started = events
+        .iter()
+        .find(|e| e.event == "session_started" && e.session_id == sessions[0])
+        .context("no session_started")?;
+    ensure!(
+        started.seq < seqs[0],
+        "session_started after its statements"
+    );
+
+    // Filters: resource, limit, and an unfiltered admin search that sees both identities.
+    let everyone = fx
+        .server
+        .audit_search(&AuditQuery {
+            resource: Some(RESOURCE.into()),
+            ..Default::default()
+        })
+        .await?;
+    let identities: BTreeSet<&str> = everyone.iter().map(|e| e.identity.as_str()).collect();
+    ensure!(
+        identities.contains(ALICE) && identities.contains(BOB),
+        "{identities:?}"
+    );
+    let none = fx
+        .server
+        .audit_search(&AuditQuery {
+            resource: Some("elsewhere".into()),
+            ..Default::default()
+        })
+        .await?;
+    ensure!(none.is_empty(), "{none:#?}");
+    let limited = fx
+        .server
+        .audit_search(&AuditQuery {
+            limit: Some(2),
+            since: Some("1h".into()),
+            ..AuditQuery::identity(ALICE)
+        })
+        .await?;
+    ensure!(limited.len() == 2, "{limited:#?}");
+    ensure!(
+        limited.iter().all(|e| events.contains(e)),
+        "limit returned unknown events"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn http_audit_api_matches_the_cli() -> Result<()> {
+    let fx = Fixture::start(BIN, "audit_http").await?;
+    run_workload(&fx).await?;
+    let cli = fx
+        .server
+        .wait_for_audit(&AuditQuery::identity(ALICE), Duration::from_secs(15), |e| {
+            statements(e).len() >= 10 && sessions_complete(e)
+        })
+        .await?;
+
+    let server = &fx.server;
+    let get = |query: String| async move {
+        let resp = server
+            .http("GET", &format!("/api/v1/audit?{query}"), None, None)
+            .await?;
+        ensure!(resp.status == 200, "{resp:?}");
+        let events = resp.json()?.get("events").cloned().context("no `events`")?;
+        anyhow::Ok(serde_json::from_value::<Vec<AuditEvent>>(events)?)
+    };
+    let http = get("identity=alice%40example.com".into()).await?;
+    ensure!(
+        statements(&http) == statements(&cli),
+        "HTTP {http:#?}\nCLI {cli:#?}"
+    );
+    let bob = get(format!("identity=bob%40example.com&resource={RESOURCE}")).await?;
+    ensure!(
+        statements(&bob).len() == 1 && bob.iter().all(|e| e.identity == BOB),
+        "{bob:#?}"
+    );
+    ensure!(
+        get("identity=alice%40example.com&limit=3".into())
+            .await?
+            .len()
+            == 3
+    );
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    ensure!(
+        statements(&get(format!("identity=alice%40example.com&since={hour_ago}")).await?).len()
+            == 10
+    );
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let future = get(format!("identity=alice%40example.com&since={later}")).await?;
+    ensure!(future.is_empty(), "events from the future: {future:#?}");
+
+    // The audit trail is not public.
+    for bearer in ["", "not-the-admin-token"] {
+        let resp = fx
+            .server
+            .http("GET", "/api/v1/audit", Some(bearer), None)
+            .await?;
+        ensure!(
+            resp.status == 401 || resp.status == 403,
+            "{bearer:?}: {resp:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn openapi_document_lists_the_api() -> Result<()> {
+    let fx = Fixture::start(BIN, "audit_openapi").await?;
+    let resp = fx
+        .server
+        .http("GET", "/api/v1/openapi.json", None, None)
+        .await?;
+    ensure!(resp.status == 200, "{resp:?}");
+    let doc = resp.json()?;
+    let version = doc["openapi"].as_str().context("no `openapi` version")?;
+    ensure!(version.starts_with("3."), "openapi {version}");
+    let paths = doc["paths"].as_object().context("no `paths` object")?;
+    for path in ["/api/v1/audit", "/api/v1/tokens"] {
+        ensure!(
+            paths.contains_key(path),
+            "{path} missing from {:?}",
+            paths.keys().collect::<Vec<_>>()
+        );
+    }
+    ensure!(
+        paths["/api/v1/audit"].get("get").is_some()
+            && paths["/api/v1/tokens"].get("post").is_some()
+    );
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! The `countersign` client commands, run against a [`DevServer`]: tokens, audit search,
+//! and the HTTP API.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use crate::audit::{AuditEvent, AuditQuery, parse_jsonl};
+use crate::dev_server::DevServer;
+use crate::http::{HttpResponse, request};
+use crate::process::{CmdOutput, run};
+
+impl DevServer {
+    /// Runs `countersign ARGS...` (not `dev`); returns its output whatever the exit status.
+    pub async fn cli(&self, args: &[&str]) -> Result<CmdOutput> {
+        self.cli_with_env(args, &[]).await
+    }
+
+    /// Like [`DevServer::cli`] with extra environment variables.
+    pub async fn cli_with_env(&self, args: &[&str], env: &[(&str, String)]) -> Result<CmdOutput> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        run(self.bin(), &args, env, None, Duration::from_secs(60)).await
+    }
+
+    /// `countersign token create --identity EMAIL [--group G]... [--ttl TTL]`; returns the token.
+    pub async fn mint_token(
+        &self,
+        identity: &str,
+        groups: &[&str],
+        ttl: Option<&str>,
+    ) -> Result<String> {
+        let mut args = vec!["token", "create", "--server", self.http_url()];
+        args.extend(["--admin-token", self.admin_token(), "--identity", identity]);
+        for group in groups {
+            args.extend(["--group", group]);
+        }
+        if let Some(ttl) = ttl {
+            args.extend(["--ttl", ttl]);
+        }
+        let out = self.cli(&args).await?.ok()?;
+        let token = out.stdout.trim();
+        if token.is_empty() || token.contains(char::is_whitespace) {
+            bail!("`token create` should print just the token: {out:?}");
+        }
+        Ok(token.to_owned())
+    }
+
+    /// `countersign token revoke TOKEN_OR_ID`.
+    pub async fn revoke_token(&self, token_or_id: &str) -> Result<()> {
+        let args = [
+            "token",
+            "revoke",
+            "--server",
+            self.http_url(),
+            "--admin-token",
+        ];
+        let mut args = args.to_vec();
+        args.extend([self.admin_token(), token_or_id]);
+        self.cli(&args).await?.ok()?;
+        Ok(())
+    }
+
+    /// `countersign audit search ... --format jsonl` with the admin token.
+    pub async fn audit_search(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        let extra = query.cli_args();
+        let mut args = vec!["audit", "search", "--server", self.http_url()];
+        args.extend(["--token", self.admin_token(), "--format", "jsonl"]);
+        args.extend(extra.iter().map(String::as_str));
+        let out = self.cli(&args).await?.ok()?;
+        parse_jsonl(&out.stdout)
+    }
+
+    /// Polls [`DevServer::audit_search`] every 200 ms until `done` holds for the result, or
+    /// fails after `timeout` showing the last result. Audit upload is asynchronous.
+    pub async fn wait_for_audit(
+        &self,
+        query: &AuditQuery,
+        timeout: Duration,
+        done: impl Fn(&[AuditEvent]) -> bool,
+    ) -> Result<Vec<AuditEvent>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let events = self.audit_search(query).await?;
+            if done(&events) {
+                return Ok(events);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "audit search {query:?} did not reach the expected state within {timeout:?}; last result:\n{events:#?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Sends `METHOD <http>/PATH` with the admin token unless `bearer` overrides it
+    /// (`Some("")` sends no Authorization header).
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<HttpResponse> {
+        let url = format!("{}{path}", self.http_url());
+        let token = match bearer {
+            None => Some(self.admin_token()),
+            Some("") => None,
+            Some(t) => Some(t),
+        };
+        request(method, &url, token, body).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev_server::DevServerOpts;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A fake binary: `dev` prints a banner; `token create` prints a token; `audit search`
+    /// prints two events.
+    const FAKE: &str = r#"#!/bin/sh
+case "$1" in
+dev)
+  echo admin_token=adm; echo user=u; echo user_token=t; echo http=http://127.0.0.1:9
+  echo grpc=http://127.0.0.1:9; echo pg=127.0.0.1:9; echo resource=dev; echo 'psql: x'
+  echo ready; exec sleep 600;;
+token) echo "tok-$4-$6-$8";;
+audit)
+  echo '{"id":"s:1","session_id":"s","seq":1,"event":"session_started","identity":"a","resource":"dev","statement":null,"kinds":[],"decision":"allow","protocol":null,"parameter_count":null,"duration_us":null,"command_tag":null,"rows":null,"error":null,"at":"2025-01-01T00:00:00Z"}'
+  echo "{\"id\":\"s:2\",\"session_id\":\"s\",\"seq\":2,\"event\":\"statement\",\"identity\":\"a\",\"resource\":\"dev\",\"statement\":\"$*\",\"kinds\":[\"select\"],\"decision\":\"allow\",\"protocol\":\"simple\",\"parameter_count\":0,\"duration_us\":1,\"command_tag\":\"SELECT 1\",\"rows\":1,\"error\":null,\"at\":\"2025-01-01T00:00:00Z\"}";;
+esac
+"#;
+
+    #[tokio::test]
+    async fn token_and_audit_helpers_parse_cli_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("fake");
+        std::fs::write(&bin, FAKE).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let server = DevServer::start(&bin, DevServerOpts::default())
+            .await
+            .unwrap();
+
+        let token = server.mint_token("a@x", &[], None).await.unwrap();
+        assert_eq!(token, format!("tok-{}-adm-a@x", server.http_url()));
+
+        let query = AuditQuery::identity("a@x");
+        let events = server.audit_search(&query).await.unwrap();
+        assert_eq!(events.len(), 2);
+        let args = events[1].statement.as_deref().unwrap();
+        assert!(
+            args.contains("--token adm --format jsonl --identity a@x"),
+            "{args}"
+        );
+
+        let found = server
+            .wait_for_audit(&query, Duration::from_secs(2), |e| {
+                e.iter().any(|e| e.is_statement())
+            })
+            .await
+            .unwrap();
+        assert_eq!(found, events);
+        let err = server
+            .wait_for_audit(&query, Duration::from_millis(300), |e| e.len() > 2)
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("did not reach"), "{err:#}");
+    }
+}
