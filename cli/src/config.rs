@@ -251,3 +251,71 @@ impl GatewayConfig {
         collect(errors)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn examples() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples")
+    }
+
+    #[test]
+    fn example_configs_load() {
+        let cp: ControlPlaneConfig = load(&examples().join("control-plane.toml"), &[]).unwrap();
+        cp.validate().unwrap();
+        assert_eq!(cp.resources.len(), 2);
+        let staging: GatewayConfig = load(&examples().join("gateway-staging.toml"), &[]).unwrap();
+        staging.validate().unwrap();
+        let prod: GatewayConfig = load(&examples().join("gateway-prod.toml"), &[]).unwrap();
+        // Only the TLS files, which live on the production host, are missing here.
+        let err = prod.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("gateway.crt") && err.contains("gateway.key"),
+            "{err}"
+        );
+        assert_eq!(err.matches("\n  - ").count(), 2, "{err}");
+        assert!(
+            !format!("{prod:?}").contains("change-me"),
+            "secrets must not print"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_all_errors_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.toml");
+        std::fs::write(&path, "database_url = 'postgres://x@h/db'\nadmin_token = 'a'\ngateway_token = 'g'\ncolour = 'blue'\n").unwrap();
+        let err = load::<ControlPlaneConfig>(&path, &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("colour"), "{err:#}");
+
+        std::fs::write(&path, "database_url = 'mysql://x'\nadmin_token = 'a'\ngateway_token = 'g'\nmax_token_ttl = 'soon'\n").unwrap();
+        let cfg: ControlPlaneConfig = load(&path, &[]).unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        for part in [
+            "database_url",
+            "admin_token",
+            "gateway_token",
+            "max_token_ttl",
+        ] {
+            assert!(err.contains(part), "{part} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn upstream_url_errors_name_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.toml");
+        std::fs::write(
+            &path,
+            "control_plane_url = 'grpc://x'\ngateway_token = 't'\n[[upstream]]\nname = 'a'\nurl = 'postgres://h/db'\n",
+        )
+        .unwrap();
+        let cfg: GatewayConfig = load(&path, &[]).unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("control_plane_url") && err.contains("upstream #1"),
+            "{err}"
+        );
+    }
+}

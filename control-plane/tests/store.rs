@@ -1,0 +1,329 @@
+//! Store and service tests, each run against both PostgreSQL and SQLite.
+
+use chrono::{Duration, Utc};
+use countersign_common::Secret;
+use countersign_control_plane::service::SessionRequest;
+use countersign_control_plane::store::audit::{
+    AuditBody, AuditFilter, NewAuditEvent, StatementAudit,
+};
+use countersign_control_plane::store::identities::IdentityKind;
+use countersign_control_plane::store::resources::ResourceSpec;
+use countersign_control_plane::{ControlPlane, ServiceError, Settings, Store, StoreError};
+use countersign_testkit::{TestDb, ensure_services};
+
+/// A store on a fresh PostgreSQL database or SQLite file, dropped at the end.
+enum Backend {
+    Postgres { _db: TestDb },
+    Sqlite { _dir: tempfile::TempDir },
+}
+
+impl Backend {
+    async fn all() -> Vec<(Backend, Store)> {
+        ensure_services().unwrap();
+        let pg = TestDb::create("cs_store").await.unwrap();
+        let pg_store = Store::connect(&pg.url()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("cs.db").display());
+        let sqlite_store = Store::connect(&url).await.unwrap();
+        vec![
+            (Backend::Postgres { _db: pg }, pg_store),
+            (Backend::Sqlite { _dir: dir }, sqlite_store),
+        ]
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Postgres { .. } => "postgres",
+            Backend::Sqlite { .. } => "sqlite",
+        }
+    }
+}
+
+fn statement(session: &str, seq: u64, identity: &str, sql: &str) -> NewAuditEvent {
+    NewAuditEvent {
+        session_id: session.to_owned(),
+        seq,
+        at: Utc::now(),
+        identity: identity.to_owned(),
+        resource: "pg-prod".to_owned(),
+        body: AuditBody::Statement(StatementAudit {
+            statement: sql.to_owned(),
+            kinds: vec!["select".to_owned()],
+            protocol: "simple".to_owned(),
+            parameter_count: 0,
+            duration_us: 12,
+            command_tag: Some("SELECT 1".to_owned()),
+            rows: Some(1),
+            error: None,
+            decision: "allow".to_owned(),
+            rule: None,
+        }),
+    }
+}
+
+#[tokio::test]
+async fn identities_groups_and_conflicts() {
+    for (backend, store) in Backend::all().await {
+        let who = backend.name();
+        let groups = vec!["dba".to_owned(), "dev".to_owned(), "dba".to_owned()];
+        let alice = store
+            .create_identity(
+                "alice@example.com",
+                IdentityKind::User,
+                Some("Alice"),
+                &groups,
+            )
+            .await
+            .unwrap();
+        assert_eq!(alice.groups, vec!["dba", "dev"], "{who}");
+        let dup = store
+            .create_identity("alice@example.com", IdentityKind::User, None, &[])
+            .await;
+        assert!(
+            matches!(dup, Err(StoreError::Conflict { .. })),
+            "{who}: {dup:?}"
+        );
+        store
+            .set_groups(&alice.id, &["ops".to_owned()])
+            .await
+            .unwrap();
+        let again = store
+            .identity_by_email("alice@example.com")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.groups, vec!["ops"], "{who}");
+        let ci = store.ensure_user("ci@example.com").await.unwrap();
+        assert_eq!(
+            store.ensure_user("ci@example.com").await.unwrap().id,
+            ci.id,
+            "{who}"
+        );
+        assert_eq!(store.list_identities().await.unwrap().len(), 2, "{who}");
+        store.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn resources_upsert_and_delete() {
+    for (backend, store) in Backend::all().await {
+        let who = backend.name();
+        let spec = ResourceSpec {
+            name: "pg-prod".into(),
+            kind: "postgres".into(),
+            environment: "prod".into(),
+            strict_audit: false,
+        };
+        let first = store.upsert_resource(&spec).await.unwrap();
+        let second = store
+            .upsert_resource(&ResourceSpec {
+                strict_audit: true,
+                ..spec.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(first.id, second.id, "{who}: upsert keeps the row");
+        assert!(second.strict_audit, "{who}");
+        assert_eq!(store.list_resources().await.unwrap().len(), 1, "{who}");
+        assert!(store.delete_resource("pg-prod").await.unwrap(), "{who}");
+        assert!(!store.delete_resource("pg-prod").await.unwrap(), "{who}");
+        store.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn audit_inserts_are_idempotent_and_searchable() {
+    for (backend, store) in Backend::all().await {
+        let who = backend.name();
+        let batch: Vec<_> = (0..300)
+            .map(|i| {
+                statement(
+                    "s1",
+                    i,
+                    if i % 2 == 0 {
+                        "alice@example.com"
+                    } else {
+                        "bob@example.com"
+                    },
+                    &format!("select {i}"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            store.insert_audit_events(&batch).await.unwrap(),
+            300,
+            "{who}"
+        );
+        // A resent batch (lost acknowledgement) stores nothing new.
+        assert_eq!(store.insert_audit_events(&batch).await.unwrap(), 0, "{who}");
+        assert_eq!(
+            store.insert_audit_events(&batch[100..200]).await.unwrap(),
+            0,
+            "{who}"
+        );
+
+        let alice = store
+            .search_audit(&AuditFilter {
+                identity: Some("alice@example.com".into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(alice.len(), 150, "{who}");
+        assert!(
+            alice
+                .iter()
+                .all(|e| e.identity == "alice@example.com" && e.kinds == ["select"])
+        );
+        assert_eq!(alice[0].id, "s1:0", "{who}: oldest first");
+
+        let text = store
+            .search_audit(&AuditFilter {
+                text: Some("select 29".into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<_> = text.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            ids,
+            vec![29, 290, 291, 292, 293, 294, 295, 296, 297, 298, 299],
+            "{who}"
+        );
+
+        let future = store
+            .search_audit(&AuditFilter {
+                since: Some(Utc::now() + Duration::hours(1)),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(future.is_empty(), "{who}");
+        let newest = store
+            .search_audit(&AuditFilter {
+                limit: 5,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(newest.len(), 5, "{who}");
+        store.close().await.unwrap();
+    }
+}
+
+async fn control_plane(store: Store) -> ControlPlane {
+    let settings = Settings::new(Secret::new("a".repeat(32)), Secret::new("g".repeat(32)));
+    ControlPlane::new(store, settings).await.unwrap()
+}
+
+fn session_request(token: &str, user: &str, resource: &str) -> SessionRequest {
+    SessionRequest {
+        token: Secret::new(token.to_owned()),
+        resource: resource.to_owned(),
+        database: "app".into(),
+        user: user.to_owned(),
+        client_address: "127.0.0.1:5555".into(),
+        application_name: "psql".into(),
+        tls: true,
+        gateway_id: "gw".into(),
+    }
+}
+
+#[tokio::test]
+async fn tokens_authenticate_revoke_and_open_sessions() {
+    for (backend, store) in Backend::all().await {
+        let who = backend.name();
+        let cp = control_plane(store.clone()).await;
+        cp.upsert_resource(&ResourceSpec {
+            name: "pg-prod".into(),
+            kind: "postgres".into(),
+            environment: "prod".into(),
+            strict_audit: false,
+        })
+        .await
+        .unwrap();
+        let issued = cp
+            .issue_token("alice@example.com", &["dba".into()], None, "test")
+            .await
+            .unwrap();
+        let grant = cp
+            .open_session(&session_request(
+                &issued.token,
+                "alice@example.com",
+                "pg-prod",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(grant.identity, "alice@example.com", "{who}");
+        assert_eq!(grant.groups, vec!["dba"], "{who}");
+        assert!(
+            store.session(&grant.session_id).await.unwrap().is_some(),
+            "{who}"
+        );
+
+        let wrong_user = cp
+            .open_session(&session_request(
+                &issued.token,
+                "bob@example.com",
+                "pg-prod",
+            ))
+            .await;
+        assert!(
+            matches!(wrong_user, Err(ServiceError::Unauthenticated(_))),
+            "{who}"
+        );
+        let no_resource = cp
+            .open_session(&session_request(&issued.token, "alice@example.com", "nope"))
+            .await;
+        assert!(
+            matches!(no_resource, Err(ServiceError::Forbidden(_))),
+            "{who}"
+        );
+        let empty = cp
+            .open_session(&session_request("", "alice@example.com", "pg-prod"))
+            .await;
+        assert!(
+            matches!(empty, Err(ServiceError::Unauthenticated(_))),
+            "{who}"
+        );
+
+        cp.revoke_token(&issued.token_id).await.unwrap();
+        let revoked = cp.authenticate(&issued.token).await;
+        assert!(
+            matches!(
+                revoked,
+                Err(ServiceError::Token(
+                    countersign_control_plane::tokens::TokenError::Revoked
+                ))
+            ),
+            "{who}: {revoked:?}"
+        );
+        assert_eq!(
+            store.live_revoked_token_ids().await.unwrap(),
+            vec![issued.token_id.clone()],
+            "{who}"
+        );
+
+        // A second replica on the same store shares the signing key.
+        let other = control_plane(store.clone()).await;
+        let t2 = cp
+            .issue_token("carol@example.com", &[], None, "test")
+            .await
+            .unwrap();
+        assert!(other.authenticate(&t2.token).await.is_ok(), "{who}");
+
+        let too_long = cp
+            .issue_token(
+                "carol@example.com",
+                &[],
+                Some(std::time::Duration::from_secs(7 * 86400)),
+                "test",
+            )
+            .await;
+        assert!(matches!(too_long, Err(ServiceError::Invalid(_))), "{who}");
+        store.close().await.unwrap();
+    }
+}
