@@ -75,7 +75,10 @@ pub enum Principal {
     /// The bootstrap admin token.
     Bootstrap,
     /// A person or service account with a valid access token.
-    Identity { identity: Identity, claims: Claims },
+    Identity {
+        identity: Box<Identity>,
+        claims: Box<Claims>,
+    },
 }
 
 impl Principal {
@@ -188,7 +191,10 @@ impl ControlPlane {
             return Ok(Principal::Bootstrap);
         }
         let (identity, claims) = self.authenticate(bearer).await?;
-        Ok(Principal::Identity { identity, claims })
+        Ok(Principal::Identity {
+            identity: Box::new(identity),
+            claims: Box::new(claims),
+        })
     }
 
     pub fn require_admin(&self, p: &Principal) -> Result<(), ServiceError> {

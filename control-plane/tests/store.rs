@@ -1,5 +1,7 @@
 //! Store and service tests, each run against both PostgreSQL and SQLite.
 
+#![cfg(test)]
+
 use chrono::{Duration, Utc};
 use countersign_common::Secret;
 use countersign_control_plane::service::SessionRequest;

@@ -4,10 +4,10 @@
 //! [`Statement`] per top-level statement: its kind, the tables it reads and writes, the functions
 //! it calls, and the flags that guardrails look at. It is pure and never panics.
 //!
-//! Layout: `kind` (the kind enum and node → kind mapping), `statement` (per-statement-type facts
-//! from the typed tree), `shape` + `scan` + `summary` (an exhaustive walk of every node for
-//! tables, functions, CTEs and nested data-modifying statements), `plpgsql` (best-effort look
-//! inside `DO` blocks), `error`.
+//! Layout: `kind` (the kind enum and node → kind mapping), `table` (`TableRef`,
+//! `CopyDirection`), `statement` (per-statement-type facts from the typed tree), `shape` +
+//! `scan` + `summary` (an exhaustive walk of every node for tables, functions, CTEs and nested
+//! data-modifying statements), `plpgsql` (best-effort look inside `DO` blocks), `error`.
 //!
 //! Conventions, chosen to fail closed:
 //! - A statement's `tables_read`, `tables_written`, `functions`, `without_where`,

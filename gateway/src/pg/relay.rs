@@ -58,6 +58,9 @@ pub struct Shared {
     pub seq: AtomicU64,
     pub statements: AtomicU64,
     pub tracker: Mutex<Tracker>,
+    /// The client half asks the upstream half (which owns the client's write
+    /// side) to end the session with a FATAL carrying this message.
+    pub fatal: tokio::sync::mpsc::Sender<String>,
 }
 
 impl Shared {
@@ -99,13 +102,14 @@ pub async fn client_to_upstream(
         let frame = match client.next().await {
             Ok(f) => f,
             Err(ReadError::Closed) => return RelayEnd::ClientTerminated,
+            Err(e @ ReadError::Wire(_)) => return fail_client(shared, RelayEnd::Client(e)).await,
             Err(e) => return RelayEnd::Client(e),
         };
         let mut next = Some(frame);
         while let Some(frame) = next {
             let terminate = frame.tag == b'X';
             if let Err(end) = session.inspect(shared, &frame) {
-                return end;
+                return fail_client(shared, end).await;
             }
             frames.push(frame.bytes);
             if terminate {
@@ -114,13 +118,29 @@ pub async fn client_to_upstream(
             }
             next = match client.buffered() {
                 Ok(f) => f,
-                Err(e) => return RelayEnd::Client(e),
+                Err(e) => return fail_client(shared, RelayEnd::Client(e)).await,
             };
         }
         if let Err(e) = write_frames(&mut upstream, &mut frames).await {
             return RelayEnd::UpstreamWrite(e);
         }
     }
+}
+
+/// Ends the session because of something the client sent: the upstream half
+/// tells the client why, then the session closes. Nothing more is forwarded.
+async fn fail_client(shared: &Shared, end: RelayEnd) -> RelayEnd {
+    tracing::info!(session = %shared.session_id, reason = %end, "ending session: bad client input");
+    if shared
+        .fatal
+        .send(format!("protocol violation: {end}"))
+        .await
+        .is_ok()
+    {
+        // The upstream half finishes the session; wait for it to win the select.
+        std::future::pending::<()>().await;
+    }
+    end
 }
 
 /// What the client half remembers: prepared statements and portals.
@@ -228,6 +248,7 @@ pub async fn upstream_to_client(
     mut upstream: MessageReader<ConnRead>,
     mut client: ConnWrite,
     mut config: watch::Receiver<Option<Arc<RemoteConfig>>>,
+    mut fatal: tokio::sync::mpsc::Receiver<String>,
 ) -> RelayEnd {
     let mut frames: Vec<Bytes> = Vec::with_capacity(16);
     let expires_in = shared
@@ -240,11 +261,14 @@ pub async fn upstream_to_client(
         let frame = tokio::select! {
             biased;
             _ = &mut expiry => {
-                return end_session(&mut client, "access token expired; session ended").await;
+                return end_session(&mut client, "57P01", "access token expired; session ended").await;
+            }
+            Some(message) = fatal.recv() => {
+                return end_session(&mut client, "08P01", &message).await;
             }
             changed = config.changed() => {
                 if changed.is_ok() && is_revoked(&config, &shared.token_id) {
-                    return end_session(&mut client, "access token revoked; session ended").await;
+                    return end_session(&mut client, "57P01", "access token revoked; session ended").await;
                 }
                 continue;
             }
@@ -275,12 +299,12 @@ fn is_revoked(config: &watch::Receiver<Option<Arc<RemoteConfig>>>, token_id: &st
         .is_some_and(|c| c.revoked_token_ids.contains(token_id))
 }
 
-async fn end_session(client: &mut ConnWrite, message: &str) -> RelayEnd {
+async fn end_session(client: &mut ConnWrite, code: &str, message: &str) -> RelayEnd {
     let mut out = BytesMut::new();
     backend::encode_error(
         &ErrorNotice {
             severity: Severity::Fatal,
-            code: "57P01",
+            code,
             message: &format!("countersign: {message}"),
             detail: None,
             hint: None,

@@ -105,6 +105,12 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
         )
         .await);
     }
+    if let Some(enc) = param("client_encoding")
+        && !utf8_compatible(&enc)
+    {
+        let msg = format!("client_encoding {enc:?} is not supported; use UTF8");
+        return Err(handshake::refuse(&mut conn, "22023", &msg).await);
+    }
     let (resource, database) = match dbname.split_once('/') {
         Some((r, d)) => (r.to_owned(), Some(d.to_owned())),
         None => (dbname.clone(), None),
@@ -216,6 +222,7 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
     conn.write_all(&out).await?;
     conn.flush().await?;
 
+    let (fatal_tx, fatal_rx) = tokio::sync::mpsc::channel(1);
     let shared = Shared {
         session_id: grant.session_id.clone(),
         identity: grant.identity.clone(),
@@ -226,6 +233,7 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
         seq: AtomicU64::new(0),
         statements: AtomicU64::new(0),
         tracker: Mutex::new(Tracker::default()),
+        fatal: fatal_tx,
     };
     let started = shared.next_event(AuditBody::SessionStarted {
         identity: grant.identity.clone(),
@@ -245,7 +253,7 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
     let up_reader = MessageReader::with_buffer(up_read, up_buf, wire::MAX_MESSAGE_LEN);
     let end = tokio::select! {
         end = relay::client_to_upstream(&shared, client_reader, up_write) => end,
-        end = relay::upstream_to_client(&shared, up_reader, client_write, gw.config.clone()) => end,
+        end = relay::upstream_to_client(&shared, up_reader, client_write, gw.config.clone(), fatal_rx) => end,
     };
     drop(cancel_key);
     finish(&shared, &end).await;
@@ -274,4 +282,29 @@ async fn finish(shared: &Shared, end: &RelayEnd) {
         statements: shared.statements.load(Ordering::Relaxed),
     });
     shared.audit.record(ended).await;
+}
+
+/// The gateway reads statements as UTF-8, so clients must send UTF-8.
+/// `SQL_ASCII` (what libpq picks in the C locale) is accepted: ASCII is UTF-8,
+/// and a non-ASCII byte then fails parsing, which ends the session (fail closed).
+fn utf8_compatible(encoding: &str) -> bool {
+    let e: String = encoding
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    matches!(e.as_str(), "UTF8" | "UNICODE" | "SQLASCII" | "AUTO")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accepts_only_utf8_compatible_client_encodings() {
+        for ok in ["UTF8", "utf-8", "Unicode", "SQL_ASCII", "auto"] {
+            assert!(super::utf8_compatible(ok), "{ok}");
+        }
+        for bad in ["LATIN1", "WIN1252", "SJIS", ""] {
+            assert!(!super::utf8_compatible(bad), "{bad}");
+        }
+    }
 }

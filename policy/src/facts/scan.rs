@@ -60,6 +60,12 @@ struct Ctx {
     field: &'static str,
 }
 
+impl Ctx {
+    fn at(parent: &'static str, field: &'static str) -> Self {
+        Self { parent, field }
+    }
+}
+
 /// Walks `shape`, skipping the named top-level fields (those the caller classifies itself).
 pub(crate) fn scan(shape: &Shape, skip: &[&str]) -> Scan {
     let mut walker = Walker {
@@ -70,22 +76,10 @@ pub(crate) fn scan(shape: &Shape, skip: &[&str]) -> Scan {
     match shape {
         Shape::Struct { name, fields } if !skip.is_empty() => {
             for (field, value) in fields.iter().filter(|(k, _)| !skip.contains(k)) {
-                walker.visit(
-                    value,
-                    Ctx {
-                        parent: name,
-                        field,
-                    },
-                );
+                walker.visit(value, Ctx::at(name, field));
             }
         }
-        _ => walker.visit(
-            shape,
-            Ctx {
-                parent: "",
-                field: "",
-            },
-        ),
+        _ => walker.visit(shape, Ctx::at("", "")),
     }
     let top = if skip.is_empty() && query_kind(shape.name()).is_some() {
         1
@@ -145,13 +139,7 @@ impl Walker {
 
     fn visit_fields(&mut self, name: &'static str, fields: &[(&'static str, Shape)]) {
         for (field, value) in fields {
-            self.visit(
-                value,
-                Ctx {
-                    parent: name,
-                    field,
-                },
-            );
+            self.visit(value, Ctx::at(name, field));
         }
     }
 
@@ -230,13 +218,7 @@ impl Walker {
         scope.ctes.push(shape.str_field("ctename").to_owned());
         for (field, value) in fields {
             self.pending_cte = (*field == "ctequery").then_some(slot);
-            self.visit(
-                value,
-                Ctx {
-                    parent: "CommonTableExpr",
-                    field,
-                },
-            );
+            self.visit(value, Ctx::at("CommonTableExpr", field));
         }
         self.pending_cte = None;
     }
