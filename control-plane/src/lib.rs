@@ -31,32 +31,40 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), std::io::Error> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let http_stop = {
+    let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let grpc_stop = {
-        let mut rx = stop_rx;
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
     let router = api::router(cp.clone());
-    let http_task = axum::serve(http, router).with_graceful_shutdown(http_stop);
+    let http_task = axum::serve(http, router).with_graceful_shutdown(stopped());
     let grpc_task = tonic::transport::Server::builder()
         .add_service(grpc::service(cp))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc),
-            grpc_stop,
+            stopped(),
         );
-    let (h, g) = tokio::join!(http_task, grpc_task);
-    h?;
-    g.map_err(std::io::Error::other)?;
-    Ok(())
+    let servers = async {
+        let (h, g) = tokio::join!(http_task, grpc_task);
+        h?;
+        g.map_err(std::io::Error::other)
+    };
+    // Gateways hold WatchConfig streams open indefinitely: after the shutdown
+    // signal, give in-flight requests a grace period, then stop regardless.
+    let deadline = async {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = servers => r,
+        _ = deadline => {
+            tracing::info!("grace period over; closing remaining streams");
+            Ok(())
+        }
+    }
 }
+
+/// How long open requests get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);

@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 use tokio_postgres::config::SslMode;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 /// Where and as whom to connect. `sslmode` is a libpq value (`disable`, `prefer`, `require`).
 #[derive(Clone, Debug)]
@@ -127,6 +128,25 @@ impl ConnParams {
             .await
             .with_context(|| format!("connecting to {} as {}", self.conninfo(), self.user))
     }
+
+    /// Connects without TLS and forwards each notification as `(channel, payload)`; the
+    /// sender closes when the connection ends.
+    pub async fn connect_listening(&self) -> Result<(Client, UnboundedReceiver<(String, String)>)> {
+        let (client, mut connection) = self.tokio_config().connect(NoTls).await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                match message {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return eprintln!("listening connection failed: {e}"),
+                }
+            }
+        });
+        Ok((client, rx))
+    }
 }
 
 /// Quotes a conninfo value when needed (libpq: single quotes, `\'` and `\\` escapes).
@@ -139,6 +159,27 @@ fn quote_conninfo(value: &str) -> String {
         value.to_owned()
     } else {
         format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+}
+
+/// Runs a query returning one `bigint` (typically `SELECT count(*) ...`).
+pub async fn query_count(client: &Client, sql: &str) -> Result<i64> {
+    let row = client
+        .query_one(sql, &[])
+        .await
+        .with_context(|| format!("running {sql}"))?;
+    Ok(row.try_get(0)?)
+}
+
+/// Fails unless `result` is a server error with SQLSTATE `code`.
+pub fn expect_sqlstate<T>(
+    result: Result<T, tokio_postgres::Error>,
+    code: &tokio_postgres::error::SqlState,
+) -> Result<()> {
+    match result {
+        Ok(_) => bail!("expected SQLSTATE {}, but the call succeeded", code.code()),
+        Err(e) if e.code() == Some(code) => Ok(()),
+        Err(e) => bail!("expected SQLSTATE {}, got {e:?}", code.code()),
     }
 }
 
@@ -176,6 +217,19 @@ pub fn expect_fatal<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn listening_connection_delivers_notifications() {
+        crate::services::ensure_services().unwrap();
+        let db = crate::db::TestDb::create("kit_listen").await.unwrap();
+        let (client, mut rx) = db.params().connect_listening().await.unwrap();
+        client.batch_execute("LISTEN ch").await.unwrap();
+        db.execute("NOTIFY ch, 'hi'").await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(("ch".to_owned(), "hi".to_owned())));
+    }
 
     #[test]
     fn conninfo_quotes_odd_values() {

@@ -76,6 +76,27 @@ impl TestDb {
             .await
             .with_context(|| format!("running {sql}"))
     }
+
+    /// Fails unless tables `a` and `b` hold the same multiset of rows; returns the count.
+    pub async fn ensure_same_rows(&self, a: &str, b: &str) -> Result<i64> {
+        let sql = format!(
+            "SELECT (SELECT count(*) FROM {a}), (SELECT count(*) FROM {b}), \
+             (SELECT count(*) FROM (SELECT * FROM {a} EXCEPT ALL SELECT * FROM {b}) x), \
+             (SELECT count(*) FROM (SELECT * FROM {b} EXCEPT ALL SELECT * FROM {a}) y)"
+        );
+        let row = self.client().await?.query_one(&sql, &[]).await?;
+        let counts: [i64; 4] = [row.get(0), row.get(1), row.get(2), row.get(3)];
+        if counts[0] != counts[1] || counts[2] != 0 || counts[3] != 0 {
+            bail!(
+                "{a} and {b} differ: counts {} vs {}, {} rows only in {a}, {} only in {b}",
+                counts[0],
+                counts[1],
+                counts[2],
+                counts[3]
+            );
+        }
+        Ok(counts[0])
+    }
 }
 
 impl Drop for TestDb {

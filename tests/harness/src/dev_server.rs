@@ -18,6 +18,10 @@ use tokio::sync::mpsc;
 
 use crate::conn::ConnParams;
 
+mod banner;
+
+pub use banner::{Banner, parse_banner};
+
 /// How long `countersign dev` may take to print `ready`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -76,71 +80,6 @@ impl DevServerOpts {
         args.extend(self.extra_args.iter().cloned());
         args
     }
-}
-
-/// The parsed startup banner.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Banner {
-    pub admin_token: String,
-    pub user: String,
-    pub user_token: String,
-    /// e.g. `http://127.0.0.1:41234`
-    pub http: String,
-    /// e.g. `http://127.0.0.1:41235`
-    pub grpc: String,
-    pub pg: SocketAddr,
-    pub resources: Vec<String>,
-    /// The text after `psql: `.
-    pub psql_hint: String,
-}
-
-/// Parses banner lines up to and including `ready`. Unknown `key=value` lines are ignored.
-pub fn parse_banner(lines: &[String]) -> Result<Banner> {
-    let (mut admin_token, mut user, mut user_token) = (None, None, None);
-    let (mut http, mut grpc, mut pg, mut psql_hint) = (None, None, None, None);
-    let mut resources = Vec::new();
-    let mut ready = false;
-    for line in lines {
-        if line == "ready" {
-            ready = true;
-            break;
-        }
-        if let Some(hint) = line.strip_prefix("psql: ") {
-            psql_hint = Some(hint.to_owned());
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            bail!("banner line is not key=value: {line:?}");
-        };
-        let value = value.to_owned();
-        match key {
-            "admin_token" => admin_token = Some(value),
-            "user" => user = Some(value),
-            "user_token" => user_token = Some(value),
-            "http" => http = Some(value),
-            "grpc" => grpc = Some(value),
-            "pg" => pg = Some(value.parse().with_context(|| format!("pg={value}"))?),
-            "resource" => resources.push(value),
-            _ => {}
-        }
-    }
-    if !ready {
-        bail!("banner has no `ready` line");
-    }
-    if resources.is_empty() {
-        bail!("banner lists no resource");
-    }
-    let missing = |k: &str| anyhow::anyhow!("banner lacks `{k}`: {lines:?}");
-    Ok(Banner {
-        admin_token: admin_token.ok_or_else(|| missing("admin_token"))?,
-        user: user.ok_or_else(|| missing("user"))?,
-        user_token: user_token.ok_or_else(|| missing("user_token"))?,
-        http: http.ok_or_else(|| missing("http"))?,
-        grpc: grpc.ok_or_else(|| missing("grpc"))?,
-        pg: pg.ok_or_else(|| missing("pg"))?,
-        resources,
-        psql_hint: psql_hint.ok_or_else(|| missing("psql"))?,
-    })
 }
 
 /// A running `countersign dev`; killed on drop. The data directory lives as long as this.
@@ -267,7 +206,11 @@ async fn spawn(bin: &Path, opts: &DevServerOpts, work: &Path) -> Result<(Child, 
         .create(true)
         .append(true)
         .open(&log_path)?;
-    let mut child = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    for (var, _) in crate::process::countersign_vars() {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
         .args(opts.args(&work.join("data")))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -334,34 +277,6 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    const BANNER: &str = "admin_token=adm\nuser=dev@localhost\nuser_token=tok\n\
-        http=http://127.0.0.1:1001\ngrpc=http://127.0.0.1:1002\npg=127.0.0.1:1003\n\
-        resource=dev\nresource=other\n\
-        psql: PGPASSWORD=tok psql \"host=127.0.0.1 port=1003 user=dev@localhost dbname=dev\"\n\
-        ready";
-
-    fn lines(text: &str) -> Vec<String> {
-        text.lines().map(str::to_owned).collect()
-    }
-
-    #[test]
-    fn parses_the_banner() {
-        let banner = parse_banner(&lines(BANNER)).unwrap();
-        assert_eq!(banner.admin_token, "adm");
-        assert_eq!(banner.user_token, "tok");
-        assert_eq!(banner.http, "http://127.0.0.1:1001");
-        assert_eq!(banner.pg, "127.0.0.1:1003".parse().unwrap());
-        assert_eq!(banner.resources, ["dev", "other"]);
-        assert!(banner.psql_hint.starts_with("PGPASSWORD=tok psql "));
-    }
-
-    #[test]
-    fn rejects_incomplete_banners() {
-        assert!(parse_banner(&lines(&BANNER.replace("ready", ""))).is_err());
-        assert!(parse_banner(&lines(&BANNER.replace("user_token=tok\n", ""))).is_err());
-        assert!(parse_banner(&lines(&BANNER.replace("pg=127.0.0.1:1003", "pg=nope"))).is_err());
-    }
-
     /// A stand-in for the binary: prints a banner (echoing its arguments into it) and sleeps.
     fn fake_binary(dir: &Path, body: &str) -> PathBuf {
         let path = dir.join("fake-countersign");
@@ -376,10 +291,10 @@ mod tests {
         let bin = fake_binary(
             dir.path(),
             r#"echo "starting $*" >&2
+echo "$$" > "$3/pid"
 echo "admin_token=${11}"; echo user=dev@localhost; echo user_token=t$$
 echo http=http://127.0.0.1:1; echo grpc=http://127.0.0.1:2; echo pg=127.0.0.1:3
 echo resource=db; echo 'psql: hint'; echo ready; echo after-ready
-echo "$$" > "$3/pid"
 exec sleep 600"#,
         );
         let opts = DevServerOpts::default().upstream("db", "postgres://x@h:1/d");

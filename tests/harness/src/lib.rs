@@ -7,6 +7,8 @@
 //!   token, audit and HTTP helpers on top.
 //! - [`process`], [`conn`]: psql, pgbench and tokio-postgres with the same parameters.
 //! - [`wire`]: raw protocol bytes for malformed-input tests.
+//! - [`exposure`]: checks that a client session cannot see a secret.
+//! - [`workload`]: SQL scripts and typed rows shared by the end-to-end tests.
 //! - [`fixture`]: database + dev server, the usual end-to-end setup.
 //!
 //! Helpers return `anyhow::Result` rather than panicking, so tests use `?` and the message
@@ -18,17 +20,20 @@ pub mod cluster;
 pub mod conn;
 pub mod db;
 pub mod dev_server;
+pub mod exposure;
 pub mod fixture;
 pub mod http;
 pub mod process;
 pub mod services;
 pub mod wire;
+pub mod workload;
 
 pub use audit::{AuditEvent, AuditQuery};
 pub use cluster::PrivateCluster;
-pub use conn::{ConnParams, expect_fatal};
+pub use conn::{ConnParams, expect_fatal, expect_sqlstate, query_count};
 pub use db::TestDb;
 pub use dev_server::{DevServer, DevServerOpts};
+pub use exposure::ensure_session_hides;
 pub use fixture::{Fixture, RESOURCE};
 pub use process::{CmdOutput, Psql, check_pgbench_run, ensure_same_output, pgbench};
 pub use services::ensure_services;
@@ -96,12 +101,10 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(value, 3);
-        let err = eventually(Duration::from_millis(250), || async {
-            anyhow::bail!("never")
-        })
-        .await
-        .map(|()| ())
-        .unwrap_err();
+        let never = || async { anyhow::bail!("never") as anyhow::Result<()> };
+        let err = eventually(Duration::from_millis(250), never)
+            .await
+            .unwrap_err();
         assert!(format!("{err:#}").contains("never"), "{err:#}");
     }
 

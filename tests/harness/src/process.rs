@@ -33,6 +33,12 @@ const LIBPQ_VARS: &[&str] = &[
     "PSQLRC",
 ];
 
+/// `COUNTERSIGN_*` variables of this process. Children never inherit them, so settings in
+/// the caller's shell cannot change what a test runs against.
+pub fn countersign_vars() -> impl Iterator<Item = (OsString, OsString)> {
+    std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("COUNTERSIGN_"))
+}
+
 /// What a finished program printed and how it exited.
 pub struct CmdOutput {
     pub program: String,
@@ -107,6 +113,9 @@ pub async fn run(
     for var in LIBPQ_VARS {
         cmd.env_remove(var);
     }
+    for (var, _) in countersign_vars() {
+        cmd.env_remove(var);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -140,6 +149,7 @@ pub fn ensure_same_output(direct: &CmdOutput, gateway: &CmdOutput) -> Result<()>
 
 /// A psql invocation: `psql -X [-A -t] -v ON_ERROR_STOP=1 "<conninfo>" ...`, password via
 /// `PGPASSWORD`.
+#[derive(Clone)]
 pub struct Psql {
     conn: ConnParams,
     args: Vec<OsString>,
@@ -195,6 +205,11 @@ impl Psql {
     pub fn aligned(mut self) -> Self {
         self.tuples_only = false;
         self
+    }
+
+    /// Runs psql, requires exit status 0, and returns stdout.
+    pub async fn output(self) -> Result<String> {
+        Ok(self.run().await?.ok()?.stdout)
     }
 
     pub async fn run(self) -> Result<CmdOutput> {

@@ -90,7 +90,7 @@ pub async fn expect_closed(
     stream: &mut TcpStream,
     timeout: Duration,
 ) -> Result<Option<BTreeMap<char, String>>> {
-    let outcome = tokio::time::timeout(timeout, async {
+    tokio::time::timeout(timeout, async {
         let first = match read_message(stream).await? {
             None => return Ok(None),
             Some((b'E', body)) => error_fields(&body),
@@ -110,8 +110,7 @@ pub async fn expect_closed(
         }
     })
     .await
-    .with_context(|| format!("connection was not closed within {timeout:?}"))?;
-    outcome
+    .with_context(|| format!("connection was not closed within {timeout:?}"))?
 }
 
 #[cfg(test)]

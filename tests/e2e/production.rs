@@ -1,0 +1,201 @@
+//! Production mode end to end: `countersign control-plane` on a PostgreSQL store
+//! and `countersign gateway` as separate processes, each from a TOML config
+//! file, with secrets from the environment; psql through the gateway, tokens
+//! minted and audit searched through the CLI.
+
+#![cfg(test)]
+
+use anyhow::{Context, Result, bail};
+use countersign_testkit::{ConnParams, Psql, TestDb, ensure_services, eventually, free_port};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_countersign");
+const ADMIN: &str = "prod-admin-token-0123456789abcdef0123";
+const GATEWAY: &str = "prod-gateway-token-0123456789abcdef012";
+
+fn spawn(args: &[&str], env: &[(&str, &str)], log: &std::path::Path) -> Result<Child> {
+    let file = std::fs::File::create(log)?;
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Ok(cmd.spawn()?)
+}
+
+async fn wait_port(port: u16, log: &std::path::Path) -> Result<()> {
+    eventually(Duration::from_secs(60), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map(|_| ())
+            .with_context(|| std::fs::read_to_string(log).unwrap_or_default())
+    })
+    .await
+}
+
+async fn cli(args: &[&str]) -> Result<String> {
+    let out = Command::new(BIN).args(args).output().await?;
+    if !out.status.success() {
+        bail!(
+            "countersign {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+#[tokio::test]
+async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
+    ensure_services()?;
+    let store = TestDb::create("cs_prod_store").await?;
+    let upstream = TestDb::create("cs_prod_app").await?;
+    upstream
+        .execute("CREATE TABLE orders (id int primary key, total numeric)")
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let (http, grpc, pg) = (free_port()?, free_port()?, free_port()?);
+
+    let cp_config = dir.path().join("control-plane.toml");
+    std::fs::write(
+        &cp_config,
+        format!(
+            "http_addr = \"127.0.0.1:{http}\"\ngrpc_addr = \"127.0.0.1:{grpc}\"\n\
+             database_url = \"postgres://unused@127.0.0.1/overridden\"\n\
+             admin_token = \"overridden-by-the-environment-0000000\"\n\
+             gateway_token = \"{GATEWAY}\"\n\n[[resource]]\nname = \"pg-prod\"\nenvironment = \"prod\"\n"
+        ),
+    )?;
+    let gw_config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &gw_config,
+        format!(
+            "gateway_id = \"gw-prod-1\"\nenvironment = \"prod\"\n\
+             control_plane_url = \"http://127.0.0.1:{grpc}\"\ngateway_token = \"{GATEWAY}\"\n\
+             pg_addr = \"127.0.0.1:{pg}\"\n\n[[upstream]]\nname = \"pg-prod\"\nurl = \"{}\"\n",
+            upstream.upstream_url()
+        ),
+    )?;
+
+    let cp_log = dir.path().join("cp.log");
+    let store_url = store.url();
+    let _cp = spawn(
+        &[
+            "control-plane",
+            "--config",
+            cp_config.to_str().context("path")?,
+        ],
+        &[
+            ("COUNTERSIGN_DATABASE_URL", &store_url),
+            ("COUNTERSIGN_ADMIN_TOKEN", ADMIN),
+        ],
+        &cp_log,
+    )?;
+    wait_port(http, &cp_log).await?;
+    let gw_log = dir.path().join("gw.log");
+    let _gw = spawn(
+        &["gateway", "--config", gw_config.to_str().context("path")?],
+        &[],
+        &gw_log,
+    )?;
+    wait_port(pg, &gw_log).await?;
+
+    let server = format!("http://127.0.0.1:{http}");
+    let token = cli(&[
+        "token",
+        "create",
+        "--server",
+        &server,
+        "--admin-token",
+        ADMIN,
+        "--identity",
+        "alice@example.com",
+        "--ttl",
+        "10m",
+    ])
+    .await?;
+    let token = token.trim();
+    let conn =
+        ConnParams::new("127.0.0.1", pg, "alice@example.com", "pg-prod").with_password(token);
+    let out = Psql::new(&conn)
+        .command("INSERT INTO orders VALUES (7, 12.50)")
+        .command("SELECT id, total FROM orders")
+        .output()
+        .await?;
+    assert!(out.contains("7|12.50"), "{out}");
+
+    // The store is the PostgreSQL database named in the environment, not the file's.
+    let client = store.client().await?;
+    let sessions: i64 = client
+        .query_one(
+            "SELECT count(*) FROM sessions WHERE identity = 'alice@example.com'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(sessions, 1);
+
+    let events = eventually(Duration::from_secs(15), || {
+        let server = server.clone();
+        async move {
+            let out = cli(&[
+                "audit",
+                "search",
+                "--server",
+                &server,
+                "--token",
+                ADMIN,
+                "--identity",
+                "alice@example.com",
+                "--event",
+                "statement",
+                "--format",
+                "jsonl",
+            ])
+            .await?;
+            let events: Vec<serde_json::Value> = out
+                .lines()
+                .map(serde_json::from_str)
+                .collect::<Result<_, _>>()?;
+            if events.len() < 2 {
+                bail!("{} statement events so far", events.len());
+            }
+            Ok(events)
+        }
+    })
+    .await?;
+    let statements: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["statement"].as_str())
+        .collect();
+    assert_eq!(
+        statements,
+        [
+            "INSERT INTO orders VALUES (7, 12.50)",
+            "SELECT id, total FROM orders"
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["resource"] == "pg-prod" && e["identity"] == "alice@example.com")
+    );
+    assert_eq!(events[0]["kinds"], serde_json::json!(["insert"]));
+
+    // A resource from another environment is not served by this gateway.
+    let bad = Psql::new(&conn.clone().with_dbname("pg-staging"))
+        .command("SELECT 1")
+        .run()
+        .await?;
+    assert!(
+        !bad.success() && bad.stderr.contains("no resource named"),
+        "{}",
+        bad.combined()
+    );
+    Ok(())
+}
