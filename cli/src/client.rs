@@ -10,7 +10,7 @@ use std::process::ExitCode;
 pub struct ServerArgs {
     /// Control-plane HTTP URL.
     #[arg(long, env = "COUNTERSIGN_SERVER")]
-    server: String,
+    pub server: String,
 }
 
 #[derive(Subcommand)]
@@ -93,19 +93,19 @@ pub struct ConnectArgs {
     command: Vec<String>,
 }
 
-fn http() -> anyhow::Result<reqwest::Client> {
+pub fn http() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()
         .context("building the HTTP client")
 }
 
-fn url(server: &ServerArgs, path: &str) -> String {
+pub fn url(server: &ServerArgs, path: &str) -> String {
     format!("{}{}", server.server.trim_end_matches('/'), path)
 }
 
 /// Turns a non-2xx response into an error carrying the server's message.
-async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+pub async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
     if resp.status().is_success() {
         return Ok(resp);
     }

@@ -47,6 +47,9 @@ pub struct DevArgs {
     /// The identity of the printed user token.
     #[arg(long, env = "COUNTERSIGN_DEV_USER", default_value = "dev@localhost")]
     user: String,
+    /// Guardrail policy file applied at start (as a new version when it changed).
+    #[arg(long, env = "COUNTERSIGN_POLICY")]
+    policy: Option<PathBuf>,
     /// Lifetime of the printed user token.
     #[arg(long, default_value = "12h", value_parser = countersign_common::parse_duration)]
     user_token_ttl: Duration,
@@ -124,6 +127,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         Secret::new(gateway_token.clone()),
     );
     let cp = ControlPlane::new(store, settings).await?;
+    if let Some(path) = &args.policy {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let v = cp
+            .apply_policy(&text, "countersign-dev")
+            .await
+            .with_context(|| format!("applying {}", path.display()))?;
+        tracing::info!(version = v.version, file = %path.display(), "policy active");
+    }
     for up in &upstreams {
         cp.upsert_resource(&ResourceSpec {
             name: up.name.clone(),

@@ -7,6 +7,7 @@
 mod client;
 mod config;
 mod dev;
+mod policy;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,9 @@ enum Command {
     Audit(client::AuditCommand),
     /// Run a database client through the gateway with your token.
     Connect(client::ConnectArgs),
+    /// Apply, test and replay guardrail policies.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 fn init_logging(format: &str) -> anyhow::Result<()> {
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
             Command::Token(cmd) => client::token(cmd).await,
             Command::Audit(cmd) => client::audit(cmd).await,
             Command::Connect(args) => client::connect(args).await,
+            Command::Policy(cmd) => policy::run(cmd).await,
         }
     });
     match result {

@@ -7,6 +7,7 @@
 mod audit;
 mod identities;
 mod openapi;
+mod policies;
 mod resources;
 mod tokens;
 
@@ -42,6 +43,12 @@ pub fn router(cp: ControlPlane) -> Router {
         .route("/api/v1/tokens", post(tokens::create))
         .route("/api/v1/tokens/{id}", delete(tokens::revoke))
         .route("/api/v1/audit", get(audit::search))
+        .route(
+            "/api/v1/policies",
+            get(policies::list).post(policies::apply),
+        )
+        .route("/api/v1/policies/replay", post(policies::replay))
+        .route("/api/v1/policies/{version}", get(policies::get))
         .with_state(cp)
 }
 
@@ -72,6 +79,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unauthenticated(m) => Self::Unauthenticated(m),
             ServiceError::Forbidden(m) => Self::Forbidden(m),
             ServiceError::Invalid(m) => Self::BadRequest(m),
+            e @ ServiceError::InvalidPolicy(_) => Self::BadRequest(e.to_string()),
             ServiceError::Store(s) => s.into(),
         }
     }

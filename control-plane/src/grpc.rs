@@ -70,6 +70,7 @@ fn status_of(e: ServiceError) -> Status {
         ServiceError::Unauthenticated(m) => Status::unauthenticated(m),
         ServiceError::Forbidden(m) => Status::permission_denied(m),
         ServiceError::Invalid(m) => Status::invalid_argument(m),
+        e @ ServiceError::InvalidPolicy(_) => Status::invalid_argument(e.to_string()),
         ServiceError::Store(StoreError::NotFound { .. }) => Status::not_found(e.to_string()),
         ServiceError::Store(s) => {
             tracing::error!(error = %s, "store failure");
@@ -102,10 +103,19 @@ impl Gateways {
             .live_revoked_token_ids()
             .await
             .map_err(|e| status_of(e.into()))?;
+        let policy = store
+            .latest_policy()
+            .await
+            .map_err(|e| status_of(e.into()))?
+            .map(|p| pb::PolicyBundle {
+                version: p.version,
+                text: p.text,
+            });
         Ok(pb::ConfigUpdate {
             version,
             resources,
             revoked_token_ids,
+            policy,
         })
     }
 }
@@ -143,7 +153,9 @@ impl GatewayService for Gateways {
                 match this.config_update(&hello.environment, version + 1).await {
                     Ok(next) => {
                         let same = next.resources == last.resources
-                            && next.revoked_token_ids == last.revoked_token_ids;
+                            && next.revoked_token_ids == last.revoked_token_ids
+                            && next.policy.as_ref().map(|p| p.version)
+                                == last.policy.as_ref().map(|p| p.version);
                         if !same {
                             version += 1;
                             last = next.clone();
@@ -189,6 +201,7 @@ impl GatewayService for Gateways {
                     token_id: g.token_id,
                     token_expires_at: g.token_expires_at.timestamp(),
                     resource: g.resource,
+                    policy_version: g.policy_version,
                 }))
             }
             Err(e) => {

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod grpc;
+pub mod replay;
 pub mod service;
 pub mod store;
 pub mod tokens;

@@ -2,6 +2,7 @@
 
 use crate::store::audit::{AuditEventView, AuditFilter, NewAuditEvent};
 use crate::store::identities::Identity;
+use crate::store::policies::PolicyVersion;
 use crate::store::resources::{Resource, ResourceSpec};
 use crate::store::sessions::SessionRecord;
 use crate::store::tokens::TokenRecord;
@@ -49,7 +50,7 @@ impl Settings {
             max_token_ttl: Duration::from_secs(24 * 3600),
             admin_group: "countersign-admins".to_owned(),
             auditor_group: "countersign-auditors".to_owned(),
-            config_poll_interval: Duration::from_secs(2),
+            config_poll_interval: Duration::from_millis(500),
         }
     }
 }
@@ -65,6 +66,8 @@ pub enum ServiceError {
     Forbidden(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("the policy is invalid:\n{0}")]
+    InvalidPolicy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -129,6 +132,7 @@ pub struct SessionGrant {
     pub token_id: String,
     pub token_expires_at: DateTime<Utc>,
     pub resource: String,
+    pub policy_version: u64,
 }
 
 /// The control plane. Cheap to clone; all clones share one store and signer.
@@ -384,8 +388,15 @@ impl ControlPlane {
             application_name: req.application_name.clone(),
             tls: req.tls,
             started_at: Utc::now(),
+            groups: claims.groups.clone(),
         };
         self.inner.store.insert_session(&session).await?;
+        let policy_version = self
+            .inner
+            .store
+            .latest_policy()
+            .await?
+            .map_or(0, |p| p.version);
         Ok(SessionGrant {
             session_id: session.id,
             identity: identity.email,
@@ -393,7 +404,18 @@ impl ControlPlane {
             token_id: claims.jti.clone(),
             token_expires_at: claims.expires_at(),
             resource: resource.name,
+            policy_version,
         })
+    }
+
+    /// Validates and stores a policy as the new active version, and tells
+    /// gateways. Applying the active text again returns the active version.
+    pub async fn apply_policy(&self, text: &str, by: &str) -> Result<PolicyVersion, ServiceError> {
+        countersign_policy::Policy::parse(text)
+            .map_err(|e| ServiceError::InvalidPolicy(e.to_string()))?;
+        let version = self.inner.store.insert_policy(text, by).await?;
+        self.config_changed();
+        Ok(version)
     }
 
     pub async fn ingest_audit(&self, events: &[NewAuditEvent]) -> Result<u64, ServiceError> {

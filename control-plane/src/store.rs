@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod entity;
 pub mod identities;
+pub mod policies;
 pub mod resources;
 pub mod sessions;
 pub mod settings;

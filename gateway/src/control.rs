@@ -6,6 +6,7 @@
 //! it is acknowledged. Protobuf types end here: callers get domain types.
 
 use countersign_common::Secret;
+use countersign_policy::Policy;
 use countersign_proto::v1 as pb;
 use pb::gateway_service_client::GatewayServiceClient;
 use std::collections::{HashMap, HashSet};
@@ -60,16 +61,42 @@ pub struct ResourceInfo {
 }
 
 /// The latest configuration from the control plane.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RemoteConfig {
     pub version: u64,
     pub resources: HashMap<String, ResourceInfo>,
     pub revoked_token_ids: HashSet<String>,
+    /// The active policy (the empty policy, which still denies unparsable
+    /// statements, until one is applied).
+    pub policy: Arc<Policy>,
+    pub policy_version: u64,
 }
 
-impl From<pb::ConfigUpdate> for RemoteConfig {
-    fn from(u: pb::ConfigUpdate) -> Self {
+impl RemoteConfig {
+    /// Builds the config from an update, compiling its policy unless it is the
+    /// version already compiled in `previous`. A policy that does not compile
+    /// (the control plane validated it, so this means a version skew) keeps
+    /// the previous one: the gateway goes on enforcing the last policy it had.
+    fn from_update(u: pb::ConfigUpdate, previous: Option<&RemoteConfig>) -> Self {
+        let (policy, policy_version) = match (&u.policy, previous) {
+            (Some(b), Some(prev)) if b.version == prev.policy_version => {
+                (prev.policy.clone(), prev.policy_version)
+            }
+            (Some(b), prev) => match Policy::parse(&b.text) {
+                Ok(p) => (Arc::new(p), b.version),
+                Err(e) => {
+                    tracing::error!(version = b.version, errors = %e, "cannot compile policy; keeping the previous one");
+                    match prev {
+                        Some(prev) => (prev.policy.clone(), prev.policy_version),
+                        None => (Arc::new(Policy::empty()), 0),
+                    }
+                }
+            },
+            (None, _) => (Arc::new(Policy::empty()), 0),
+        };
         Self {
+            policy,
+            policy_version,
             version: u.version,
             resources: u
                 .resources
@@ -97,6 +124,7 @@ pub struct SessionGrant {
     pub token_id: String,
     pub token_expires_at: std::time::SystemTime,
     pub resource: Arc<str>,
+    pub policy_version: u64,
 }
 
 /// What the gateway tells the control plane about a connecting client.
@@ -170,6 +198,7 @@ impl ControlClient {
                     token_id: g.token_id,
                     token_expires_at: std::time::UNIX_EPOCH + Duration::from_secs(expires),
                     resource: g.resource.into(),
+                    policy_version: g.policy_version,
                 })
             }
             Err(status) => Err(match status.code() {
@@ -213,7 +242,7 @@ pub fn watch_config(
                         match stream.message().await {
                             Ok(Some(update)) => {
                                 backoff = BACKOFF_MIN;
-                                let cfg = RemoteConfig::from(update);
+                                let cfg = RemoteConfig::from_update(update, tx.borrow().as_deref());
                                 tracing::debug!(
                                     version = cfg.version,
                                     resources = cfg.resources.len(),

@@ -7,6 +7,7 @@
 
 pub mod cancel;
 pub mod handshake;
+pub mod inspect;
 pub mod relay;
 pub mod session;
 pub mod stream;

@@ -3,10 +3,13 @@
 //! Today this crate derives *statement facts*: [`classify`] turns SQL text into one
 //! [`Statement`] per top-level statement (kind, tables read and written, functions called,
 //! `WHERE` presence, `COPY` details, wrapped and nested statements), using PostgreSQL's own
-//! grammar through `pg_query`. [`FactsCache`] memoizes that by statement text. Policy
-//! evaluation (`decide(&SessionPolicy, &StatementFacts) -> Decision`) builds on these facts.
+//! grammar through `pg_query`. [`FactsCache`] memoizes that by statement text. On top of the
+//! facts, `rules` holds the guardrail language: [`Policy::parse`] compiles a TOML policy file
+//! (reporting every error at once) and [`decide`] turns a policy, a session and a statement's
+//! facts into a [`Decision`].
 //!
-//! Layout: `facts` (the classifier; its module docs state the conventions), `cache`.
+//! Layout: `facts` (the classifier; its module docs state the conventions), `cache`, `rules`
+//! (the policy language; its module docs state the matching rules and precedence).
 //!
 //! Not guaranteed: statement facts describe what the text *says*, not everything the server
 //! will do when it runs it — views, rules, triggers and functions act out of sight, and name
@@ -14,9 +17,11 @@
 
 pub mod cache;
 pub mod facts;
+pub mod rules;
 
 pub use cache::{CacheStats, FactsCache, MAX_CACHED_SQL_LEN};
 pub use facts::{
     ClassifyOptions, CopyDirection, Statement, StatementFacts, StatementKind, TableRef, classify,
     classify_with,
 };
+pub use rules::{Action, Decision, Policy, PolicyError, PolicyErrors, SessionContext, decide};

@@ -16,6 +16,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::tokens::create,
         super::tokens::revoke,
         super::audit::search,
+        super::policies::apply,
+        super::policies::list,
+        super::policies::get,
+        super::policies::replay,
     ),
     modifiers(&BearerAuth)
 )]

@@ -252,3 +252,47 @@ impl Store {
         models.into_iter().map(to_view).collect()
     }
 }
+
+/// Where a keyset scan over statement events stopped: `(at, session_id, seq)`.
+pub type AuditCursor = (DateTime<Utc>, String, i64);
+
+impl Store {
+    /// Statement events at or after `since`, oldest first, strictly after
+    /// `cursor`, at most `limit`. Keyset pagination: no event is skipped or
+    /// repeated however many share a timestamp.
+    pub async fn statements_after(
+        &self,
+        since: DateTime<Utc>,
+        cursor: Option<&AuditCursor>,
+        limit: u64,
+    ) -> Result<(Vec<AuditEventView>, Option<AuditCursor>), StoreError> {
+        use audit_event::Column as C;
+        use sea_orm::Condition;
+        let mut q = audit_event::Entity::find()
+            .filter(C::Event.eq("statement"))
+            .filter(C::At.gte(since));
+        if let Some((at, session, seq)) = cursor {
+            q = q.filter(
+                Condition::any().add(C::At.gt(*at)).add(
+                    Condition::all().add(C::At.eq(*at)).add(
+                        Condition::any().add(C::SessionId.gt(session.as_str())).add(
+                            Condition::all()
+                                .add(C::SessionId.eq(session.as_str()))
+                                .add(C::Seq.gt(*seq)),
+                        ),
+                    ),
+                ),
+            );
+        }
+        let models = q
+            .order_by_asc(C::At)
+            .order_by_asc(C::SessionId)
+            .order_by_asc(C::Seq)
+            .limit(limit)
+            .all(self.db())
+            .await?;
+        let next = models.last().map(|m| (m.at, m.session_id.clone(), m.seq));
+        let views = models.into_iter().map(to_view).collect::<Result<_, _>>()?;
+        Ok((views, next))
+    }
+}

@@ -3,6 +3,7 @@
 pub mod audit_event;
 pub mod identity;
 pub mod identity_group;
+pub mod policy;
 pub mod resource;
 pub mod session;
 pub mod setting;

@@ -19,6 +19,7 @@ pub struct SessionRecord {
     pub application_name: String,
     pub tls: bool,
     pub started_at: DateTime<Utc>,
+    pub groups: Vec<String>,
 }
 
 impl From<session::Model> for SessionRecord {
@@ -35,6 +36,7 @@ impl From<session::Model> for SessionRecord {
             application_name: m.application_name,
             tls: m.tls,
             started_at: m.started_at,
+            groups: serde_json::from_str(&m.groups).unwrap_or_default(),
         }
     }
 }
@@ -53,6 +55,7 @@ impl Store {
             application_name: Set(s.application_name.clone()),
             tls: Set(s.tls),
             started_at: Set(s.started_at),
+            groups: Set(serde_json::Value::from(s.groups.clone()).to_string()),
         })
         .exec_without_returning(self.db())
         .await?;

@@ -6,26 +6,22 @@
 //! PortalSuspended, ReadyForQuery on the way down) and forwards every message
 //! as the bytes it received, batched into one vectored write per read.
 //!
-//! What this guarantees: every statement the client sends is classified and
-//! registered for audit before it is forwarded; nothing is re-encoded. What it
-//! does not (yet): decide on statements (every decision is "allow"), or mask.
+//! What this guarantees: every statement the client sends is classified,
+//! decided by the session's current policy (see `inspect`) and registered for
+//! audit before it is forwarded; a denied statement never reaches upstream;
+//! nothing allowed is re-encoded. What it does not (yet): mask results.
 
+use super::inspect::{Inspector, Verdict};
 use super::stream::{ConnRead, ConnWrite, MessageReader, ReadError, write_frames};
-use super::track::{Pending, StatementInfo, Tracker};
+use super::track::{Pending, Tracker};
 use super::wire::backend::{self, BackendMessage, ErrorNotice, Severity};
-use super::wire::frontend::FrontendMessage;
 use crate::audit::{AuditBody, AuditEvent, AuditSink};
 use crate::control::RemoteConfig;
 use bytes::{Bytes, BytesMut};
-use countersign_policy::FactsCache;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 use tokio::sync::watch;
-
-/// Statements whose facts a session keeps, by text.
-const FACTS_CACHE: usize = 256;
 
 /// Why the relay ended.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +46,10 @@ pub enum RelayEnd {
 pub struct Shared {
     pub session_id: Arc<str>,
     pub identity: Arc<str>,
+    pub groups: Vec<String>,
     pub resource: Arc<str>,
+    /// The session's view of control-plane config: policy and revocations.
+    pub config: watch::Receiver<Option<Arc<RemoteConfig>>>,
     pub token_id: String,
     pub token_expires_at: SystemTime,
     pub audit: AuditSink,
@@ -73,7 +72,11 @@ impl Shared {
         }
     }
 
-    fn track(&self, p: Pending) {
+    pub(super) fn statements_count_one(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn track(&self, p: Pending) {
         if let Ok(mut t) = self.tracker.lock() {
             t.push(p);
         }
@@ -96,7 +99,7 @@ pub async fn client_to_upstream(
     mut client: MessageReader<ConnRead>,
     mut upstream: ConnWrite,
 ) -> RelayEnd {
-    let mut session = ClientState::default();
+    let mut session = Inspector::new(shared);
     let mut frames: Vec<Bytes> = Vec::with_capacity(16);
     loop {
         let frame = match client.next().await {
@@ -108,10 +111,14 @@ pub async fn client_to_upstream(
         let mut next = Some(frame);
         while let Some(frame) = next {
             let terminate = frame.tag == b'X';
-            if let Err(end) = session.inspect(shared, &frame) {
-                return fail_client(shared, end).await;
+            match session.inspect(shared, &frame) {
+                Ok(Verdict::Forward) => frames.push(frame.bytes),
+                Ok(Verdict::Replace(bytes)) => frames.push(bytes),
+                Err(end) => return fail_client(shared, end).await,
             }
-            frames.push(frame.bytes);
+            if let Some(event) = session.take_decision_event() {
+                shared.audit.record(event).await;
+            }
             if terminate {
                 let _ = write_frames(&mut upstream, &mut frames).await;
                 return RelayEnd::ClientTerminated;
@@ -141,105 +148,6 @@ async fn fail_client(shared: &Shared, end: RelayEnd) -> RelayEnd {
         std::future::pending::<()>().await;
     }
     end
-}
-
-/// What the client half remembers: prepared statements and portals.
-#[derive(Default)]
-struct ClientState {
-    cache: Option<FactsCache>,
-    statements: HashMap<String, Arc<StatementInfo>>,
-    portals: HashMap<String, (Arc<StatementInfo>, u32)>,
-}
-
-impl ClientState {
-    fn classify(&mut self, sql: &str) -> Arc<StatementInfo> {
-        let cache = self
-            .cache
-            .get_or_insert_with(|| FactsCache::new(FACTS_CACHE));
-        let facts = cache.get_or_classify(sql);
-        let mut kinds = facts.kind_names();
-        if facts.is_parse_failure() {
-            kinds.push("parse_error");
-        }
-        Arc::new(StatementInfo {
-            sql: sql.into(),
-            kinds: kinds.into(),
-        })
-    }
-
-    fn inspect(&mut self, shared: &Shared, frame: &super::wire::Frame) -> Result<(), RelayEnd> {
-        if !matches!(frame.tag, b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F') {
-            return Ok(());
-        }
-        let msg = FrontendMessage::parse(frame)
-            .map_err(|_| RelayEnd::ClientProtocol(char::from(frame.tag)))?;
-        let now = Instant::now();
-        match msg {
-            FrontendMessage::Query { sql } => {
-                let stmt = self.classify(sql);
-                shared.track(Pending::Simple { stmt, started: now });
-            }
-            FrontendMessage::Parse { name, sql, .. } => {
-                let stmt = self.classify(sql);
-                self.statements.insert(name.to_owned(), stmt);
-            }
-            FrontendMessage::Bind {
-                portal,
-                statement,
-                params,
-                ..
-            } => {
-                let stmt = match self.statements.get(statement) {
-                    Some(s) => s.clone(),
-                    // The server will refuse the Bind; record what was asked.
-                    None => Arc::new(StatementInfo {
-                        sql: format!("-- unknown prepared statement {statement:?}").into(),
-                        kinds: Arc::from(Vec::new()),
-                    }),
-                };
-                let count = u32::try_from(params.len()).unwrap_or(u32::MAX);
-                self.portals.insert(portal.to_owned(), (stmt, count));
-            }
-            FrontendMessage::Execute { portal, .. } => {
-                let (stmt, parameter_count) = match self.portals.get(portal) {
-                    Some((s, n)) => (s.clone(), *n),
-                    None => (
-                        Arc::new(StatementInfo {
-                            sql: format!("-- unknown portal {portal:?}").into(),
-                            kinds: Arc::from(Vec::new()),
-                        }),
-                        0,
-                    ),
-                };
-                shared.track(Pending::Execute {
-                    stmt,
-                    parameter_count,
-                    started: now,
-                });
-            }
-            FrontendMessage::Close { kind, name } => {
-                if kind == b'S' {
-                    self.statements.remove(name);
-                } else {
-                    self.portals.remove(name);
-                }
-            }
-            FrontendMessage::Sync => {
-                // Unnamed portals do not survive a Sync that ends a transaction;
-                // dropping them here is harmless because a Bind always precedes Execute.
-                shared.track(Pending::Sync);
-            }
-            FrontendMessage::FunctionCall => {
-                let stmt = Arc::new(StatementInfo {
-                    sql: "-- fast-path function call".into(),
-                    kinds: Arc::from(vec!["call"]),
-                });
-                shared.track(Pending::Simple { stmt, started: now });
-            }
-            _ => {}
-        }
-        Ok(())
-    }
 }
 
 /// Upstream → client, and session-ending events (revocation, expiry).
@@ -279,8 +187,10 @@ pub async fn upstream_to_client(
         };
         let mut next = Some(frame);
         while let Some(frame) = next {
-            observe(shared, &frame).await;
-            frames.push(frame.bytes);
+            match observe(shared, &frame).await {
+                Some(replacement) => frames.push(replacement),
+                None => frames.push(frame.bytes),
+            }
             next = match upstream.buffered() {
                 Ok(f) => f,
                 Err(e) => return RelayEnd::Upstream(e),
@@ -316,17 +226,19 @@ async fn end_session(client: &mut ConnWrite, code: &str, message: &str) -> Relay
 }
 
 /// Feeds the response tracker with the messages that complete statements.
-async fn observe(shared: &Shared, frame: &super::wire::Frame) {
+/// Returns the bytes to send instead of `frame` when it answers a denial.
+async fn observe(shared: &Shared, frame: &super::wire::Frame) -> Option<Bytes> {
     if !matches!(frame.tag, b'C' | b'E' | b'I' | b's' | b'Z') {
-        return;
+        return None;
     }
     let Ok(msg) = BackendMessage::parse(frame) else {
         // Forwarded as received; the client will judge it.
-        return;
+        return None;
     };
+    let mut replacement = None;
     let outcome = {
         let Ok(mut t) = shared.tracker.lock() else {
-            return;
+            return None;
         };
         match msg {
             BackendMessage::CommandComplete { tag } => {
@@ -340,11 +252,14 @@ async fn observe(shared: &Shared, frame: &super::wire::Frame) {
                     e.code().unwrap_or("?????"),
                     e.message().unwrap_or("")
                 );
-                t.error(text)
+                let (outcome, swap) = t.error(text);
+                replacement = swap;
+                outcome
             }
             BackendMessage::ReadyForQuery { .. } => t.ready_for_query(),
             _ => None,
         }
     };
     shared.record(outcome).await;
+    replacement
 }

@@ -39,6 +39,9 @@ const FORWARDED_PARAMS: &[&str] = &[
     "idle_in_transaction_session_timeout",
 ];
 
+/// How long a new session waits for the gateway to receive its policy.
+const POLICY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves one client connection to its end. Errors are logged here.
 pub async fn run(gw: Gateway, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
@@ -186,6 +189,21 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
         }
     };
 
+    // Relay nothing until this gateway holds the policy the session was opened under.
+    let mut config = gw.config.clone();
+    let wanted = grant.policy_version;
+    let has_policy = tokio::time::timeout(
+        POLICY_WAIT,
+        config.wait_for(|c| c.as_ref().is_some_and(|c| c.policy_version >= wanted)),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    if !has_policy {
+        let msg =
+            format!("this gateway has not received policy version {wanted} yet; try again shortly");
+        return Err(handshake::refuse(&mut conn, "08004", &msg).await);
+    }
+
     let forwarded: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| FORWARDED_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
@@ -226,6 +244,8 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
     let shared = Shared {
         session_id: grant.session_id.clone(),
         identity: grant.identity.clone(),
+        groups: grant.groups.clone(),
+        config: gw.config.clone(),
         resource: grant.resource.clone(),
         token_id: grant.token_id.clone(),
         token_expires_at: grant.token_expires_at,

@@ -9,8 +9,13 @@
 //!   or ErrorResponse. After an error, PostgreSQL skips everything up to Sync,
 //!   so the Executes it skipped are dropped: they never ran;
 //! - ReadyForQuery closes everything up to the Sync or Query it answers.
+//! - A denied message was replaced by one that makes the server fail at once
+//!   (see `relay`); its ErrorResponse is swapped for the denial's, so the
+//!   client sees exactly what PostgreSQL does after any error: the
+//!   transaction is aborted, and in the extended protocol the server skips to Sync.
 
 use crate::audit::{Protocol, StatementEvent};
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,18 +25,46 @@ use std::time::{Duration, Instant};
 pub struct StatementInfo {
     pub sql: Arc<str>,
     pub kinds: Arc<[&'static str]>,
+    pub facts: Arc<countersign_policy::StatementFacts>,
+    /// Facts under `standard_conforming_strings = off`, when they differ.
+    pub alternative: Option<Arc<countersign_policy::StatementFacts>>,
+}
+
+impl StatementInfo {
+    /// A pseudo-statement with fixed kinds (no SQL to classify).
+    pub fn opaque(label: &str, kinds: &[&'static str]) -> Self {
+        Self {
+            sql: label.into(),
+            kinds: kinds.to_vec().into(),
+            facts: Arc::new(countersign_policy::StatementFacts {
+                statements: Vec::new(),
+                parse_error: None,
+            }),
+            alternative: None,
+        }
+    }
 }
 
 #[derive(Debug)]
 pub enum Pending {
     Simple {
         stmt: Arc<StatementInfo>,
+        rule: Option<Arc<str>>,
         started: Instant,
     },
     Execute {
         stmt: Arc<StatementInfo>,
+        rule: Option<Arc<str>>,
         parameter_count: u32,
         started: Instant,
+    },
+    /// A message the gateway replaced because policy denied it; `error` is
+    /// the ErrorResponse the client gets instead of the server's.
+    Denied {
+        error: Bytes,
+        /// A simple Query (answered by its own ReadyForQuery) rather than an
+        /// extended-protocol message (the server then skips to Sync).
+        simple: bool,
     },
     Sync,
 }
@@ -40,6 +73,7 @@ pub enum Pending {
 #[derive(Debug)]
 pub struct Outcome {
     pub stmt: Arc<StatementInfo>,
+    pub rule: Option<Arc<str>>,
     pub protocol: Protocol,
     pub parameter_count: u32,
     pub duration: Duration,
@@ -62,7 +96,7 @@ impl Outcome {
             rows: self.rows,
             error: self.error,
             decision: "allow",
-            rule: None,
+            rule: self.rule.map(|r| r.to_string()),
         }
     }
 }
@@ -99,7 +133,7 @@ impl Tracker {
                 None
             }
             Pending::Execute { .. } => self.finish_execute(Some(tag.to_owned()), rows, None),
-            Pending::Sync => None,
+            Pending::Sync | Pending::Denied { .. } => None,
         }
     }
 
@@ -111,19 +145,32 @@ impl Tracker {
         }
     }
 
-    /// An ErrorResponse (not FATAL: a FATAL ends the session).
-    pub fn error(&mut self, text: String) -> Option<Outcome> {
-        match self.front_statement()? {
-            Pending::Simple { .. } => {
+    /// An ErrorResponse (not FATAL: a FATAL ends the session). Returns the
+    /// completed statement, if any, and the bytes to send the client instead
+    /// of the server's error when the error answers a denied message.
+    pub fn error(&mut self, text: String) -> (Option<Outcome>, Option<Bytes>) {
+        match self.front_statement() {
+            Some(Pending::Simple { .. }) => {
                 self.simple.error = Some(text);
-                None
+                (None, None)
             }
-            Pending::Execute { .. } => {
+            Some(Pending::Execute { .. }) => {
                 let out = self.finish_execute(None, None, Some(text));
                 self.skipping = true;
-                out
+                (out, None)
             }
-            Pending::Sync => None,
+            Some(Pending::Denied {
+                simple: true,
+                error,
+            }) => (None, Some(error.clone())),
+            Some(Pending::Denied { simple: false, .. }) => match self.pending.pop_front() {
+                Some(Pending::Denied { error, .. }) => {
+                    self.skipping = true;
+                    (None, Some(error))
+                }
+                _ => (None, None),
+            },
+            Some(Pending::Sync) | None => (None, None),
         }
     }
 
@@ -133,11 +180,20 @@ impl Tracker {
         while let Some(p) = self.pending.pop_front() {
             match p {
                 Pending::Sync => return None,
-                Pending::Simple { stmt, started } => {
+                Pending::Denied { simple: true, .. } => {
+                    self.simple = SimpleResults::default();
+                    return None;
+                }
+                Pending::Simple {
+                    stmt,
+                    rule,
+                    started,
+                } => {
                     let r = std::mem::take(&mut self.simple);
                     let command_tag = (!r.tags.is_empty()).then(|| r.tags.join("; "));
                     return Some(Outcome {
                         stmt,
+                        rule,
                         protocol: Protocol::Simple,
                         parameter_count: 0,
                         duration: started.elapsed(),
@@ -146,8 +202,9 @@ impl Tracker {
                         error: r.error,
                     });
                 }
-                // Skipped after an earlier error: never executed.
-                Pending::Execute { .. } => {}
+                // Skipped after an earlier error: never executed, or a denial
+                // the server skipped (it was audited when it was decided).
+                Pending::Execute { .. } | Pending::Denied { simple: false, .. } => {}
             }
         }
         None
@@ -159,16 +216,22 @@ impl Tracker {
         self.pending
             .drain(..)
             .filter_map(|p| match p {
-                Pending::Simple { stmt, started } => Some((stmt, Protocol::Simple, 0, started)),
+                Pending::Simple {
+                    stmt,
+                    rule,
+                    started,
+                } => Some((stmt, rule, Protocol::Simple, 0, started)),
                 Pending::Execute {
                     stmt,
+                    rule,
                     parameter_count,
                     started,
-                } if !skipping => Some((stmt, Protocol::Extended, parameter_count, started)),
+                } if !skipping => Some((stmt, rule, Protocol::Extended, parameter_count, started)),
                 _ => None,
             })
-            .map(|(stmt, protocol, parameter_count, started)| Outcome {
+            .map(|(stmt, rule, protocol, parameter_count, started)| Outcome {
                 stmt,
+                rule,
                 protocol,
                 parameter_count,
                 duration: started.elapsed(),
@@ -184,8 +247,10 @@ impl Tracker {
     /// The first pending entry that a response can belong to.
     fn front_statement(&mut self) -> Option<&Pending> {
         if self.skipping {
-            // Drop Executes the server skipped, up to the Sync.
-            while let Some(Pending::Execute { .. }) = self.pending.front() {
+            // Drop Executes (and denials) the server skipped, up to the Sync.
+            while let Some(Pending::Execute { .. } | Pending::Denied { simple: false, .. }) =
+                self.pending.front()
+            {
                 self.pending.pop_front();
             }
         }
@@ -201,10 +266,12 @@ impl Tracker {
         match self.pending.pop_front()? {
             Pending::Execute {
                 stmt,
+                rule,
                 parameter_count,
                 started,
             } => Some(Outcome {
                 stmt,
+                rule,
                 protocol: Protocol::Extended,
                 parameter_count,
                 duration: started.elapsed(),
@@ -225,15 +292,13 @@ mod tests {
     use super::*;
 
     fn stmt(sql: &str) -> Arc<StatementInfo> {
-        Arc::new(StatementInfo {
-            sql: sql.into(),
-            kinds: Arc::from(vec!["select"]),
-        })
+        Arc::new(StatementInfo::opaque(sql, &["select"]))
     }
 
     fn exec(sql: &str) -> Pending {
         Pending::Execute {
             stmt: stmt(sql),
+            rule: None,
             parameter_count: 1,
             started: Instant::now(),
         }
@@ -244,6 +309,7 @@ mod tests {
         let mut t = Tracker::default();
         t.push(Pending::Simple {
             stmt: stmt("insert …; select …"),
+            rule: None,
             started: Instant::now(),
         });
         assert!(t.command_complete("INSERT 0 2", Some(2)).is_none());
@@ -267,7 +333,7 @@ mod tests {
             &*t.command_complete("SELECT 1", Some(1)).unwrap().stmt.sql,
             "a"
         );
-        let b = t.error("42P01: no such table".into()).unwrap();
+        let b = t.error("42P01: no such table".into()).0.unwrap();
         assert_eq!(&*b.stmt.sql, "b");
         assert!(b.error.is_some());
         // "c" was skipped by the server: nothing is reported for it.
@@ -278,6 +344,38 @@ mod tests {
         );
         assert!(t.ready_for_query().is_none());
         assert!(t.pending.is_empty());
+    }
+
+    #[test]
+    fn denied_messages_swap_the_server_error() {
+        let mut t = Tracker::default();
+        let denial = Bytes::from_static(b"denial");
+        // Simple: the swapped error, then its own ReadyForQuery; the next Query is untouched.
+        t.push(Pending::Denied {
+            error: denial.clone(),
+            simple: true,
+        });
+        t.push(Pending::Simple {
+            stmt: stmt("select 1"),
+            rule: None,
+            started: Instant::now(),
+        });
+        assert_eq!(t.error("42601: syntax error".into()).1.unwrap(), denial);
+        assert!(t.ready_for_query().is_none());
+        assert!(t.command_complete("SELECT 1", Some(1)).is_none());
+        assert_eq!(&*t.ready_for_query().unwrap().stmt.sql, "select 1");
+
+        // Extended: a denied Parse; the server skips the Execute after it.
+        t.push(Pending::Denied {
+            error: denial.clone(),
+            simple: false,
+        });
+        t.push(exec("skipped"));
+        t.push(Pending::Sync);
+        assert_eq!(t.error("42601: syntax error".into()).1.unwrap(), denial);
+        assert!(t.ready_for_query().is_none());
+        assert!(t.pending.is_empty());
+        assert!(t.drain_unfinished().is_empty());
     }
 
     #[test]

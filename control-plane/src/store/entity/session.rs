@@ -17,6 +17,9 @@ pub struct Model {
     pub application_name: String,
     pub tls: bool,
     pub started_at: DateTimeUtc,
+    /// JSON array of the groups the session was opened with.
+    #[sea_orm(column_type = "Text")]
+    pub groups: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

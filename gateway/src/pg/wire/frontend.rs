@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
 use super::WireError;
 use super::frame::Frame;
@@ -231,6 +231,25 @@ impl fmt::Debug for FrontendMessage<'_> {
 }
 
 /// A simple Query; SQL is written up to any interior NUL, as libpq would.
+/// A Parse ('P') with no parameter types.
+pub fn encode_parse(name: &str, sql: &str, out: &mut BytesMut) {
+    write_message(out, Some(b'P'), |o| {
+        put_cstr(o, name.as_bytes());
+        put_cstr(o, sql.as_bytes());
+        o.put_i16(0);
+        Ok(())
+    });
+}
+
+/// An Execute ('E') of `portal`, fetching at most `max_rows` (0 = all).
+pub fn encode_execute(portal: &str, max_rows: i32, out: &mut BytesMut) {
+    write_message(out, Some(b'E'), |o| {
+        put_cstr(o, portal.as_bytes());
+        o.put_i32(max_rows);
+        Ok(())
+    });
+}
+
 pub fn encode_query(sql: &str, out: &mut BytesMut) {
     write_message(out, Some(b'Q'), |o| {
         put_cstr(o, sql.as_bytes());
@@ -254,6 +273,32 @@ mod tests {
 
     fn parse(tag: u8, body: &[u8]) -> Result<String, WireError> {
         FrontendMessage::parse(&frame(tag, body)).map(|m| format!("{m:?}"))
+    }
+
+    #[test]
+    fn parse_and_execute_round_trip() {
+        let mut buf = BytesMut::new();
+        encode_parse("s1", "SELECT 1", &mut buf);
+        encode_execute("p1", 5, &mut buf);
+        let f = decode_frame(&mut buf, MAX_MESSAGE_LEN).unwrap().unwrap();
+        match FrontendMessage::parse(&f).unwrap() {
+            FrontendMessage::Parse {
+                name,
+                sql,
+                param_types,
+            } => {
+                assert_eq!((name, sql, param_types.len()), ("s1", "SELECT 1", 0));
+            }
+            other => panic!("{other:?}"),
+        }
+        let f = decode_frame(&mut buf, MAX_MESSAGE_LEN).unwrap().unwrap();
+        match FrontendMessage::parse(&f).unwrap() {
+            FrontendMessage::Execute { portal, max_rows } => {
+                assert_eq!((portal, max_rows), ("p1", 5))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -1,0 +1,350 @@
+//! The client half's view of each message: classify, decide, track.
+//!
+//! Every Query, Parse and Execute is classified (facts cached per session by
+//! text) and decided by the session's current policy, read from the config
+//! watch at that moment, so a new policy applies to the very next statement.
+//!
+//! A denied message is never forwarded. It is replaced by one that makes the
+//! server fail immediately without touching data (a Query or Parse of text
+//! that cannot parse, or an Execute of a portal that does not exist), and the
+//! server's error is swapped for the denial on the way back (`track`). The
+//! client therefore sees exactly PostgreSQL's error semantics: the statement
+//! fails, an open transaction is aborted, and in the extended protocol the
+//! server skips to the next Sync.
+//!
+//! Decided at: Query; Parse; Execute of a named statement (the policy may have
+//! changed since its Parse). A fast-path FunctionCall is denied whenever the
+//! policy has any rule, since it can call any function by OID.
+//! Not guaranteed: `review` rules are enforced as denials until statement
+//! holds exist.
+
+use super::relay::{RelayEnd, Shared};
+use super::track::{Pending, StatementInfo};
+use super::wire::Frame;
+use super::wire::backend::{self, ErrorNotice, Severity};
+use super::wire::frontend::{self, FrontendMessage};
+use crate::audit::{AuditBody, AuditEvent, Protocol, StatementEvent};
+use bytes::{Bytes, BytesMut};
+use countersign_policy::{Action, ClassifyOptions, Decision, FactsCache, SessionContext, decide};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Statements whose facts a session keeps, by text.
+const FACTS_CACHE: usize = 256;
+/// Text the server cannot parse: what a denied Query or Parse becomes.
+const UNPARSABLE: &str = "COUNTERSIGN DENIED";
+/// A portal no client can have bound: what a denied Execute becomes.
+const NO_PORTAL: &str = "\u{1}countersign-denied";
+
+fn severity(a: Action) -> u8 {
+    match a {
+        Action::Allow => 0,
+        Action::Review => 1,
+        Action::Deny => 2,
+    }
+}
+
+fn allowed() -> Decision {
+    Decision {
+        action: Action::Allow,
+        rule: None,
+        message: None,
+        approvals: 0,
+        approvers: Vec::new(),
+        matched: Vec::new(),
+    }
+}
+
+/// What to send upstream for a client message.
+pub enum Verdict {
+    /// The message as received.
+    Forward,
+    /// These bytes instead (a denial's stand-in).
+    Replace(Bytes),
+}
+
+struct Portal {
+    stmt: Arc<StatementInfo>,
+    parameter_count: u32,
+    /// Bound from a named prepared statement: decided again at Execute.
+    named: bool,
+}
+
+pub struct Inspector {
+    cache: FactsCache,
+    /// The same, lexing with `standard_conforming_strings = off`.
+    cache_backslash: FactsCache,
+    statements: HashMap<String, Arc<StatementInfo>>,
+    portals: HashMap<String, Portal>,
+    decision_event: Option<AuditEvent>,
+}
+
+impl Inspector {
+    pub fn new(_shared: &Shared) -> Self {
+        Self {
+            cache: FactsCache::new(FACTS_CACHE),
+            cache_backslash: FactsCache::with_options(
+                FACTS_CACHE,
+                ClassifyOptions {
+                    standard_conforming_strings: false,
+                },
+            ),
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            decision_event: None,
+        }
+    }
+
+    /// The audit event of the last denial, to be recorded by the caller.
+    pub fn take_decision_event(&mut self) -> Option<AuditEvent> {
+        self.decision_event.take()
+    }
+
+    /// Classifies `sql`. A backslash can end a string literal or not depending
+    /// on `standard_conforming_strings`, which a client can change at any time
+    /// (even in the same pipeline), so text with a backslash is classified both
+    /// ways and decided by the stricter reading.
+    fn classify(&mut self, sql: &str) -> Arc<StatementInfo> {
+        let facts = self.cache.get_or_classify(sql);
+        let alternative = sql
+            .contains('\\')
+            .then(|| self.cache_backslash.get_or_classify(sql))
+            // A reading that does not parse cannot run either: the server would
+            // reject the text with a syntax error in that mode.
+            .filter(|alt| alt != &facts && !alt.is_parse_failure());
+        let mut kinds = facts.kind_names();
+        if facts.is_parse_failure() {
+            kinds.push("parse_error");
+        }
+        if let Some(alt) = &alternative {
+            for k in alt.kind_names() {
+                if !kinds.contains(&k) {
+                    kinds.push(k);
+                }
+            }
+        }
+        Arc::new(StatementInfo {
+            sql: sql.into(),
+            kinds: kinds.into(),
+            facts,
+            alternative,
+        })
+    }
+
+    fn decide(&self, shared: &Shared, stmt: &StatementInfo) -> Decision {
+        let config = shared.config.borrow();
+        let (policy, environment) = match config.as_ref() {
+            Some(c) => (
+                Some(c.policy.clone()),
+                c.resources
+                    .get(&*shared.resource)
+                    .map(|r| r.environment.clone())
+                    .unwrap_or_default(),
+            ),
+            None => (None, String::new()),
+        };
+        drop(config);
+        let policy = policy.unwrap_or_else(|| Arc::new(countersign_policy::Policy::empty()));
+        let ctx = SessionContext {
+            identity: &shared.identity,
+            groups: &shared.groups,
+            resource: &shared.resource,
+            environment: &environment,
+            access_level: None,
+        };
+        let d = decide(&policy, &ctx, &stmt.facts, &stmt.sql);
+        match &stmt.alternative {
+            Some(alt) => {
+                let other = decide(&policy, &ctx, alt, &stmt.sql);
+                if severity(other.action) > severity(d.action) {
+                    other
+                } else {
+                    d
+                }
+            }
+            None => d,
+        }
+    }
+
+    /// Looks at one client message; says what to forward for it.
+    pub fn inspect(&mut self, shared: &Shared, frame: &Frame) -> Result<Verdict, RelayEnd> {
+        if !matches!(frame.tag, b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F') {
+            return Ok(Verdict::Forward);
+        }
+        let msg = FrontendMessage::parse(frame)
+            .map_err(|_| RelayEnd::ClientProtocol(char::from(frame.tag)))?;
+        let now = Instant::now();
+        match msg {
+            FrontendMessage::Query { sql } => {
+                let stmt = self.classify(sql);
+                let d = self.decide(shared, &stmt);
+                if d.action != Action::Allow {
+                    let mut out = BytesMut::new();
+                    frontend::encode_query(UNPARSABLE, &mut out);
+                    return Ok(self.deny(shared, &stmt, &d, Protocol::Simple, out));
+                }
+                shared.track(Pending::Simple {
+                    stmt,
+                    rule: d.rule.map(Arc::from),
+                    started: now,
+                });
+            }
+            FrontendMessage::Parse { name, sql, .. } => {
+                let stmt = self.classify(sql);
+                let d = self.decide(shared, &stmt);
+                if d.action != Action::Allow {
+                    // The server will not know this statement; later Binds to it fail.
+                    self.statements.remove(name);
+                    let mut out = BytesMut::new();
+                    frontend::encode_parse(name, UNPARSABLE, &mut out);
+                    return Ok(self.deny(shared, &stmt, &d, Protocol::Extended, out));
+                }
+                self.statements.insert(name.to_owned(), stmt);
+            }
+            FrontendMessage::Bind {
+                portal,
+                statement,
+                params,
+                ..
+            } => {
+                let stmt = match self.statements.get(statement) {
+                    Some(s) => s.clone(),
+                    // The server will refuse the Bind; record what was asked.
+                    None => self.classify(&format!("-- unknown prepared statement {statement:?}")),
+                };
+                self.portals.insert(
+                    portal.to_owned(),
+                    Portal {
+                        stmt,
+                        parameter_count: u32::try_from(params.len()).unwrap_or(u32::MAX),
+                        named: !statement.is_empty(),
+                    },
+                );
+            }
+            FrontendMessage::Execute { portal, .. } => {
+                let (stmt, parameter_count, named) = match self.portals.get(portal) {
+                    Some(p) => (p.stmt.clone(), p.parameter_count, p.named),
+                    None => (
+                        self.classify(&format!("-- unknown portal {portal:?}")),
+                        0,
+                        false,
+                    ),
+                };
+                // Unnamed statements were decided at their Parse, just before.
+                let d = if named {
+                    self.decide(shared, &stmt)
+                } else {
+                    allowed()
+                };
+                if d.action != Action::Allow {
+                    let mut out = BytesMut::new();
+                    frontend::encode_execute(NO_PORTAL, 0, &mut out);
+                    return Ok(self.deny(shared, &stmt, &d, Protocol::Extended, out));
+                }
+                let rule = if named { d.rule.map(Arc::from) } else { None };
+                shared.track(Pending::Execute {
+                    stmt,
+                    rule,
+                    parameter_count,
+                    started: now,
+                });
+            }
+            FrontendMessage::Close { kind, name } => {
+                if kind == b'S' {
+                    self.statements.remove(name);
+                } else {
+                    self.portals.remove(name);
+                }
+            }
+            FrontendMessage::Sync => shared.track(Pending::Sync),
+            FrontendMessage::FunctionCall => {
+                let stmt = Arc::new(StatementInfo::opaque(
+                    "-- fast-path function call",
+                    &["call"],
+                ));
+                let has_rules = shared
+                    .config
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|c| !c.policy.rule_names().is_empty());
+                if has_rules {
+                    let d = Decision {
+                        action: Action::Deny,
+                        rule: Some("fast-path-function-call".to_owned()),
+                        message: Some(
+                            "fast-path function calls bypass statement policy and are blocked"
+                                .to_owned(),
+                        ),
+                        approvals: 0,
+                        approvers: Vec::new(),
+                        matched: Vec::new(),
+                    };
+                    // A FunctionCall of OID 0 fails at once, like any bad call.
+                    let mut out = BytesMut::new();
+                    frontend::encode_query(UNPARSABLE, &mut out);
+                    return Ok(self.deny(shared, &stmt, &d, Protocol::Simple, out));
+                }
+                shared.track(Pending::Simple {
+                    stmt,
+                    rule: None,
+                    started: now,
+                });
+            }
+            _ => {}
+        }
+        Ok(Verdict::Forward)
+    }
+
+    /// Registers a denial: its audit event, and the error the client gets.
+    fn deny(
+        &mut self,
+        shared: &Shared,
+        stmt: &Arc<StatementInfo>,
+        d: &Decision,
+        protocol: Protocol,
+        stand_in: BytesMut,
+    ) -> Verdict {
+        let rule = d.rule.as_deref().unwrap_or("policy");
+        let reason = d.message.as_deref().unwrap_or("blocked by policy");
+        let message = match d.action {
+            Action::Review => format!(
+                "countersign: denied by rule \"{rule}\": {reason} (this rule requires approval, \
+                 and statement holds are not enabled on this gateway)"
+            ),
+            _ => format!("countersign: denied by rule \"{rule}\": {reason}"),
+        };
+        let mut error = BytesMut::new();
+        backend::encode_error(
+            &ErrorNotice {
+                severity: Severity::Error,
+                code: "42501",
+                message: &message,
+                detail: None,
+                hint: Some("the statement did not reach the database"),
+            },
+            &mut error,
+        );
+        shared.track(Pending::Denied {
+            error: error.freeze(),
+            simple: protocol == Protocol::Simple,
+        });
+        tracing::info!(session = %shared.session_id, rule, "statement denied");
+        self.decision_event = Some(shared.next_event(AuditBody::Statement(StatementEvent {
+            identity: shared.identity.clone(),
+            resource: shared.resource.clone(),
+            statement: stmt.sql.clone(),
+            kinds: stmt.kinds.clone(),
+            protocol,
+            parameter_count: 0,
+            duration: Duration::ZERO,
+            command_tag: None,
+            rows: None,
+            error: Some(message),
+            decision: "deny",
+            rule: Some(rule.to_owned()),
+        })));
+        shared.statements_count_one();
+        Verdict::Replace(stand_in.freeze())
+    }
+}
