@@ -20,6 +20,9 @@ pub struct AuditEvent {
     #[serde(default)]
     pub kinds: Option<Vec<String>>,
     pub decision: Option<String>,
+    /// The rule that decided, if any.
+    #[serde(default)]
+    pub rule: Option<String>,
     /// `simple` or `extended`
     pub protocol: Option<String>,
     pub parameter_count: Option<u64>,
