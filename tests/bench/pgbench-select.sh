@@ -8,6 +8,7 @@
 # rewrites the "pgbench -S" section of docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/bench/lib.sh
 SECS=${1:-15}
 ROUNDS=${2:-3}
 CLIENTS=8
@@ -68,14 +69,4 @@ $table
 
 Raw TPS per round (direct | gateway): simple ${results[simple,direct]}| ${results[simple,gateway]}; prepared ${results[prepared,direct]}| ${results[prepared,gateway]}
 "
-doc=docs/benchmarks.md
-[ -f "$doc" ] || printf '# Benchmarks\n\nEvery number here comes from a script under tests/bench/, run on this project'"'"'s 2-core machine.\n' >"$doc"
-python3 - "$doc" "$section" <<'PY'
-import re, sys
-path, section = sys.argv[1], sys.argv[2]
-text = open(path).read()
-pattern = re.compile(r"## pgbench -S, 8 clients: direct vs\. gateway\n.*?(?=\n## |\Z)", re.S)
-text = pattern.sub(lambda m: section.rstrip() + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-open(path, "w").write(text)
-PY
-echo "wrote $doc"
+write_section "pgbench -S, 8 clients: direct vs. gateway" "$section"

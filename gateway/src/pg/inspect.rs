@@ -45,17 +45,6 @@ fn severity(a: Action) -> u8 {
     }
 }
 
-fn allowed() -> Decision {
-    Decision {
-        action: Action::Allow,
-        rule: None,
-        message: None,
-        approvals: 0,
-        approvers: Vec::new(),
-        matched: Vec::new(),
-    }
-}
-
 /// What to send upstream for a client message.
 pub enum Verdict {
     /// The message as received.
@@ -235,7 +224,7 @@ impl Inspector {
                 let d = if named {
                     self.decide(shared, &stmt)
                 } else {
-                    allowed()
+                    Decision::allow_by_default()
                 };
                 if d.action != Action::Allow {
                     let mut out = BytesMut::new();
@@ -269,17 +258,10 @@ impl Inspector {
                     .as_ref()
                     .is_some_and(|c| !c.policy.rule_names().is_empty());
                 if has_rules {
-                    let d = Decision {
-                        action: Action::Deny,
-                        rule: Some("fast-path-function-call".to_owned()),
-                        message: Some(
-                            "fast-path function calls bypass statement policy and are blocked"
-                                .to_owned(),
-                        ),
-                        approvals: 0,
-                        approvers: Vec::new(),
-                        matched: Vec::new(),
-                    };
+                    let d = Decision::built_in_deny(
+                        "fast-path-function-call",
+                        "fast-path function calls bypass statement policy and are blocked",
+                    );
                     // A FunctionCall of OID 0 fails at once, like any bad call.
                     let mut out = BytesMut::new();
                     frontend::encode_query(UNPARSABLE, &mut out);

@@ -77,8 +77,8 @@ fn parse_failure(action: Action, err: &str) -> Decision {
 }
 
 impl Decision {
-    /// No rule matched (every match decides something): allow.
-    fn allow_by_default() -> Self {
+    /// Allow, with no rule: what a statement that matches nothing gets.
+    pub fn allow_by_default() -> Self {
         Self {
             action: Action::Allow,
             rule: None,
@@ -86,6 +86,17 @@ impl Decision {
             approvals: 0,
             approvers: Vec::new(),
             matched: Vec::new(),
+        }
+    }
+
+    /// A deny made by the caller outside any policy rule (a built-in check),
+    /// named `rule` so that audit and the client can tell it apart.
+    pub fn built_in_deny(rule: &str, message: &str) -> Self {
+        Self {
+            action: Action::Deny,
+            rule: Some(rule.to_owned()),
+            message: Some(message.to_owned()),
+            ..Self::allow_by_default()
         }
     }
 }
