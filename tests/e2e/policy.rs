@@ -20,6 +20,12 @@ name = "no-drop"
 match = { kinds = ["drop"] }
 action = "deny"
 message = "no dropping here"
+
+[[guardrail]]
+name = "keep-b"
+match = { kinds = ["delete"], tables = ["b"] }
+action = "deny"
+message = "rows of b stay"
 "#;
 
 /// An interactive psql whose stdin we write and whose output we read line by line.
@@ -95,6 +101,11 @@ async fn live_policy_change_applies_to_an_open_psql_session() -> Result<()> {
     // No policy yet: DROP goes through.
     let out = psql.run("DROP TABLE a;", "step1").await?;
     assert_eq!(out, ["DROP TABLE"], "{out:?}");
+    // Prepared while nothing forbids it; executed after the policy forbids it.
+    let out = psql
+        .run("PREPARE del AS DELETE FROM b WHERE id = 1;", "step1b")
+        .await?;
+    assert_eq!(out, ["PREPARE"], "{out:?}");
 
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("policy.toml");
@@ -126,6 +137,11 @@ async fn live_policy_change_applies_to_an_open_psql_session() -> Result<()> {
         out.iter()
             .any(|l| l.contains("42501")
                 && l.contains(r#"denied by rule "no-drop": no dropping here"#)),
+        "{out:?}"
+    );
+    let out = psql.run("EXECUTE del;", "step2b").await?;
+    assert!(
+        out.iter().any(|l| l.contains(r#"denied by rule "keep-b""#)),
         "{out:?}"
     );
     let same_pid = psql.run("SELECT pg_backend_pid();", "step3").await?;

@@ -13,7 +13,10 @@
 //! server skips to the next Sync.
 //!
 //! Decided at: Query; Parse; Execute of a named statement (the policy may have
-//! changed since its Parse). A fast-path FunctionCall is denied whenever the
+//! changed since its Parse). SQL-level `PREPARE name AS …` is remembered like
+//! a protocol-level Parse, so a later `EXECUTE name` (SQL) or a Bind to that
+//! name is decided on the prepared statement's facts under the policy of the
+//! moment, not only when it was prepared. A fast-path FunctionCall is denied whenever the
 //! policy has any rule, since it can call any function by OID.
 //! Not guaranteed: `review` rules are enforced as denials until statement
 //! holds exist.
@@ -25,7 +28,10 @@ use super::wire::backend::{self, ErrorNotice, Severity};
 use super::wire::frontend::{self, FrontendMessage};
 use crate::audit::{AuditBody, AuditEvent, Protocol, StatementEvent};
 use bytes::{Bytes, BytesMut};
-use countersign_policy::{Action, ClassifyOptions, Decision, FactsCache, SessionContext, decide};
+use countersign_policy::{
+    Action, ClassifyOptions, Decision, FactsCache, SessionContext, StatementFacts, StatementKind,
+    decide,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +42,15 @@ const FACTS_CACHE: usize = 256;
 const UNPARSABLE: &str = "COUNTERSIGN DENIED";
 /// A portal no client can have bound: what a denied Execute becomes.
 const NO_PORTAL: &str = "\u{1}countersign-denied";
+
+/// Names run by SQL-level `EXECUTE name`.
+fn executed_names(facts: &StatementFacts) -> impl Iterator<Item = &str> {
+    facts
+        .statements
+        .iter()
+        .filter(|s| s.kind == StatementKind::Execute)
+        .filter_map(|s| s.prepared_name.as_deref())
+}
 
 fn severity(a: Action) -> u8 {
     match a {
@@ -142,17 +157,52 @@ impl Inspector {
             environment: &environment,
             access_level: None,
         };
-        let d = decide(&policy, &ctx, &stmt.facts, &stmt.sql);
-        match &stmt.alternative {
-            Some(alt) => {
-                let other = decide(&policy, &ctx, alt, &stmt.sql);
-                if severity(other.action) > severity(d.action) {
-                    other
-                } else {
-                    d
-                }
+        let mut d = decide(&policy, &ctx, &stmt.facts, &stmt.sql);
+        let mut consider = |other: Decision| {
+            if severity(other.action) > severity(d.action) {
+                d = other;
             }
-            None => d,
+        };
+        if let Some(alt) = &stmt.alternative {
+            consider(decide(&policy, &ctx, alt, &stmt.sql));
+        }
+        // `EXECUTE name` runs what `PREPARE name` held: decide on that too.
+        for name in executed_names(&stmt.facts) {
+            if let Some(prepared) = self.statements.get(name) {
+                consider(decide(&policy, &ctx, &prepared.facts, &prepared.sql));
+            }
+        }
+        d
+    }
+
+    /// After an allowed Query or Parse: remember what SQL-level PREPARE
+    /// defines and forget what DEALLOCATE drops.
+    fn note_prepared(&mut self, stmt: &StatementInfo) {
+        for s in &stmt.facts.statements {
+            match (s.kind, &s.prepared_name, &s.inner) {
+                (StatementKind::Prepare, Some(name), Some(inner)) => {
+                    let facts = StatementFacts {
+                        statements: vec![(**inner).clone()],
+                        parse_error: None,
+                    };
+                    let kinds: Vec<&'static str> = facts.kind_names();
+                    self.statements.insert(
+                        name.clone(),
+                        Arc::new(StatementInfo {
+                            sql: stmt.sql.clone(),
+                            kinds: kinds.into(),
+                            facts: Arc::new(facts),
+                            alternative: None,
+                        }),
+                    );
+                }
+                (StatementKind::Deallocate, Some(name), _) => {
+                    self.statements.remove(name);
+                }
+                // DEALLOCATE ALL drops every prepared statement, protocol-level ones too.
+                (StatementKind::Deallocate, None, _) => self.statements.clear(),
+                _ => {}
+            }
         }
     }
 
@@ -173,6 +223,7 @@ impl Inspector {
                     frontend::encode_query(UNPARSABLE, &mut out);
                     return Ok(self.deny(shared, &stmt, &d, Protocol::Simple, out));
                 }
+                self.note_prepared(&stmt);
                 shared.track(Pending::Simple {
                     stmt,
                     rule: d.rule.map(Arc::from),
@@ -189,6 +240,7 @@ impl Inspector {
                     frontend::encode_parse(name, UNPARSABLE, &mut out);
                     return Ok(self.deny(shared, &stmt, &d, Protocol::Extended, out));
                 }
+                self.note_prepared(&stmt);
                 self.statements.insert(name.to_owned(), stmt);
             }
             FrontendMessage::Bind {
