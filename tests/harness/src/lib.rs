@@ -10,6 +10,7 @@
 //! - [`exposure`]: checks that a client session cannot see a secret.
 //! - [`workload`]: SQL scripts and typed rows shared by the end-to-end tests.
 //! - [`fixture`]: database + dev server, the usual end-to-end setup.
+//! - [`corpus`]: the guardrail attack and legitimate-statement corpora and their runners.
 //!
 //! Helpers return `anyhow::Result` rather than panicking, so tests use `?` and the message
 //! carries the captured output of whatever failed.
@@ -18,6 +19,7 @@ pub mod audit;
 pub mod cli;
 pub mod cluster;
 pub mod conn;
+pub mod corpus;
 pub mod db;
 pub mod dev_server;
 pub mod exposure;
