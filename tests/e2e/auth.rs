@@ -371,3 +371,55 @@ async fn tokens_and_identities_survive_a_restart() -> Result<()> {
     fx.gateway_as(BOB, &fresh).connect().await?;
     ensure_still_serves(&fx).await
 }
+
+/// A live session ends soon after its token is revoked, and when its token expires,
+/// with a FATAL the client can read; other sessions carry on.
+#[tokio::test]
+async fn revocation_and_expiry_end_live_sessions() -> Result<()> {
+    let fx = Fixture::start(BIN, "auth_live_revoke").await?;
+    let doomed = fx.server.mint_token(ALICE, &[], None).await?;
+    let kept = fx.server.mint_token(ALICE, &[], None).await?;
+    let (live, _t1) = fx.gateway_as(ALICE, &doomed).connect().await?;
+    let (other, _t2) = fx.gateway_as(ALICE, &kept).connect().await?;
+    live.simple_query("SELECT 1").await?;
+
+    let revoked_at = std::time::Instant::now();
+    fx.server.revoke_token(&doomed).await?;
+    let ended = eventually(Duration::from_secs(5), || async {
+        match live.simple_query("SELECT 1").await {
+            Ok(_) => anyhow::bail!("session still open"),
+            Err(e) => Ok(e),
+        }
+    })
+    .await?;
+    let took = revoked_at.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "revocation took {took:?} to end the session"
+    );
+    if let Some(db) = ended.as_db_error() {
+        assert_eq!(db.code().code(), "57P01", "{db:?}");
+        assert!(db.message().contains("revoked"), "{db:?}");
+    } else {
+        assert!(live.is_closed(), "expected a closed session, got {ended}");
+    }
+    other
+        .simple_query("SELECT 1")
+        .await
+        .context("an unrelated session was ended")?;
+
+    // Expiry ends a session too, without any revocation.
+    let short = fx.server.mint_token(ALICE, &[], Some("2s")).await?;
+    let (brief, _t3) = fx.gateway_as(ALICE, &short).connect().await?;
+    brief.simple_query("SELECT 1").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let err = brief
+        .simple_query("SELECT 1")
+        .await
+        .err()
+        .context("session outlived its token")?;
+    if let Some(db) = err.as_db_error() {
+        assert!(db.message().contains("expired"), "{db:?}");
+    }
+    Ok(())
+}
