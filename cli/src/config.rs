@@ -77,6 +77,9 @@ pub struct GatewayConfig {
     /// Seconds a client has for startup and authentication. Default 15.
     #[serde(default = "default_handshake")]
     pub handshake_timeout_secs: u64,
+    /// Seconds a statement held for review waits for a decision. Default 600.
+    #[serde(default = "default_review_timeout")]
+    pub review_timeout_secs: u64,
     /// Audit events held in memory while the control plane is unreachable. Default 100000.
     #[serde(default = "default_audit_buffer")]
     pub audit_buffer: usize,
@@ -127,6 +130,9 @@ fn default_gateway_id() -> String {
 }
 fn default_handshake() -> u64 {
     15
+}
+fn default_review_timeout() -> u64 {
+    600
 }
 fn default_audit_buffer() -> usize {
     100_000
@@ -217,6 +223,7 @@ impl GatewayConfig {
         "pg_addr",
         "require_tls",
         "handshake_timeout_secs",
+        "review_timeout_secs",
         "audit_buffer",
     ];
 

@@ -50,6 +50,9 @@ pub struct DevArgs {
     /// Guardrail policy file applied at start (as a new version when it changed).
     #[arg(long, env = "COUNTERSIGN_POLICY")]
     policy: Option<PathBuf>,
+    /// How long a statement held for review waits for a decision.
+    #[arg(long, env = "COUNTERSIGN_REVIEW_TIMEOUT", default_value = "10m", value_parser = countersign_common::parse_duration)]
+    review_timeout: Duration,
     /// Lifetime of the printed user token.
     #[arg(long, default_value = "12h", value_parser = countersign_common::parse_duration)]
     user_token_ttl: Duration,
@@ -187,6 +190,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         upstreams,
         handshake_timeout: Duration::from_secs(15),
         audit_buffer: 100_000,
+        review_timeout: args.review_timeout,
     })?;
     let gw_task = tokio::spawn({
         let gw = gw.clone();

@@ -8,6 +8,7 @@ mod client;
 mod config;
 mod dev;
 mod policy;
+mod review;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +49,9 @@ enum Command {
     Audit(client::AuditCommand),
     /// Run a database client through the gateway with your token.
     Connect(client::ConnectArgs),
+    /// List, approve and deny statements held for review.
+    #[command(subcommand)]
+    Review(review::ReviewCommand),
     /// Apply, test and replay guardrail policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
             Command::Audit(cmd) => client::audit(cmd).await,
             Command::Connect(args) => client::connect(args).await,
             Command::Policy(cmd) => policy::run(cmd).await,
+            Command::Review(cmd) => review::run(cmd).await,
         }
     });
     match result {

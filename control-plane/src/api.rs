@@ -9,6 +9,7 @@ mod identities;
 mod openapi;
 mod policies;
 mod resources;
+mod reviews;
 mod tokens;
 
 use crate::service::{ControlPlane, Principal, ServiceError};
@@ -49,6 +50,10 @@ pub fn router(cp: ControlPlane) -> Router {
         )
         .route("/api/v1/policies/replay", post(policies::replay))
         .route("/api/v1/policies/{version}", get(policies::get))
+        .route("/api/v1/reviews", get(reviews::list))
+        .route("/api/v1/reviews/{id}", get(reviews::get))
+        .route("/api/v1/reviews/{id}/approve", post(reviews::approve))
+        .route("/api/v1/reviews/{id}/deny", post(reviews::deny))
         .with_state(cp)
 }
 

@@ -4,6 +4,7 @@
 //! types stop here: requests become domain types with `TryFrom` before the
 //! [`ControlPlane`] sees them.
 
+use crate::reviews::{NewReview, ReviewView};
 use crate::service::{ControlPlane, ServiceError, SessionRequest};
 use crate::store::StoreError;
 use crate::store::audit::{AuditBody, NewAuditEvent, StatementAudit};
@@ -79,6 +80,21 @@ fn status_of(e: ServiceError) -> Status {
     }
 }
 
+/// How often a review watch re-reads the store, to see decisions taken
+/// through other replicas.
+const REVIEW_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn review_to_pb(v: &ReviewView) -> pb::Review {
+    let last = v.decisions.last();
+    pb::Review {
+        id: v.id.clone(),
+        status: v.status.clone(),
+        url: v.url.clone(),
+        decided_by: last.map(|d| d.approver.clone()).unwrap_or_default(),
+        comment: last.and_then(|d| d.comment.clone()).unwrap_or_default(),
+    }
+}
+
 impl Gateways {
     async fn config_update(
         &self,
@@ -124,6 +140,97 @@ impl Gateways {
 impl GatewayService for Gateways {
     type WatchConfigStream = BoxStream<pb::ConfigUpdate>;
     type PublishAuditStream = BoxStream<pb::AuditAck>;
+    type WatchReviewStream = BoxStream<pb::Review>;
+
+    async fn open_review(
+        &self,
+        request: Request<pb::OpenReviewRequest>,
+    ) -> Result<Response<pb::Review>, Status> {
+        let r = request.into_inner();
+        // The requester is the session's identity, as recorded when it was opened.
+        let session = self
+            .cp
+            .store()
+            .session(&r.session_id)
+            .await
+            .map_err(|e| status_of(e.into()))?
+            .ok_or_else(|| Status::not_found("unknown session"))?;
+        if session.identity != r.identity || session.resource != r.resource {
+            return Err(Status::permission_denied(
+                "the review does not match its session",
+            ));
+        }
+        let review = self
+            .cp
+            .open_review(NewReview {
+                session_id: r.session_id,
+                requester: session.identity,
+                resource: session.resource,
+                statement: r.statement,
+                kinds: r.kinds,
+                rule: r.rule,
+                message: Some(r.message).filter(|m| !m.is_empty()),
+                approvals_required: r.approvals.max(1),
+                approvers: r.approvers,
+                timeout: std::time::Duration::from_secs(u64::from(r.timeout_secs.max(1))),
+            })
+            .await
+            .map_err(status_of)?;
+        tracing::info!(review = %review.id, requester = %review.requester, rule = %review.rule, "review opened");
+        Ok(Response::new(review_to_pb(&review)))
+    }
+
+    async fn watch_review(
+        &self,
+        request: Request<pb::WatchReviewRequest>,
+    ) -> Result<Response<Self::WatchReviewStream>, Status> {
+        let id = request.into_inner().id;
+        let cp = self.cp.clone();
+        // Subscribe before the first read, so no change falls in between.
+        let mut changes = cp.review_changes();
+        let first = cp
+            .review(&id)
+            .await
+            .map_err(status_of)?
+            .ok_or_else(|| Status::not_found("unknown review"))?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut current = first;
+            loop {
+                if tx.send(Ok(review_to_pb(&current))).await.is_err() || current.status != "pending"
+                {
+                    return;
+                }
+                let until_expiry = (current.expires_at - Utc::now())
+                    .to_std()
+                    .unwrap_or_default();
+                let status = current.status.clone();
+                loop {
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        changed = changes.recv() => match changed {
+                            Ok(changed) if changed != id => continue,
+                            _ => {}
+                        },
+                        _ = tokio::time::sleep(REVIEW_POLL.min(until_expiry + std::time::Duration::from_millis(10))) => {}
+                    }
+                    match cp.review(&id).await {
+                        Ok(Some(next)) if next.status != status => {
+                            current = next;
+                            break;
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => return,
+                        Err(e) => {
+                            let _ = tx.send(Err(status_of(e))).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 
     async fn watch_config(
         &self,

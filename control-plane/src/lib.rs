@@ -5,6 +5,8 @@
 //!   tokens, sessions, audit).
 //! - [`tokens`]: EdDSA-signed, short-lived, revocable access tokens.
 //! - [`service`]: [`ControlPlane`], the business rules every front end calls.
+//! - [`reviews`]: per-statement reviews, with segregation of duties enforced
+//!   in the service and in the database.
 //! - [`api`]: the admin HTTP API under `/api/v1` (axum), with its OpenAPI document.
 //! - [`grpc`]: `countersign.v1.GatewayService` for gateways (tonic).
 //!
@@ -14,6 +16,7 @@
 pub mod api;
 pub mod grpc;
 pub mod replay;
+pub mod reviews;
 pub mod service;
 pub mod store;
 pub mod tokens;

@@ -12,10 +12,13 @@ use chrono::{DateTime, Utc};
 use countersign_common::Secret;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 /// Settings key under which the token signing key is kept when none is configured.
 const SIGNING_KEY_SETTING: &str = "token_signing_key_pem";
+
+/// Review-change notices buffered per subscriber before a slow one lags.
+const REVIEW_CHANGES_CAPACITY: usize = 1024;
 
 /// Control-plane settings (already validated by the caller's config loader).
 #[derive(Clone, Debug)]
@@ -38,6 +41,12 @@ pub struct Settings {
     /// How often `WatchConfig` streams re-read the store, to see changes made
     /// through other replicas.
     pub config_poll_interval: Duration,
+    /// Base URL of the web console, for links in reviews (`{public_url}/reviews/{id}`).
+    /// Default `http://127.0.0.1:8080`.
+    pub public_url: String,
+    /// Members of this group may decide a review whose rule names no approvers.
+    /// Default `countersign-approvers`.
+    pub approver_group: String,
 }
 
 impl Settings {
@@ -51,6 +60,8 @@ impl Settings {
             admin_group: "countersign-admins".to_owned(),
             auditor_group: "countersign-auditors".to_owned(),
             config_poll_interval: Duration::from_millis(500),
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            approver_group: "countersign-approvers".to_owned(),
         }
     }
 }
@@ -148,6 +159,8 @@ struct Inner {
     settings: Settings,
     /// Bumped on every change gateways must hear about (resources, revocations).
     config_version: watch::Sender<u64>,
+    /// Ids of reviews changed through this replica.
+    review_changes: broadcast::Sender<String>,
 }
 
 impl ControlPlane {
@@ -162,12 +175,14 @@ impl ControlPlane {
         };
         let signer = TokenSigner::from_pem(&pem)?;
         let (config_version, _) = watch::channel(0);
+        let (review_changes, _) = broadcast::channel(REVIEW_CHANGES_CAPACITY);
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
                 signer,
                 settings,
                 config_version,
+                review_changes,
             }),
         })
     }
@@ -187,6 +202,11 @@ impl ControlPlane {
 
     fn config_changed(&self) {
         self.inner.config_version.send_modify(|v| *v += 1);
+    }
+
+    /// Where review changes are announced; see [`ControlPlane::review_changes`].
+    pub(crate) fn review_notifier(&self) -> &broadcast::Sender<String> {
+        &self.inner.review_changes
     }
 
     /// Resolves an HTTP bearer token to a principal.
@@ -279,6 +299,11 @@ impl ControlPlane {
         groups.extend(extra_groups.iter().cloned());
         groups.sort();
         groups.dedup();
+        // Groups named here become the identity's own, so that every check
+        // (admin, auditor, approver, policy) sees the same membership.
+        if groups != identity.groups {
+            self.inner.store.set_groups(&identity.id, &groups).await?;
+        }
         let issued_at = Utc::now();
         let ttl = chrono::Duration::from_std(ttl)
             .map_err(|_| ServiceError::Invalid("token lifetime is too long".to_owned()))?;

@@ -9,6 +9,7 @@ pub mod entity;
 pub mod identities;
 pub mod policies;
 pub mod resources;
+pub mod reviews;
 pub mod sessions;
 pub mod settings;
 pub mod tokens;
@@ -57,6 +58,13 @@ impl Store {
     }
 
     pub(crate) fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The raw connection, for tests that must bypass the store (for example
+    /// to show that the database itself refuses a self-approval).
+    #[doc(hidden)]
+    pub fn db_for_tests(&self) -> &DatabaseConnection {
         &self.db
     }
 

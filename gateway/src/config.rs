@@ -141,6 +141,8 @@ pub struct GatewaySettings {
     pub upstreams: Vec<Upstream>,
     /// How long a client has to finish startup and authentication.
     pub handshake_timeout: Duration,
+    /// How long a statement held for review waits for a decision.
+    pub review_timeout: Duration,
     /// Most audit events held in memory while the control plane is unreachable;
     /// past this, sessions wait (fail closed) rather than run unaudited.
     pub audit_buffer: usize,

@@ -334,3 +334,107 @@ impl AuditUploader {
         }
     }
 }
+
+/// A statement held for review, as the gateway asks for it.
+#[derive(Clone, Debug)]
+pub struct ReviewRequest {
+    pub session_id: String,
+    pub identity: String,
+    pub resource: String,
+    pub statement: String,
+    pub kinds: Vec<String>,
+    pub rule: String,
+    pub message: String,
+    pub approvals: u32,
+    pub approvers: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// An open review: its id and the console link approvers use.
+#[derive(Clone, Debug)]
+pub struct ReviewTicket {
+    pub id: String,
+    pub url: String,
+}
+
+/// How a review ended, for the held statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReviewOutcome {
+    Approved,
+    Denied { by: String, comment: String },
+    Expired,
+}
+
+impl ControlClient {
+    /// Opens a review. Fails when the control plane cannot be asked; the
+    /// caller then refuses the statement (fail closed).
+    pub async fn open_review(&self, r: ReviewRequest) -> Result<ReviewTicket, String> {
+        let request = pb::OpenReviewRequest {
+            session_id: r.session_id,
+            identity: r.identity,
+            resource: r.resource,
+            statement: r.statement,
+            kinds: r.kinds,
+            rule: r.rule,
+            message: r.message,
+            approvals: r.approvals,
+            approvers: r.approvers,
+            timeout_secs: u32::try_from(r.timeout.as_secs()).unwrap_or(u32::MAX),
+        };
+        let mut call = tonic::Request::new(request);
+        call.set_timeout(Duration::from_secs(10));
+        match self.client.clone().open_review(call).await {
+            Ok(resp) => {
+                let review = resp.into_inner();
+                Ok(ReviewTicket {
+                    id: review.id,
+                    url: review.url,
+                })
+            }
+            Err(status) => Err(status.message().to_owned()),
+        }
+    }
+
+    /// Waits until the review is decided or `deadline` passes, following the
+    /// `WatchReview` stream and reconnecting (to any replica) when it breaks.
+    pub async fn wait_review(&self, id: &str, deadline: tokio::time::Instant) -> ReviewOutcome {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let watch = async {
+                let mut stream = self
+                    .client
+                    .clone()
+                    .watch_review(pb::WatchReviewRequest { id: id.to_owned() })
+                    .await?
+                    .into_inner();
+                while let Some(review) = stream.message().await? {
+                    match review.status.as_str() {
+                        "approved" => return Ok(Some(ReviewOutcome::Approved)),
+                        "denied" => {
+                            return Ok(Some(ReviewOutcome::Denied {
+                                by: review.decided_by,
+                                comment: review.comment,
+                            }));
+                        }
+                        "expired" => return Ok(Some(ReviewOutcome::Expired)),
+                        _ => backoff = BACKOFF_MIN,
+                    }
+                }
+                Ok::<_, Status>(None)
+            };
+            match tokio::time::timeout_at(deadline, watch).await {
+                Err(_) => return ReviewOutcome::Expired,
+                Ok(Ok(Some(outcome))) => return outcome,
+                Ok(Ok(None)) => {}
+                Ok(Err(status)) => {
+                    tracing::warn!(review = id, %status, "review watch lost; retrying")
+                }
+            }
+            if tokio::time::Instant::now() + backoff >= deadline {
+                return ReviewOutcome::Expired;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}

@@ -9,6 +9,7 @@ pub mod cancel;
 pub mod handshake;
 pub mod inspect;
 pub mod relay;
+pub mod review;
 pub mod session;
 pub mod stream;
 pub mod track;

@@ -16,7 +16,7 @@ pub struct AuditQuery {
     pub identity: Option<String>,
     pub resource: Option<String>,
     pub session_id: Option<String>,
-    /// `session_started`, `statement` or `session_ended`.
+    /// `session_started`, `statement`, `session_ended` or `review`.
     pub event: Option<String>,
     /// Substring of the statement text.
     pub text: Option<String>,
@@ -45,7 +45,7 @@ pub async fn search(
     cp.require_auditor(&p)?;
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if let Some(e) = &q.event
-        && !["session_started", "statement", "session_ended"].contains(&e.as_str())
+        && !["session_started", "statement", "session_ended", "review"].contains(&e.as_str())
     {
         return Err(ApiError::BadRequest(format!("unknown event type {e:?}")));
     }

@@ -20,6 +20,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::policies::list,
         super::policies::get,
         super::policies::replay,
+        super::reviews::list,
+        super::reviews::get,
+        super::reviews::approve,
+        super::reviews::deny,
     ),
     modifiers(&BearerAuth)
 )]

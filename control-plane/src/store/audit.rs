@@ -37,6 +37,14 @@ pub enum AuditBody {
         reason: String,
         statements: u64,
     },
+    /// A review's life: stored under session id `review:<review_id>`.
+    Review {
+        /// `opened`, `approved`, `denied`, `refused` or `expired`.
+        action: String,
+        review_id: String,
+        /// Action-specific fields (for `refused`, the `reason`); an object.
+        detail: serde_json::Value,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -93,7 +101,7 @@ pub struct AuditFilter {
     pub limit: u64,
 }
 
-fn to_row(
+pub(super) fn to_row(
     e: &NewAuditEvent,
     received_at: DateTime<Utc>,
 ) -> Result<audit_event::ActiveModel, StoreError> {
@@ -153,6 +161,21 @@ fn to_row(
                 "reason": reason,
                 "statements": statements,
             })));
+        }
+        AuditBody::Review {
+            action,
+            review_id,
+            detail,
+        } => {
+            row.event = Set("review".to_owned());
+            let mut fields = match detail {
+                serde_json::Value::Object(m) => m.clone(),
+                serde_json::Value::Null => serde_json::Map::new(),
+                other => serde_json::Map::from_iter([("detail".to_owned(), other.clone())]),
+            };
+            fields.insert("action".to_owned(), action.clone().into());
+            fields.insert("review_id".to_owned(), review_id.clone().into());
+            row.detail = Set(json(serde_json::Value::Object(fields)));
         }
     }
     Ok(row)

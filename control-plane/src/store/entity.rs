@@ -1,10 +1,12 @@
 //! sea-orm entities, one per table. See `migrations/` for the schema.
 
+pub mod approval;
 pub mod audit_event;
 pub mod identity;
 pub mod identity_group;
 pub mod policy;
 pub mod resource;
+pub mod review;
 pub mod session;
 pub mod setting;
 pub mod token;

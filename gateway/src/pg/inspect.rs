@@ -18,8 +18,8 @@
 //! name is decided on the prepared statement's facts under the policy of the
 //! moment, not only when it was prepared. A fast-path FunctionCall is denied whenever the
 //! policy has any rule, since it can call any function by OID.
-//! Not guaranteed: `review` rules are enforced as denials until statement
-//! holds exist.
+//! A `review` decision holds the message (a Query, or an Execute: preparing
+//! runs nothing) until people other than the requester decide it; see `review`.
 
 use super::relay::{RelayEnd, Shared};
 use super::track::{Pending, StatementInfo};
@@ -64,8 +64,21 @@ fn severity(a: Action) -> u8 {
 pub enum Verdict {
     /// The message as received.
     Forward,
-    /// These bytes instead (a denial's stand-in).
+    /// These bytes instead (a denial's stand-in, or a released held message).
     Replace(Bytes),
+    /// Hold the message until a review decides it (see `review`).
+    Review(Held),
+}
+
+/// A message held for review: a simple Query, or an Execute.
+pub struct Held {
+    pub stmt: Arc<StatementInfo>,
+    /// The review decision: rule, message, approvals and approvers.
+    pub decision: Decision,
+    pub protocol: Protocol,
+    /// The message as the client sent it, forwarded on approval.
+    pub frame: Bytes,
+    pub parameter_count: u32,
 }
 
 struct Portal {
@@ -73,6 +86,15 @@ struct Portal {
     parameter_count: u32,
     /// Bound from a named prepared statement: decided again at Execute.
     named: bool,
+    /// The review its unnamed statement's Parse asked for.
+    review: Option<Decision>,
+}
+
+/// What a denied Query (or fast-path call) becomes.
+fn query_stand_in() -> BytesMut {
+    let mut out = BytesMut::new();
+    frontend::encode_query(UNPARSABLE, &mut out);
+    out
 }
 
 pub struct Inspector {
@@ -81,6 +103,8 @@ pub struct Inspector {
     cache_backslash: FactsCache,
     statements: HashMap<String, Arc<StatementInfo>>,
     portals: HashMap<String, Portal>,
+    /// Prepared statements whose Parse asked for review, by name.
+    needs_review: HashMap<String, Decision>,
     decision_event: Option<AuditEvent>,
 }
 
@@ -96,6 +120,7 @@ impl Inspector {
             ),
             statements: HashMap::new(),
             portals: HashMap::new(),
+            needs_review: HashMap::new(),
             decision_event: None,
         }
     }
@@ -218,27 +243,52 @@ impl Inspector {
             FrontendMessage::Query { sql } => {
                 let stmt = self.classify(sql);
                 let d = self.decide(shared, &stmt);
-                if d.action != Action::Allow {
-                    let mut out = BytesMut::new();
-                    frontend::encode_query(UNPARSABLE, &mut out);
-                    return Ok(self.deny(shared, &stmt, &d, Protocol::Simple, out));
+                match d.action {
+                    Action::Deny => {
+                        return Ok(self.deny(
+                            shared,
+                            &stmt,
+                            &d,
+                            Protocol::Simple,
+                            query_stand_in(),
+                        ));
+                    }
+                    Action::Review => {
+                        return Ok(Verdict::Review(Held {
+                            stmt,
+                            decision: d,
+                            protocol: Protocol::Simple,
+                            frame: frame.bytes.clone(),
+                            parameter_count: 0,
+                        }));
+                    }
+                    Action::Allow => {}
                 }
                 self.note_prepared(&stmt);
                 shared.track(Pending::Simple {
                     stmt,
                     rule: d.rule.map(Arc::from),
+                    decision: "allow",
                     started: now,
                 });
             }
             FrontendMessage::Parse { name, sql, .. } => {
                 let stmt = self.classify(sql);
                 let d = self.decide(shared, &stmt);
-                if d.action != Action::Allow {
+                if d.action == Action::Deny {
                     // The server will not know this statement; later Binds to it fail.
                     self.statements.remove(name);
+                    self.needs_review.remove(name);
                     let mut out = BytesMut::new();
                     frontend::encode_parse(name, UNPARSABLE, &mut out);
                     return Ok(self.deny(shared, &stmt, &d, Protocol::Extended, out));
+                }
+                // Preparing runs nothing: a statement that needs review is held
+                // at each Execute instead, so an approval covers one execution.
+                if d.action == Action::Review {
+                    self.needs_review.insert(name.to_owned(), d);
+                } else {
+                    self.needs_review.remove(name);
                 }
                 self.note_prepared(&stmt);
                 self.statements.insert(name.to_owned(), stmt);
@@ -260,33 +310,48 @@ impl Inspector {
                         stmt,
                         parameter_count: u32::try_from(params.len()).unwrap_or(u32::MAX),
                         named: !statement.is_empty(),
+                        review: self.needs_review.get(statement).cloned(),
                     },
                 );
             }
             FrontendMessage::Execute { portal, .. } => {
-                let (stmt, parameter_count, named) = match self.portals.get(portal) {
-                    Some(p) => (p.stmt.clone(), p.parameter_count, p.named),
+                let (stmt, parameter_count, named, review) = match self.portals.get(portal) {
+                    Some(p) => (p.stmt.clone(), p.parameter_count, p.named, p.review.clone()),
                     None => (
                         self.classify(&format!("-- unknown portal {portal:?}")),
                         0,
                         false,
+                        None,
                     ),
                 };
-                // Unnamed statements were decided at their Parse, just before.
+                // Named statements are decided again: the policy may have changed
+                // since their Parse. Unnamed ones were decided at their Parse.
                 let d = if named {
                     self.decide(shared, &stmt)
                 } else {
-                    Decision::allow_by_default()
+                    review.unwrap_or_else(Decision::allow_by_default)
                 };
-                if d.action != Action::Allow {
-                    let mut out = BytesMut::new();
-                    frontend::encode_execute(NO_PORTAL, 0, &mut out);
-                    return Ok(self.deny(shared, &stmt, &d, Protocol::Extended, out));
+                match d.action {
+                    Action::Deny => {
+                        let mut out = BytesMut::new();
+                        frontend::encode_execute(NO_PORTAL, 0, &mut out);
+                        return Ok(self.deny(shared, &stmt, &d, Protocol::Extended, out));
+                    }
+                    Action::Review => {
+                        return Ok(Verdict::Review(Held {
+                            stmt,
+                            decision: d,
+                            protocol: Protocol::Extended,
+                            frame: frame.bytes.clone(),
+                            parameter_count,
+                        }));
+                    }
+                    Action::Allow => {}
                 }
-                let rule = if named { d.rule.map(Arc::from) } else { None };
                 shared.track(Pending::Execute {
                     stmt,
-                    rule,
+                    rule: if named { d.rule.map(Arc::from) } else { None },
+                    decision: "allow",
                     parameter_count,
                     started: now,
                 });
@@ -294,6 +359,7 @@ impl Inspector {
             FrontendMessage::Close { kind, name } => {
                 if kind == b'S' {
                     self.statements.remove(name);
+                    self.needs_review.remove(name);
                 } else {
                     self.portals.remove(name);
                 }
@@ -314,20 +380,61 @@ impl Inspector {
                         "fast-path-function-call",
                         "fast-path function calls bypass statement policy and are blocked",
                     );
-                    // A FunctionCall of OID 0 fails at once, like any bad call.
-                    let mut out = BytesMut::new();
-                    frontend::encode_query(UNPARSABLE, &mut out);
-                    return Ok(self.deny(shared, &stmt, &d, Protocol::Simple, out));
+                    // Answered like a failed Query: an error, then ReadyForQuery.
+                    return Ok(self.deny(shared, &stmt, &d, Protocol::Simple, query_stand_in()));
                 }
                 shared.track(Pending::Simple {
                     stmt,
                     rule: None,
+                    decision: "allow",
                     started: now,
                 });
             }
             _ => {}
         }
         Ok(Verdict::Forward)
+    }
+
+    /// An approved held statement: track it and forward the original message.
+    pub fn release(&mut self, shared: &Shared, held: Held) -> Verdict {
+        let rule = held.decision.rule.map(Arc::from);
+        let started = Instant::now();
+        let pending = match held.protocol {
+            Protocol::Simple => {
+                self.note_prepared(&held.stmt);
+                Pending::Simple {
+                    stmt: held.stmt,
+                    rule,
+                    decision: "review",
+                    started,
+                }
+            }
+            Protocol::Extended => Pending::Execute {
+                stmt: held.stmt,
+                rule,
+                decision: "review",
+                parameter_count: held.parameter_count,
+                started,
+            },
+        };
+        shared.track(pending);
+        Verdict::Replace(held.frame)
+    }
+
+    /// A held statement that was not approved: it fails like a denial.
+    pub fn reject(&mut self, shared: &Shared, held: &Held, why: &str) -> Verdict {
+        let mut d = held.decision.clone();
+        d.action = Action::Deny;
+        d.message = Some(why.to_owned());
+        let stand_in = match held.protocol {
+            Protocol::Simple => query_stand_in(),
+            Protocol::Extended => {
+                let mut out = BytesMut::new();
+                frontend::encode_execute(NO_PORTAL, 0, &mut out);
+                out
+            }
+        };
+        self.deny(shared, &held.stmt, &d, held.protocol, stand_in)
     }
 
     /// Registers a denial: its audit event, and the error the client gets.
@@ -341,13 +448,7 @@ impl Inspector {
     ) -> Verdict {
         let rule = d.rule.as_deref().unwrap_or("policy");
         let reason = d.message.as_deref().unwrap_or("blocked by policy");
-        let message = match d.action {
-            Action::Review => format!(
-                "countersign: denied by rule \"{rule}\": {reason} (this rule requires approval, \
-                 and statement holds are not enabled on this gateway)"
-            ),
-            _ => format!("countersign: denied by rule \"{rule}\": {reason}"),
-        };
+        let message = format!("countersign: denied by rule \"{rule}\": {reason}");
         let mut error = BytesMut::new();
         backend::encode_error(
             &ErrorNotice {

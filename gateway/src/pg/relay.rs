@@ -12,6 +12,7 @@
 //! nothing allowed is re-encoded. What it does not (yet): mask results.
 
 use super::inspect::{Inspector, Verdict};
+use super::review::{self, HoldResult};
 use super::stream::{ConnRead, ConnWrite, MessageReader, ReadError, write_frames};
 use super::track::{Pending, Tracker};
 use super::wire::backend::{self, BackendMessage, ErrorNotice, Severity};
@@ -58,8 +59,19 @@ pub struct Shared {
     pub statements: AtomicU64,
     pub tracker: Mutex<Tracker>,
     /// The client half asks the upstream half (which owns the client's write
-    /// side) to end the session with a FATAL carrying this message.
-    pub fatal: tokio::sync::mpsc::Sender<String>,
+    /// side) to send the client something out of band.
+    pub inject: tokio::sync::mpsc::Sender<Inject>,
+    /// For statement reviews.
+    pub control: crate::control::ControlClient,
+    pub review_timeout: std::time::Duration,
+}
+
+/// What the client half asks the upstream half to send the client.
+pub enum Inject {
+    /// A NoticeResponse, sent at once (notices may arrive at any time).
+    Notice(Bytes),
+    /// End the session with a FATAL carrying this message.
+    Fatal(String),
 }
 
 impl Shared {
@@ -114,6 +126,19 @@ pub async fn client_to_upstream(
             match session.inspect(shared, &frame) {
                 Ok(Verdict::Forward) => frames.push(frame.bytes),
                 Ok(Verdict::Replace(bytes)) => frames.push(bytes),
+                Ok(Verdict::Review(held)) => {
+                    // What came before the held message goes upstream first.
+                    if let Err(e) = write_frames(&mut upstream, &mut frames).await {
+                        return RelayEnd::UpstreamWrite(e);
+                    }
+                    let verdict = match review::hold(shared, &held).await {
+                        HoldResult::Approved => session.release(shared, held),
+                        HoldResult::Refused(why) => session.reject(shared, &held, &why),
+                    };
+                    if let Verdict::Replace(bytes) = verdict {
+                        frames.push(bytes);
+                    }
+                }
                 Err(end) => return fail_client(shared, end).await,
             }
             if let Some(event) = session.take_decision_event() {
@@ -139,8 +164,8 @@ pub async fn client_to_upstream(
 async fn fail_client(shared: &Shared, end: RelayEnd) -> RelayEnd {
     tracing::info!(session = %shared.session_id, reason = %end, "ending session: bad client input");
     if shared
-        .fatal
-        .send(format!("protocol violation: {end}"))
+        .inject
+        .send(Inject::Fatal(format!("protocol violation: {end}")))
         .await
         .is_ok()
     {
@@ -156,7 +181,7 @@ pub async fn upstream_to_client(
     mut upstream: MessageReader<ConnRead>,
     mut client: ConnWrite,
     mut config: watch::Receiver<Option<Arc<RemoteConfig>>>,
-    mut fatal: tokio::sync::mpsc::Receiver<String>,
+    mut inject: tokio::sync::mpsc::Receiver<Inject>,
 ) -> RelayEnd {
     let mut frames: Vec<Bytes> = Vec::with_capacity(16);
     let expires_in = shared
@@ -171,9 +196,15 @@ pub async fn upstream_to_client(
             _ = &mut expiry => {
                 return end_session(&mut client, "57P01", "access token expired; session ended").await;
             }
-            Some(message) = fatal.recv() => {
-                return end_session(&mut client, "08P01", &message).await;
-            }
+            Some(injected) = inject.recv() => match injected {
+                Inject::Fatal(message) => return end_session(&mut client, "08P01", &message).await,
+                Inject::Notice(bytes) => {
+                    if let Err(e) = super::stream::write_buf(&mut client, &bytes).await {
+                        return RelayEnd::ClientWrite(e);
+                    }
+                    continue;
+                }
+            },
             changed = config.changed() => {
                 if changed.is_ok() && is_revoked(&config, &shared.token_id) {
                     return end_session(&mut client, "57P01", "access token revoked; session ended").await;

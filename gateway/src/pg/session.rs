@@ -240,7 +240,7 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
     conn.write_all(&out).await?;
     conn.flush().await?;
 
-    let (fatal_tx, fatal_rx) = tokio::sync::mpsc::channel(1);
+    let (inject_tx, inject_rx) = tokio::sync::mpsc::channel(4);
     let shared = Shared {
         session_id: grant.session_id.clone(),
         identity: grant.identity.clone(),
@@ -253,7 +253,9 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
         seq: AtomicU64::new(0),
         statements: AtomicU64::new(0),
         tracker: Mutex::new(Tracker::default()),
-        fatal: fatal_tx,
+        inject: inject_tx,
+        control: gw.control.clone(),
+        review_timeout: gw.settings.review_timeout,
     };
     let started = shared.next_event(AuditBody::SessionStarted {
         identity: grant.identity.clone(),
@@ -273,7 +275,7 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
     let up_reader = MessageReader::with_buffer(up_read, up_buf, wire::MAX_MESSAGE_LEN);
     let end = tokio::select! {
         end = relay::client_to_upstream(&shared, client_reader, up_write) => end,
-        end = relay::upstream_to_client(&shared, up_reader, client_write, gw.config.clone(), fatal_rx) => end,
+        end = relay::upstream_to_client(&shared, up_reader, client_write, gw.config.clone(), inject_rx) => end,
     };
     drop(cancel_key);
     finish(&shared, &end).await;

@@ -50,11 +50,14 @@ pub enum Pending {
     Simple {
         stmt: Arc<StatementInfo>,
         rule: Option<Arc<str>>,
+        /// "allow", or "review" for a statement released by approval.
+        decision: &'static str,
         started: Instant,
     },
     Execute {
         stmt: Arc<StatementInfo>,
         rule: Option<Arc<str>>,
+        decision: &'static str,
         parameter_count: u32,
         started: Instant,
     },
@@ -74,6 +77,7 @@ pub enum Pending {
 pub struct Outcome {
     pub stmt: Arc<StatementInfo>,
     pub rule: Option<Arc<str>>,
+    pub decision: &'static str,
     pub protocol: Protocol,
     pub parameter_count: u32,
     pub duration: Duration,
@@ -95,7 +99,7 @@ impl Outcome {
             command_tag: self.command_tag,
             rows: self.rows,
             error: self.error,
-            decision: "allow",
+            decision: self.decision,
             rule: self.rule.map(|r| r.to_string()),
         }
     }
@@ -187,6 +191,7 @@ impl Tracker {
                 Pending::Simple {
                     stmt,
                     rule,
+                    decision,
                     started,
                 } => {
                     let r = std::mem::take(&mut self.simple);
@@ -194,6 +199,7 @@ impl Tracker {
                     return Some(Outcome {
                         stmt,
                         rule,
+                        decision,
                         protocol: Protocol::Simple,
                         parameter_count: 0,
                         duration: started.elapsed(),
@@ -219,28 +225,40 @@ impl Tracker {
                 Pending::Simple {
                     stmt,
                     rule,
+                    decision,
                     started,
-                } => Some((stmt, rule, Protocol::Simple, 0, started)),
+                } => Some((stmt, rule, decision, Protocol::Simple, 0, started)),
                 Pending::Execute {
                     stmt,
                     rule,
+                    decision,
                     parameter_count,
                     started,
-                } if !skipping => Some((stmt, rule, Protocol::Extended, parameter_count, started)),
+                } if !skipping => Some((
+                    stmt,
+                    rule,
+                    decision,
+                    Protocol::Extended,
+                    parameter_count,
+                    started,
+                )),
                 _ => None,
             })
-            .map(|(stmt, rule, protocol, parameter_count, started)| Outcome {
-                stmt,
-                rule,
-                protocol,
-                parameter_count,
-                duration: started.elapsed(),
-                command_tag: None,
-                rows: None,
-                error: Some(
-                    "session ended before the statement completed; outcome unknown".to_owned(),
-                ),
-            })
+            .map(
+                |(stmt, rule, decision, protocol, parameter_count, started)| Outcome {
+                    stmt,
+                    rule,
+                    decision,
+                    protocol,
+                    parameter_count,
+                    duration: started.elapsed(),
+                    command_tag: None,
+                    rows: None,
+                    error: Some(
+                        "session ended before the statement completed; outcome unknown".to_owned(),
+                    ),
+                },
+            )
             .collect()
     }
 
@@ -267,11 +285,13 @@ impl Tracker {
             Pending::Execute {
                 stmt,
                 rule,
+                decision,
                 parameter_count,
                 started,
             } => Some(Outcome {
                 stmt,
                 rule,
+                decision,
                 protocol: Protocol::Extended,
                 parameter_count,
                 duration: started.elapsed(),
@@ -299,6 +319,7 @@ mod tests {
         Pending::Execute {
             stmt: stmt(sql),
             rule: None,
+            decision: "allow",
             parameter_count: 1,
             started: Instant::now(),
         }
@@ -310,6 +331,7 @@ mod tests {
         t.push(Pending::Simple {
             stmt: stmt("insert …; select …"),
             rule: None,
+            decision: "allow",
             started: Instant::now(),
         });
         assert!(t.command_complete("INSERT 0 2", Some(2)).is_none());
@@ -358,6 +380,7 @@ mod tests {
         t.push(Pending::Simple {
             stmt: stmt("select 1"),
             rule: None,
+            decision: "allow",
             started: Instant::now(),
         });
         assert_eq!(t.error("42601: syntax error".into()).1.unwrap(), denial);

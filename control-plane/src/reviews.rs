@@ -1,0 +1,365 @@
+//! Reviews: a statement held by the gateway until other people approve it.
+//!
+//! The invariant: nobody ever counts as an approver of their own review,
+//! admins included. [`rules::judge`] is the pure rule every decision goes through,
+//! and it runs while the store holds the review's row lock, so concurrent
+//! decisions see each other. The database repeats the two checks that matter
+//! most (one decision per approver, none by the requester) with a primary key
+//! and a trigger, so no code path and no race gets around them.
+//!
+//! Eligibility uses the caller's groups as the store has them now (like the
+//! admin check), not the groups frozen into their token: taking someone out of
+//! an approver group takes effect at once.
+//!
+//! Not guaranteed here: that `requester` is really the session's identity (the
+//! gateway, authenticated by its token, says so); that other replicas hear of
+//! a change at once ([`ControlPlane::review_changes`] covers this replica only;
+//! others must poll the store).
+//!
+//! Layout: this file is the service (open, read, decide, list); [`rules`]
+//! holds the pure rules (who may decide, what a decision does, what a new
+//! review must look like), tested without a database.
+
+mod rules;
+
+pub use rules::{MAX_APPROVALS, MAX_TIMEOUT};
+
+use crate::service::{ControlPlane, Principal, ServiceError};
+use crate::store::StoreError;
+use crate::store::identities::IdentityKind;
+use crate::store::reviews::{ReviewChange, ReviewEvent, ReviewRecord, ReviewStatus, Verdict};
+use chrono::{DateTime, Utc};
+use rules::{MAX_TEXT, check_len, eligible, expire_if_due, judge, same_identity, validate};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// Most reviews one list returns.
+const LIST_LIMIT: u64 = 500;
+
+/// A review the gateway asks for.
+#[derive(Clone, Debug)]
+pub struct NewReview {
+    pub session_id: String,
+    /// The session's identity (email). Never counts as an approver.
+    pub requester: String,
+    pub resource: String,
+    pub statement: String,
+    pub kinds: Vec<String>,
+    /// The policy rule that asked for review.
+    pub rule: String,
+    pub message: Option<String>,
+    /// Distinct approvals needed, at least 1.
+    pub approvals_required: u32,
+    /// `group:NAME` or `user:EMAIL`; empty means anyone in
+    /// [`Settings::approver_group`](crate::Settings::approver_group).
+    pub approvers: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// One approver's decision, as the API shows it.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DecisionView {
+    pub approver: String,
+    /// `approve` or `deny`.
+    pub decision: String,
+    pub comment: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// A review as the API and the gateway see it.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ReviewView {
+    pub id: String,
+    pub session_id: String,
+    pub requester: String,
+    pub resource: String,
+    pub statement: String,
+    pub kinds: Vec<String>,
+    pub rule: String,
+    pub message: Option<String>,
+    /// "pending" | "approved" | "denied" | "expired"
+    pub status: String,
+    pub approvals_required: u32,
+    /// Who may decide: `group:NAME` or `user:EMAIL` (the default group filled in).
+    pub approvers: Vec<String>,
+    /// Oldest first.
+    pub decisions: Vec<DecisionView>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Console link: "{public_url}/reviews/{id}"
+    pub url: String,
+}
+
+impl ControlPlane {
+    fn review_view(&self, r: ReviewRecord) -> ReviewView {
+        let url = format!(
+            "{}/reviews/{}",
+            self.settings().public_url.trim_end_matches('/'),
+            r.id
+        );
+        ReviewView {
+            url,
+            status: r.status.as_str().to_owned(),
+            decisions: r
+                .decisions
+                .into_iter()
+                .map(|d| DecisionView {
+                    approver: d.approver,
+                    decision: d.verdict.as_str().to_owned(),
+                    comment: d.comment,
+                    at: d.at,
+                })
+                .collect(),
+            id: r.id,
+            session_id: r.session_id,
+            requester: r.requester,
+            resource: r.resource,
+            statement: r.statement,
+            kinds: r.kinds,
+            rule: r.rule,
+            message: r.message,
+            approvals_required: r.approvals_required,
+            approvers: r.approvers,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        }
+    }
+
+    fn review_changed(&self, id: &str) {
+        // No subscribers is fine: nobody is waiting on this replica.
+        let _ = self.review_notifier().send(id.to_owned());
+    }
+
+    /// Fires the review id on every state change made through this replica
+    /// (open, decision, expiry). Other replicas' changes are not seen here.
+    pub fn review_changes(&self) -> broadcast::Receiver<String> {
+        self.review_notifier().subscribe()
+    }
+
+    /// Opens a review for a held statement and audits it (`review:<id>`, seq 0).
+    pub async fn open_review(&self, r: NewReview) -> Result<ReviewView, ServiceError> {
+        let approvers = validate(&r, &self.settings().approver_group)?;
+        let created_at = Utc::now();
+        let timeout = chrono::Duration::from_std(r.timeout)
+            .map_err(|_| ServiceError::Invalid("the review timeout is too long".into()))?;
+        let record = ReviewRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            session_id: r.session_id,
+            requester: r.requester,
+            resource: r.resource,
+            statement: r.statement,
+            kinds: r.kinds,
+            rule: r.rule,
+            message: r.message,
+            status: ReviewStatus::Pending,
+            approvals_required: r.approvals_required,
+            approvers,
+            decisions: Vec::new(),
+            created_at,
+            expires_at: created_at + timeout,
+            decided_at: None,
+        };
+        let opened = ReviewEvent {
+            identity: record.requester.clone(),
+            action: "opened",
+            detail: serde_json::json!({
+                "session_id": record.session_id,
+                "statement": record.statement,
+                "kinds": record.kinds,
+                "rule": record.rule,
+                "message": record.message,
+                "approvals_required": record.approvals_required,
+                "approvers": record.approvers,
+                "expires_at": record.expires_at,
+            }),
+        };
+        self.store().insert_review(&record, &opened).await?;
+        tracing::info!(review = %record.id, requester = %record.requester, resource = %record.resource, rule = %record.rule, "review opened");
+        self.review_changed(&record.id);
+        Ok(self.review_view(record))
+    }
+
+    /// Persists expiry if `r` is pending past its deadline; returns it as it stands.
+    async fn expire_if_due(&self, r: ReviewRecord) -> Result<ReviewRecord, ServiceError> {
+        let now = Utc::now();
+        if r.status != ReviewStatus::Pending || now < r.expires_at {
+            return Ok(r);
+        }
+        let changed = self
+            .store()
+            .change_review(&r.id, |current| {
+                let mut change = ReviewChange::default();
+                let expired = expire_if_due(current, now, &mut change);
+                (change, expired)
+            })
+            .await?
+            .ok_or_else(|| not_found(&r.id))?;
+        if changed.value {
+            tracing::info!(review = %r.id, "review expired");
+            self.review_changed(&r.id);
+        }
+        Ok(changed.review)
+    }
+
+    /// The review, or `None`. A pending review past its deadline is marked
+    /// (and audited) `expired` first.
+    pub async fn review(&self, id: &str) -> Result<Option<ReviewView>, ServiceError> {
+        match self.store().review(id).await? {
+            Some(r) => Ok(Some(self.review_view(self.expire_if_due(r).await?))),
+            None => Ok(None),
+        }
+    }
+
+    /// The review as `who` may see it: its requester, anyone who may decide
+    /// it, admins and auditors. Others get `Forbidden`.
+    pub async fn review_as(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<Option<ReviewView>, ServiceError> {
+        let Some(r) = self.store().review(id).await? else {
+            return Ok(None);
+        };
+        let allowed = match who {
+            Principal::Identity { identity, .. } => {
+                same_identity(&identity.email, &r.requester) || eligible(&r.approvers, identity)
+            }
+            Principal::Bootstrap => false,
+        } || self.require_auditor(who).is_ok();
+        if !allowed {
+            return Err(ServiceError::Forbidden(format!(
+                "{} may not see review {id}",
+                who.name()
+            )));
+        }
+        Ok(Some(self.review_view(self.expire_if_due(r).await?)))
+    }
+
+    /// Approves (`approve`) or denies review `id` as `who`, the authenticated
+    /// caller: never anyone a request names. Every attempt is audited.
+    ///
+    /// Errors: `Forbidden` for every segregation-of-duties or eligibility
+    /// refusal (the requester, the bootstrap token, a service account, someone
+    /// not named by the review, a second decision by the same approver);
+    /// `Invalid` for a review that is already decided or expired;
+    /// `Store(NotFound)` for an unknown id.
+    pub async fn decide_review(
+        &self,
+        id: &str,
+        who: &Principal,
+        approve: bool,
+        comment: Option<String>,
+    ) -> Result<ReviewView, ServiceError> {
+        let comment = comment.filter(|c| !c.trim().is_empty());
+        check_len("comment", comment.as_deref().unwrap_or(""), MAX_TEXT)?;
+        let verdict = if approve {
+            Verdict::Approve
+        } else {
+            Verdict::Deny
+        };
+        let now = Utc::now();
+        let changed = self
+            .store()
+            .change_review(id, |r| judge(r, who, verdict, comment.as_deref(), now))
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        let ruling = changed.value;
+        if let Some(reason) = changed.rejected {
+            // The database caught what `judge` should have: a bug, but no harm done.
+            // Nothing changed: the store applies a decision whole or not at all.
+            tracing::error!(review = %id, by = who.name(), %reason, "database refused a review decision");
+            return Err(ServiceError::Forbidden(reason));
+        }
+        if ruling.changes_state {
+            self.review_changed(id);
+        }
+        if let Some(refusal) = ruling.refusal {
+            tracing::info!(review = %id, by = who.name(), attempted = verdict.as_str(), reason = refusal.reason(), "review decision refused");
+            return Err(refusal.into());
+        }
+        tracing::info!(review = %id, by = who.name(), decision = verdict.as_str(), status = changed.review.status.as_str(), "review decided");
+        Ok(self.review_view(changed.review))
+    }
+
+    /// Audits a decision attempt that was refused before it reached
+    /// [`ControlPlane::decide_review`] (for example a malformed request body).
+    pub(crate) async fn audit_review_refusal(
+        &self,
+        id: &str,
+        who: &Principal,
+        approve: bool,
+        reason: &str,
+    ) -> Result<(), ServiceError> {
+        let attempted = if approve { "approve" } else { "deny" };
+        self.store()
+            .change_review(id, |r| {
+                let change = ReviewChange {
+                    events: vec![ReviewEvent {
+                        identity: who.name().to_owned(),
+                        action: "refused",
+                        detail: serde_json::json!({
+                            "reason": reason,
+                            "attempted": attempted,
+                            "status": r.status.as_str(),
+                        }),
+                    }],
+                    ..ReviewChange::default()
+                };
+                (change, ())
+            })
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        Ok(())
+    }
+
+    /// Reviews `who` may decide now (pending, not their own, eligible, not yet
+    /// decided by them), newest first; or with `mine`, the reviews `who`
+    /// requested. At most 500.
+    pub async fn list_reviews(
+        &self,
+        who: &Principal,
+        mine: bool,
+    ) -> Result<Vec<ReviewView>, ServiceError> {
+        let found = if mine {
+            self.store()
+                .reviews_requested_by(who.name(), LIST_LIMIT)
+                .await?
+        } else {
+            let Principal::Identity { identity, .. } = who else {
+                // The bootstrap token decides nothing.
+                return Ok(Vec::new());
+            };
+            if identity.kind == IdentityKind::Service {
+                return Ok(Vec::new());
+            }
+            self.store()
+                .pending_reviews(&identity.email, LIST_LIMIT)
+                .await?
+                .into_iter()
+                .filter(|r| {
+                    !same_identity(&r.requester, &identity.email)
+                        && eligible(&r.approvers, identity)
+                        && !r
+                            .decisions
+                            .iter()
+                            .any(|d| same_identity(&d.approver, &identity.email))
+                })
+                .collect()
+        };
+        let mut out = Vec::with_capacity(found.len());
+        for r in found {
+            let r = self.expire_if_due(r).await?;
+            if mine || r.status == ReviewStatus::Pending {
+                out.push(self.review_view(r));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn not_found(id: &str) -> ServiceError {
+    ServiceError::Store(StoreError::NotFound {
+        what: "review",
+        key: id.to_owned(),
+    })
+}

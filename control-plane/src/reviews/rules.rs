@@ -1,0 +1,476 @@
+//! The pure rules of reviews: who may decide, what a decision does, and
+//! what a new review must look like. No I/O: the service runs [`judge`] while
+//! the store holds the review's row lock and applies what it returns.
+
+use super::NewReview;
+use crate::service::{Principal, ServiceError, validate_identity_name, validate_name};
+use crate::store::identities::{Identity, IdentityKind};
+use crate::store::reviews::{
+    DecisionRecord, ReviewChange, ReviewEvent, ReviewRecord, ReviewStatus, Verdict,
+};
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// Most approvals a review can require.
+pub const MAX_APPROVALS: u32 = 32;
+/// Longest a review may stay open.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Longest statement a review holds (bytes).
+const MAX_STATEMENT: usize = 1 << 20;
+/// Longest message, rule or comment (bytes).
+pub(super) const MAX_TEXT: usize = 4096;
+/// Most entries in `approvers` and `kinds`.
+const MAX_LIST: usize = 64;
+
+/// An entry of a review's approver list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Approver<'a> {
+    Group(&'a str),
+    User(&'a str),
+}
+
+fn parse_approver(s: &str) -> Option<Approver<'_>> {
+    if let Some(g) = s.strip_prefix("group:") {
+        Some(Approver::Group(g))
+    } else {
+        s.strip_prefix("user:").map(Approver::User)
+    }
+}
+
+/// Whether `identity` is named by `approvers`, by group or as a user.
+pub(super) fn eligible(approvers: &[String], identity: &Identity) -> bool {
+    approvers
+        .iter()
+        .filter_map(|a| parse_approver(a))
+        .any(|a| match a {
+            Approver::Group(g) => identity.groups.iter().any(|x| x == g),
+            Approver::User(u) => u.eq_ignore_ascii_case(&identity.email),
+        })
+}
+
+pub(super) fn same_identity(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// Why a decision was not taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// Segregation of duties or eligibility: HTTP 403.
+    Forbidden(String),
+    /// The review is decided or expired: it takes no more decisions.
+    Closed(String),
+}
+
+impl Refusal {
+    pub(super) fn reason(&self) -> &str {
+        match self {
+            Self::Forbidden(m) | Self::Closed(m) => m,
+        }
+    }
+}
+
+impl From<Refusal> for ServiceError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Forbidden(m) => Self::Forbidden(m),
+            Refusal::Closed(m) => Self::Invalid(m),
+        }
+    }
+}
+
+/// What [`judge`] ruled, besides the change to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Ruling {
+    pub(super) refusal: Option<Refusal>,
+    /// Whether the review's state changes (a decision, or expiry).
+    pub(super) changes_state: bool,
+}
+
+/// Expires a pending review whose time is up.
+pub(super) fn expire_if_due(
+    r: &ReviewRecord,
+    now: DateTime<Utc>,
+    change: &mut ReviewChange,
+) -> bool {
+    if r.status != ReviewStatus::Pending || now < r.expires_at {
+        return false;
+    }
+    change.status = Some(ReviewStatus::Expired);
+    change.events.push(ReviewEvent {
+        identity: r.requester.clone(),
+        action: "expired",
+        detail: serde_json::json!({
+            "expires_at": r.expires_at,
+            "approvals": approvals(r),
+            "approvals_required": r.approvals_required,
+        }),
+    });
+    true
+}
+
+fn approvals(r: &ReviewRecord) -> usize {
+    r.decisions
+        .iter()
+        .filter(|d| d.verdict == Verdict::Approve)
+        .count()
+}
+
+/// The rule for one decision attempt by `who` on review `r` at `now`.
+/// Pure: the caller applies the change under the review's lock.
+pub(super) fn judge(
+    r: &ReviewRecord,
+    who: &Principal,
+    verdict: Verdict,
+    comment: Option<&str>,
+    now: DateTime<Utc>,
+) -> (ReviewChange, Ruling) {
+    let mut change = ReviewChange::default();
+    let expired = expire_if_due(r, now, &mut change);
+    let status = change.status.unwrap_or(r.status);
+    let id = &r.id;
+    let verb = verdict.as_str();
+    let refusal = match who {
+        Principal::Bootstrap => Some(Refusal::Forbidden(format!(
+            "the bootstrap admin token is not a person and cannot {verb} reviews; \
+             use your own access token"
+        ))),
+        Principal::Identity { identity, .. } => {
+            if same_identity(&identity.email, &r.requester) {
+                Some(Refusal::Forbidden(format!(
+                    "segregation of duties: {} requested review {id} and cannot {verb} it; \
+                     another approver must decide",
+                    identity.email
+                )))
+            } else if identity.kind == IdentityKind::Service {
+                Some(Refusal::Forbidden(format!(
+                    "{} is a service account; only people can {verb} reviews",
+                    identity.email
+                )))
+            } else if !eligible(&r.approvers, identity) {
+                Some(Refusal::Forbidden(format!(
+                    "{} may not decide review {id}: it needs {}",
+                    identity.email,
+                    r.approvers.join(" or ")
+                )))
+            } else if let Some(d) = r
+                .decisions
+                .iter()
+                .find(|d| same_identity(&d.approver, &identity.email))
+            {
+                Some(Refusal::Forbidden(format!(
+                    "{} has already decided review {id} ({}); each approver counts once",
+                    identity.email,
+                    d.verdict.as_str()
+                )))
+            } else if status != ReviewStatus::Pending {
+                Some(Refusal::Closed(format!(
+                    "review {id} is {}; it takes no more decisions",
+                    status.as_str()
+                )))
+            } else {
+                None
+            }
+        }
+    };
+    if let Some(refusal) = refusal {
+        change.events.push(ReviewEvent {
+            identity: who.name().to_owned(),
+            action: "refused",
+            detail: serde_json::json!({
+                "reason": refusal.reason(),
+                "attempted": verb,
+                "status": status.as_str(),
+            }),
+        });
+        let ruling = Ruling {
+            refusal: Some(refusal),
+            changes_state: expired,
+        };
+        return (change, ruling);
+    }
+    let count = approvals(r) + usize::from(verdict == Verdict::Approve);
+    let required = usize::try_from(r.approvals_required).unwrap_or(usize::MAX);
+    let next = match verdict {
+        Verdict::Deny => ReviewStatus::Denied,
+        Verdict::Approve if count >= required => ReviewStatus::Approved,
+        Verdict::Approve => ReviewStatus::Pending,
+    };
+    change.status = Some(next);
+    change.decision = Some(DecisionRecord {
+        approver: who.name().to_owned(),
+        verdict,
+        comment: comment.map(str::to_owned),
+        at: now,
+    });
+    change.events.push(ReviewEvent {
+        identity: who.name().to_owned(),
+        action: match verdict {
+            Verdict::Approve => "approved",
+            Verdict::Deny => "denied",
+        },
+        detail: serde_json::json!({
+            "comment": comment,
+            "approvals": count,
+            "approvals_required": r.approvals_required,
+            "status": next.as_str(),
+        }),
+    });
+    let ruling = Ruling {
+        refusal: None,
+        changes_state: true,
+    };
+    (change, ruling)
+}
+
+pub(super) fn check_len(what: &str, s: &str, max: usize) -> Result<(), ServiceError> {
+    if s.len() > max {
+        return Err(ServiceError::Invalid(format!(
+            "{what} is longer than {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a new review and returns its approver list with the default filled in.
+pub(super) fn validate(r: &NewReview, default_group: &str) -> Result<Vec<String>, ServiceError> {
+    validate_identity_name(&r.requester)?;
+    validate_name("resource", &r.resource)?;
+    if r.session_id.is_empty() {
+        return Err(ServiceError::Invalid("a review needs a session id".into()));
+    }
+    check_len("session id", &r.session_id, 255)?;
+    if r.statement.is_empty() {
+        return Err(ServiceError::Invalid("a review needs a statement".into()));
+    }
+    check_len("statement", &r.statement, MAX_STATEMENT)?;
+    check_len("rule", &r.rule, MAX_TEXT)?;
+    check_len("message", r.message.as_deref().unwrap_or(""), MAX_TEXT)?;
+    if r.kinds.len() > MAX_LIST || r.approvers.len() > MAX_LIST {
+        return Err(ServiceError::Invalid(format!(
+            "kinds and approvers hold at most {MAX_LIST} entries each"
+        )));
+    }
+    for k in &r.kinds {
+        check_len("statement kind", k, 64)?;
+    }
+    if r.approvals_required == 0 || r.approvals_required > MAX_APPROVALS {
+        return Err(ServiceError::Invalid(format!(
+            "a review needs 1..={MAX_APPROVALS} approvals, not {}",
+            r.approvals_required
+        )));
+    }
+    if r.timeout.is_zero() || r.timeout > MAX_TIMEOUT {
+        return Err(ServiceError::Invalid(format!(
+            "a review's timeout must be between 1s and {}s",
+            MAX_TIMEOUT.as_secs()
+        )));
+    }
+    let mut approvers = Vec::with_capacity(r.approvers.len().max(1));
+    for a in &r.approvers {
+        match parse_approver(a) {
+            Some(Approver::Group(g)) => validate_name("group", g)?,
+            Some(Approver::User(u)) => validate_identity_name(u)?,
+            None => {
+                return Err(ServiceError::Invalid(format!(
+                    "approver {a:?} must be `group:NAME` or `user:EMAIL`"
+                )));
+            }
+        }
+        if !approvers.contains(a) {
+            approvers.push(a.clone());
+        }
+    }
+    if approvers.is_empty() {
+        validate_name("approver group", default_group)?;
+        approvers.push(format!("group:{default_group}"));
+    }
+    // With only named users, k of them other than the requester must exist,
+    // or the statement would wait for nothing but its timeout.
+    if approvers
+        .iter()
+        .all(|a| matches!(parse_approver(a), Some(Approver::User(_))))
+    {
+        let mut others: Vec<String> = approvers
+            .iter()
+            .filter_map(|a| match parse_approver(a) {
+                Some(Approver::User(u)) if !same_identity(u, &r.requester) => {
+                    Some(u.to_ascii_lowercase())
+                }
+                _ => None,
+            })
+            .collect();
+        others.sort();
+        others.dedup();
+        if others.len() < usize::try_from(r.approvals_required).unwrap_or(usize::MAX) {
+            return Err(ServiceError::Invalid(format!(
+                "this review needs {} approvals but names only {} approvers other than the requester",
+                r.approvals_required,
+                others.len()
+            )));
+        }
+    }
+    Ok(approvers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::Claims;
+
+    fn person(email: &str, groups: &[&str]) -> Principal {
+        let identity = Identity {
+            id: format!("id-{email}"),
+            email: email.to_owned(),
+            kind: IdentityKind::User,
+            display_name: None,
+            disabled: false,
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            created_at: Utc::now(),
+        };
+        let claims = Claims {
+            sub: email.to_owned(),
+            uid: identity.id.clone(),
+            groups: identity.groups.clone(),
+            jti: "t".to_owned(),
+            iat: 0,
+            exp: 0,
+            iss: crate::tokens::ISSUER.to_owned(),
+        };
+        Principal::Identity {
+            identity: Box::new(identity),
+            claims: Box::new(claims),
+        }
+    }
+
+    fn review(k: u32, approvers: &[&str]) -> ReviewRecord {
+        let now = Utc::now();
+        ReviewRecord {
+            id: "r1".into(),
+            session_id: "s1".into(),
+            requester: "alice@example.com".into(),
+            resource: "pg".into(),
+            statement: "DELETE FROM t".into(),
+            kinds: vec!["delete".into()],
+            rule: "deletes".into(),
+            message: None,
+            status: ReviewStatus::Pending,
+            approvals_required: k,
+            approvers: approvers.iter().map(|a| (*a).to_owned()).collect(),
+            decisions: Vec::new(),
+            created_at: now,
+            expires_at: now + chrono::Duration::minutes(5),
+            decided_at: None,
+        }
+    }
+
+    fn forbidden(ruling: &Ruling) -> bool {
+        matches!(ruling.refusal, Some(Refusal::Forbidden(_)))
+    }
+
+    #[test]
+    fn the_requester_never_decides_their_own_review() {
+        let r = review(1, &["group:dba", "user:alice@example.com"]);
+        for who in [
+            person("alice@example.com", &["dba"]),
+            person("ALICE@example.com", &["dba", "countersign-admins"]),
+        ] {
+            for verdict in [Verdict::Approve, Verdict::Deny] {
+                let (change, ruling) = judge(&r, &who, verdict, None, Utc::now());
+                assert!(forbidden(&ruling), "{ruling:?}");
+                assert_eq!(change.decision, None);
+                assert_eq!(change.status, None);
+                assert_eq!(change.events.len(), 1);
+                assert_eq!(change.events[0].action, "refused");
+            }
+        }
+        let (_, ruling) = judge(
+            &r,
+            &Principal::Bootstrap,
+            Verdict::Approve,
+            None,
+            Utc::now(),
+        );
+        assert!(forbidden(&ruling));
+    }
+
+    #[test]
+    fn k_distinct_approvals_approve_and_one_deny_ends_it() {
+        let mut r = review(2, &["group:dba"]);
+        let bob = person("bob@example.com", &["dba"]);
+        let (change, ruling) = judge(&r, &bob, Verdict::Approve, Some("ok"), Utc::now());
+        assert_eq!(ruling.refusal, None);
+        assert_eq!(change.status, Some(ReviewStatus::Pending));
+        r.decisions.push(change.decision.unwrap());
+        let (_, again) = judge(&r, &bob, Verdict::Approve, None, Utc::now());
+        assert!(forbidden(&again), "a second approval by bob must not count");
+        let carol = person("carol@example.com", &["dba"]);
+        let (change, _) = judge(&r, &carol, Verdict::Approve, None, Utc::now());
+        assert_eq!(change.status, Some(ReviewStatus::Approved));
+        let (change, _) = judge(&r, &carol, Verdict::Deny, None, Utc::now());
+        assert_eq!(change.status, Some(ReviewStatus::Denied));
+        let (_, outsider) = judge(
+            &r,
+            &person("eve@example.com", &["dev"]),
+            Verdict::Approve,
+            None,
+            Utc::now(),
+        );
+        assert!(forbidden(&outsider));
+    }
+
+    #[test]
+    fn late_and_closed_reviews_take_no_decisions() {
+        let r = review(1, &["group:dba"]);
+        let bob = person("bob@example.com", &["dba"]);
+        let late = r.expires_at + chrono::Duration::seconds(1);
+        let (change, ruling) = judge(&r, &bob, Verdict::Approve, None, late);
+        assert!(matches!(ruling.refusal, Some(Refusal::Closed(_))));
+        assert!(ruling.changes_state);
+        assert_eq!(change.status, Some(ReviewStatus::Expired));
+        assert_eq!(change.decision, None);
+        let actions: Vec<_> = change.events.iter().map(|e| e.action).collect();
+        assert_eq!(actions, ["expired", "refused"]);
+
+        let denied = ReviewRecord {
+            status: ReviewStatus::Denied,
+            ..r
+        };
+        let (_, ruling) = judge(&denied, &bob, Verdict::Approve, None, Utc::now());
+        assert!(matches!(ruling.refusal, Some(Refusal::Closed(_))));
+    }
+
+    #[test]
+    fn new_reviews_are_checked() {
+        let base = NewReview {
+            session_id: "s".into(),
+            requester: "alice@example.com".into(),
+            resource: "pg".into(),
+            statement: "DELETE FROM t".into(),
+            kinds: vec![],
+            rule: "r".into(),
+            message: None,
+            approvals_required: 1,
+            approvers: vec![],
+            timeout: Duration::from_secs(60),
+        };
+        assert_eq!(
+            validate(&base, "countersign-approvers").unwrap(),
+            ["group:countersign-approvers"]
+        );
+        let only_self = NewReview {
+            approvers: vec!["user:alice@example.com".into()],
+            ..base.clone()
+        };
+        assert!(validate(&only_self, "x").is_err());
+        let bad = NewReview {
+            approvers: vec!["dba".into()],
+            ..base.clone()
+        };
+        assert!(validate(&bad, "x").is_err());
+        let zero = NewReview {
+            approvals_required: 0,
+            ..base
+        };
+        assert!(validate(&zero, "x").is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! The `reviews` table.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "reviews")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub session_id: String,
+    /// The identity (email) whose statement is held; never an approver.
+    pub requester: String,
+    pub resource: String,
+    #[sea_orm(column_type = "Text")]
+    pub statement: String,
+    /// JSON array of statement kind names.
+    #[sea_orm(column_type = "Text")]
+    pub kinds: String,
+    pub rule: String,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub message: Option<String>,
+    /// `pending`, `approved`, `denied` or `expired`.
+    pub status: String,
+    pub approvals_required: i32,
+    /// JSON array of `group:NAME` / `user:EMAIL`.
+    #[sea_orm(column_type = "Text")]
+    pub approvers: String,
+    pub created_at: DateTimeUtc,
+    pub expires_at: DateTimeUtc,
+    pub decided_at: Option<DateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

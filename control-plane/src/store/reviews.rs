@@ -1,0 +1,453 @@
+//! Reviews (a held statement waiting for approval) and their decisions.
+//!
+//! Every change to a review runs in one transaction that first locks the
+//! review row (`SELECT … FOR UPDATE` on PostgreSQL; SQLite serializes writers
+//! anyway), so decisions on one review are applied one at a time and each sees
+//! the others. The decision, the new status and the audit events commit
+//! together or not at all.
+//!
+//! The rules (who may decide, what the new status is) are the caller's: this
+//! module stores what [`Store::change_review`]'s closure asks for. The
+//! database adds two backstops of its own (see `m0003_reviews`): one decision
+//! per approver and review, and never one by the review's requester.
+
+use super::audit::{AuditBody, NewAuditEvent, to_row};
+use super::entity::{approval, audit_event, review};
+use super::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+};
+use std::collections::HashMap;
+
+/// Attempts at the next audit sequence number before giving up.
+const SEQ_ATTEMPTS: usize = 5;
+
+/// Where a review stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReviewStatus {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+}
+
+impl ReviewStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "approved" => Ok(Self::Approved),
+            "denied" => Ok(Self::Denied),
+            "expired" => Ok(Self::Expired),
+            other => Err(StoreError::Corrupt(format!("review status {other:?}"))),
+        }
+    }
+}
+
+/// One approver's decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Approve,
+    Deny,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Deny => "deny",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "approve" => Ok(Self::Approve),
+            "deny" => Ok(Self::Deny),
+            other => Err(StoreError::Corrupt(format!("review decision {other:?}"))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecisionRecord {
+    pub approver: String,
+    pub verdict: Verdict,
+    pub comment: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewRecord {
+    pub id: String,
+    pub session_id: String,
+    pub requester: String,
+    pub resource: String,
+    pub statement: String,
+    pub kinds: Vec<String>,
+    pub rule: String,
+    pub message: Option<String>,
+    pub status: ReviewStatus,
+    pub approvals_required: u32,
+    /// `group:NAME` or `user:EMAIL`.
+    pub approvers: Vec<String>,
+    /// Oldest first.
+    pub decisions: Vec<DecisionRecord>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+/// An audit entry about a review, appended under `review:<id>` with the next seq.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReviewEvent {
+    /// Who acted (the requester for `opened` and `expired`).
+    pub identity: String,
+    /// `opened`, `approved`, `denied`, `refused` or `expired`.
+    pub action: &'static str,
+    pub detail: serde_json::Value,
+}
+
+/// What to do to a locked review; all of it commits together.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReviewChange {
+    /// The new status, if it changes. A final status also sets `decided_at`.
+    pub status: Option<ReviewStatus>,
+    /// A decision to record.
+    pub decision: Option<DecisionRecord>,
+    pub events: Vec<ReviewEvent>,
+}
+
+/// The result of [`Store::change_review`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Changed<T> {
+    /// The review after the change.
+    pub review: ReviewRecord,
+    /// Set when the database refused the decision (a second decision by the
+    /// same approver, or one by the requester). Then neither the decision
+    /// nor the status change was applied, and a `refused` event with this
+    /// reason was audited in place of the change's events.
+    pub rejected: Option<String>,
+    /// What the closure returned.
+    pub value: T,
+}
+
+/// How to tell what the database refused, from the error it gave.
+fn rejection(err: &sea_orm::DbErr) -> Option<String> {
+    if matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    ) {
+        return Some("this approver has already decided this review".to_owned());
+    }
+    // Raised by the triggers of m0003 on both backends.
+    let text = err.to_string();
+    text.contains("segregation of duties").then(|| {
+        "segregation of duties: the database refused a decision by the review's requester"
+            .to_owned()
+    })
+}
+
+fn to_record(m: review::Model, decisions: Vec<DecisionRecord>) -> Result<ReviewRecord, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("review {} {what}", m.id));
+    let kinds = serde_json::from_str(&m.kinds).map_err(|_| corrupt("kinds"))?;
+    let approvers = serde_json::from_str(&m.approvers).map_err(|_| corrupt("approvers"))?;
+    let approvals_required =
+        u32::try_from(m.approvals_required).map_err(|_| corrupt("approvals_required"))?;
+    Ok(ReviewRecord {
+        status: ReviewStatus::parse(&m.status)?,
+        id: m.id,
+        session_id: m.session_id,
+        requester: m.requester,
+        resource: m.resource,
+        statement: m.statement,
+        kinds,
+        rule: m.rule,
+        message: m.message,
+        approvals_required,
+        approvers,
+        decisions,
+        created_at: m.created_at,
+        expires_at: m.expires_at,
+        decided_at: m.decided_at,
+    })
+}
+
+/// Loads the decisions of `models` (one query) and builds the records.
+async fn with_decisions(
+    conn: &impl ConnectionTrait,
+    models: Vec<review::Model>,
+) -> Result<Vec<ReviewRecord>, StoreError> {
+    if models.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = models.iter().map(|m| m.id.clone()).collect();
+    let rows = approval::Entity::find()
+        .filter(approval::Column::ReviewId.is_in(ids))
+        .order_by_asc(approval::Column::At)
+        .order_by_asc(approval::Column::Approver)
+        .all(conn)
+        .await?;
+    let mut by_review: HashMap<String, Vec<DecisionRecord>> = HashMap::new();
+    for a in rows {
+        by_review
+            .entry(a.review_id)
+            .or_default()
+            .push(DecisionRecord {
+                verdict: Verdict::parse(&a.decision)?,
+                approver: a.approver,
+                comment: a.comment,
+                at: a.at,
+            });
+    }
+    models
+        .into_iter()
+        .map(|m| {
+            let decisions = by_review.remove(&m.id).unwrap_or_default();
+            to_record(m, decisions)
+        })
+        .collect()
+}
+
+/// Appends `events` under `review:<id>`, each with the next free sequence
+/// number. Callers hold the review's row lock, so the numbers do not race
+/// among themselves; the retry covers anything else writing that session.
+async fn append_events(
+    conn: &impl ConnectionTrait,
+    r: &ReviewRecord,
+    events: &[ReviewEvent],
+) -> Result<(), StoreError> {
+    let session_id = format!("review:{}", r.id);
+    let now = Utc::now();
+    for e in events {
+        let mut stored = false;
+        for _ in 0..SEQ_ATTEMPTS {
+            let max: Option<i64> = audit_event::Entity::find()
+                .select_only()
+                .column_as(audit_event::Column::Seq.max(), "max_seq")
+                .filter(audit_event::Column::SessionId.eq(session_id.as_str()))
+                .into_tuple::<Option<i64>>()
+                .one(conn)
+                .await?
+                .flatten();
+            let seq = max.map_or(Ok(0), |m| {
+                u64::try_from(m + 1).map_err(|_| StoreError::Corrupt(format!("seq {m}")))
+            })?;
+            let row = to_row(
+                &NewAuditEvent {
+                    session_id: session_id.clone(),
+                    seq,
+                    at: now,
+                    identity: e.identity.clone(),
+                    resource: r.resource.clone(),
+                    body: AuditBody::Review {
+                        action: e.action.to_owned(),
+                        review_id: r.id.clone(),
+                        detail: e.detail.clone(),
+                    },
+                },
+                now,
+            )?;
+            let res = audit_event::Entity::insert(row)
+                .on_conflict_do_nothing_on([
+                    audit_event::Column::SessionId,
+                    audit_event::Column::Seq,
+                ])
+                .exec_without_returning(conn)
+                .await?;
+            if matches!(res, sea_orm::TryInsertResult::Inserted(n) if n > 0) {
+                stored = true;
+                break;
+            }
+        }
+        if !stored {
+            return Err(StoreError::Conflict {
+                what: "audit sequence number",
+                key: session_id,
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Stores a new review (its `decisions` must be empty) and audits `opened`.
+    pub async fn insert_review(
+        &self,
+        r: &ReviewRecord,
+        opened: &ReviewEvent,
+    ) -> Result<(), StoreError> {
+        let json = |v: &[String]| serde_json::Value::from(v.to_vec()).to_string();
+        let required = i32::try_from(r.approvals_required)
+            .map_err(|_| StoreError::Corrupt("approvals_required".to_owned()))?;
+        let txn = self.db().begin().await?;
+        review::Entity::insert(review::ActiveModel {
+            id: Set(r.id.clone()),
+            session_id: Set(r.session_id.clone()),
+            requester: Set(r.requester.clone()),
+            resource: Set(r.resource.clone()),
+            statement: Set(r.statement.clone()),
+            kinds: Set(json(&r.kinds)),
+            rule: Set(r.rule.clone()),
+            message: Set(r.message.clone()),
+            status: Set(r.status.as_str().to_owned()),
+            approvals_required: Set(required),
+            approvers: Set(json(&r.approvers)),
+            created_at: Set(r.created_at),
+            expires_at: Set(r.expires_at),
+            decided_at: Set(r.decided_at),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .map_err(|e| super::conflict_or(e, "review", &r.id))?;
+        append_events(&txn, r, std::slice::from_ref(opened)).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    pub async fn review(&self, id: &str) -> Result<Option<ReviewRecord>, StoreError> {
+        let Some(m) = review::Entity::find_by_id(id).one(self.db()).await? else {
+            return Ok(None);
+        };
+        Ok(with_decisions(self.db(), vec![m]).await?.pop())
+    }
+
+    /// Pending reviews not requested by `not_requester`, newest first, at most `limit`.
+    pub async fn pending_reviews(
+        &self,
+        not_requester: &str,
+        limit: u64,
+    ) -> Result<Vec<ReviewRecord>, StoreError> {
+        let models = review::Entity::find()
+            .filter(review::Column::Status.eq(ReviewStatus::Pending.as_str()))
+            .filter(review::Column::Requester.ne(not_requester))
+            .order_by_desc(review::Column::CreatedAt)
+            .order_by_desc(review::Column::Id)
+            .limit(limit)
+            .all(self.db())
+            .await?;
+        with_decisions(self.db(), models).await
+    }
+
+    /// Reviews requested by `requester`, newest first, at most `limit`.
+    pub async fn reviews_requested_by(
+        &self,
+        requester: &str,
+        limit: u64,
+    ) -> Result<Vec<ReviewRecord>, StoreError> {
+        let models = review::Entity::find()
+            .filter(review::Column::Requester.eq(requester))
+            .order_by_desc(review::Column::CreatedAt)
+            .order_by_desc(review::Column::Id)
+            .limit(limit)
+            .all(self.db())
+            .await?;
+        with_decisions(self.db(), models).await
+    }
+
+    /// Locks review `id`, asks `decide` what to change given its current
+    /// state, applies that, and returns the review as it then stands.
+    /// `Ok(None)` if there is no such review.
+    pub async fn change_review<T>(
+        &self,
+        id: &str,
+        decide: impl FnOnce(&ReviewRecord) -> (ReviewChange, T),
+    ) -> Result<Option<Changed<T>>, StoreError> {
+        let txn = self.db().begin().await?;
+        // FOR UPDATE on PostgreSQL; sea-query leaves it out for SQLite, whose
+        // single writer serializes these transactions anyway.
+        let Some(m) = review::Entity::find_by_id(id)
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(current) = with_decisions(&txn, vec![m]).await?.pop() else {
+            return Ok(None);
+        };
+        let (change, value) = decide(&current);
+        let mut rejected = None;
+        if let Some(d) = &change.decision {
+            // A savepoint, so that a refusal by the database can still be audited.
+            let sp = txn.begin().await?;
+            let inserted = approval::Entity::insert(approval::ActiveModel {
+                review_id: Set(current.id.clone()),
+                approver: Set(d.approver.clone()),
+                decision: Set(d.verdict.as_str().to_owned()),
+                comment: Set(d.comment.clone()),
+                at: Set(d.at),
+            })
+            .exec_without_returning(&sp)
+            .await;
+            match inserted {
+                Ok(_) => sp.commit().await?,
+                Err(e) => match rejection(&e) {
+                    Some(reason) => {
+                        sp.rollback().await?;
+                        tracing::warn!(review = %current.id, approver = %d.approver, %reason, "database refused a review decision");
+                        append_events(
+                            &txn,
+                            &current,
+                            &[ReviewEvent {
+                                identity: d.approver.clone(),
+                                action: "refused",
+                                detail: serde_json::json!({
+                                    "reason": reason,
+                                    "attempted": d.verdict.as_str(),
+                                }),
+                            }],
+                        )
+                        .await?;
+                        rejected = Some(reason);
+                    }
+                    None => return Err(e.into()),
+                },
+            }
+        }
+        if rejected.is_none() {
+            if let Some(status) = change.status
+                && status != current.status
+            {
+                let decided_at = (status != ReviewStatus::Pending).then(Utc::now);
+                review::Entity::update_many()
+                    .col_expr(
+                        review::Column::Status,
+                        sea_orm::sea_query::Expr::value(status.as_str()),
+                    )
+                    .col_expr(
+                        review::Column::DecidedAt,
+                        sea_orm::sea_query::Expr::value(decided_at),
+                    )
+                    .filter(review::Column::Id.eq(current.id.as_str()))
+                    .exec(&txn)
+                    .await?;
+            }
+            append_events(&txn, &current, &change.events).await?;
+        }
+        let after = review::Entity::find_by_id(id).one(&txn).await?;
+        let review = match after {
+            Some(m) => with_decisions(&txn, vec![m]).await?.pop(),
+            None => None,
+        }
+        .ok_or_else(|| StoreError::NotFound {
+            what: "review",
+            key: id.to_owned(),
+        })?;
+        txn.commit().await?;
+        Ok(Some(Changed {
+            review,
+            rejected,
+            value,
+        }))
+    }
+}
