@@ -6,6 +6,7 @@
 
 use anyhow::{Context, bail};
 use countersign_common::{Secret, parse_duration};
+use countersign_control_plane::notify::{self, NotificationTarget};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,11 @@ pub struct ControlPlaneConfig {
     pub admin_token: Secret<String>,
     /// Token gateways present (`COUNTERSIGN_GATEWAY_TOKEN`). Required, at least 32 characters.
     pub gateway_token: Secret<String>,
+    /// Redis URL for change events between replicas (`COUNTERSIGN_REDIS_URL`), e.g.
+    /// `redis://127.0.0.1:6379`. Optional: without it replicas poll the store.
+    pub redis_url: Option<String>,
+    /// Base URL of the web console, used in review links. Default: `http://<http_addr>`.
+    pub public_url: Option<String>,
     /// Ed25519 PKCS#8 PEM file for signing access tokens. Default: a key kept in the store.
     pub signing_key_file: Option<PathBuf>,
     /// Lifetime of a token whose request names none. Default `1h`.
@@ -37,6 +43,81 @@ pub struct ControlPlaneConfig {
     /// Resources created or updated at start.
     #[serde(default, rename = "resource")]
     pub resources: Vec<ResourceEntry>,
+    /// Where review events are sent (`[[notify]]`). Default: nowhere.
+    #[serde(default, rename = "notify")]
+    pub notify: Vec<NotifyEntry>,
+}
+
+/// A `[[notify]]` entry: a target for review events (opened, approved,
+/// denied, expired).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyEntry {
+    /// `webhook` (JSON POST signed with HMAC-SHA256) or `slack` (an incoming
+    /// webhook). Required.
+    pub kind: NotifyKind,
+    /// Where to POST: an `http://` or `https://` URL. Required. Never printed
+    /// beyond its host: a Slack webhook URL is a credential.
+    pub url: String,
+    /// Signing key of a `webhook`: required there, at least 16 characters;
+    /// not allowed for `slack`.
+    pub secret: Option<Secret<String>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyKind {
+    Webhook,
+    Slack,
+}
+
+impl std::fmt::Debug for NotifyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyEntry")
+            .field("kind", &self.kind)
+            .field("url", &notify::redact(&self.url))
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+impl NotifyEntry {
+    /// Every problem with this entry.
+    fn errors(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Err(e) = notify::check_url(&self.url) {
+            errors.push(format!("url: {e}"));
+        }
+        match (self.kind, &self.secret) {
+            (NotifyKind::Webhook, None) => {
+                errors.push("secret is required for kind = \"webhook\"".to_owned());
+            }
+            (NotifyKind::Webhook, Some(secret)) => {
+                if let Err(e) = notify::check_secret(secret) {
+                    errors.push(format!("secret: {e}"));
+                }
+            }
+            (NotifyKind::Slack, Some(_)) => {
+                errors.push("secret is only for kind = \"webhook\"".to_owned());
+            }
+            (NotifyKind::Slack, None) => {}
+        }
+        errors
+    }
+
+    /// The control plane's target for this entry.
+    fn target(&self) -> anyhow::Result<NotificationTarget> {
+        Ok(match (self.kind, &self.secret) {
+            (NotifyKind::Webhook, Some(secret)) => NotificationTarget::Webhook {
+                url: self.url.clone(),
+                secret: secret.clone(),
+            },
+            (NotifyKind::Webhook, None) => bail!("a webhook needs a secret"),
+            (NotifyKind::Slack, _) => NotificationTarget::Slack {
+                url: self.url.clone(),
+            },
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +256,8 @@ impl ControlPlaneConfig {
         "admin_token",
         "gateway_token",
         "signing_key_file",
+        "redis_url",
+        "public_url",
         "default_token_ttl",
         "max_token_ttl",
     ];
@@ -200,6 +283,12 @@ impl ControlPlaneConfig {
                 errors.push(format!("{name}: {e}"));
             }
         }
+        if let Some(url) = &self.redis_url
+            && !url.starts_with("redis://")
+            && !url.starts_with("rediss://")
+        {
+            errors.push("redis_url must start with redis:// or rediss://".to_owned());
+        }
         if let Some(p) = &self.signing_key_file
             && !p.exists()
         {
@@ -210,7 +299,17 @@ impl ControlPlaneConfig {
                 errors.push(e.to_string());
             }
         }
+        for (i, n) in self.notify.iter().enumerate() {
+            for e in n.errors() {
+                errors.push(format!("notify #{}: {e}", i + 1));
+            }
+        }
         collect(errors)
+    }
+
+    /// The `[[notify]]` targets, for `Settings::notifications`. Call after `validate`.
+    pub fn notification_targets(&self) -> anyhow::Result<Vec<NotificationTarget>> {
+        self.notify.iter().map(NotifyEntry::target).collect()
     }
 }
 
@@ -307,6 +406,74 @@ mod tests {
         ] {
             assert!(err.contains(part), "{part} missing from {err}");
         }
+    }
+
+    #[test]
+    fn notify_entries_are_checked_and_never_print_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.toml");
+        let base = format!(
+            "database_url = 'postgres://x@h/db'\nadmin_token = '{0}'\ngateway_token = '{0}'\n",
+            "t".repeat(32)
+        );
+        let good = "[[notify]]\nkind = 'webhook'\nurl = 'https://hooks.example.com/countersign'\nsecret = 'webhook-secret-0123456789'\n\
+                    [[notify]]\nkind = 'slack'\nurl = 'https://hooks.slack.com/services/T0/B0/slack-credential'\n";
+        std::fs::write(&path, format!("{base}{good}")).unwrap();
+        let cfg: ControlPlaneConfig = load(&path, &[]).unwrap();
+        cfg.validate().unwrap();
+        let targets = cfg.notification_targets().unwrap();
+        assert_eq!(targets.len(), 2);
+        assert!(
+            matches!(&targets[0], NotificationTarget::Webhook { url, secret }
+            if url == "https://hooks.example.com/countersign" && secret.expose() == "webhook-secret-0123456789")
+        );
+        assert!(matches!(&targets[1], NotificationTarget::Slack { .. }));
+        let printed = format!("{cfg:?} {targets:?}");
+        for leak in [
+            "webhook-secret-0123456789",
+            "slack-credential",
+            "/countersign",
+        ] {
+            assert!(!printed.contains(leak), "{leak} printed in {printed}");
+        }
+
+        // Every problem of every entry, each naming its entry.
+        let bad = "[[notify]]\nkind = 'webhook'\nurl = 'ftp://h/x'\nsecret = 'short'\n\
+                   [[notify]]\nkind = 'webhook'\nurl = 'https://h/x'\n\
+                   [[notify]]\nkind = 'slack'\nurl = 'not a url'\nsecret = 'webhook-secret-0123456789'\n";
+        std::fs::write(&path, format!("{base}{bad}")).unwrap();
+        let cfg: ControlPlaneConfig = load(&path, &[]).unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        for part in [
+            "notify #1: url",
+            "notify #1: secret: the webhook secret must be at least 16",
+            "notify #2: secret is required",
+            "notify #3: url",
+            "notify #3: secret is only for",
+        ] {
+            assert!(err.contains(part), "{part} missing from {err}");
+        }
+        assert_eq!(err.matches("\n  - ").count(), 5, "{err}");
+        assert!(
+            !err.contains("short") && !err.contains("webhook-secret"),
+            "{err}"
+        );
+
+        // An unknown kind or field is refused when loading.
+        std::fs::write(
+            &path,
+            format!("{base}[[notify]]\nkind = 'email'\nurl = 'https://h/x'\n"),
+        )
+        .unwrap();
+        let err = load::<ControlPlaneConfig>(&path, &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("email"), "{err:#}");
+        std::fs::write(
+            &path,
+            format!("{base}[[notify]]\nkind = 'slack'\nurl = 'https://h/x'\nchannel = '#ops'\n"),
+        )
+        .unwrap();
+        let err = load::<ControlPlaneConfig>(&path, &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("channel"), "{err:#}");
     }
 
     #[test]

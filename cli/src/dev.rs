@@ -121,14 +121,27 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         persisted(&tls_dir, "key.pem", || Ok(k))?;
     }
 
+    let http = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding {}", args.http_addr))?;
+    let grpc = TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("binding {}", args.grpc_addr))?;
+    let pg = TcpListener::bind(args.pg_addr)
+        .await
+        .with_context(|| format!("binding {}", args.pg_addr))?;
+    let (http_addr, grpc_addr, pg_addr) =
+        (http.local_addr()?, grpc.local_addr()?, pg.local_addr()?);
+
     let db_url = format!("sqlite://{}?mode=rwc", dir.join("countersign.db").display());
     let store = Store::connect(&db_url)
         .await
         .context("opening the SQLite store")?;
-    let settings = Settings::new(
+    let mut settings = Settings::new(
         Secret::new(admin_token.clone()),
         Secret::new(gateway_token.clone()),
     );
+    settings.public_url = format!("http://{http_addr}");
     let cp = ControlPlane::new(store, settings).await?;
     if let Some(path) = &args.policy {
         let text =
@@ -148,18 +161,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         })
         .await?;
     }
-
-    let http = TcpListener::bind(args.http_addr)
-        .await
-        .with_context(|| format!("binding {}", args.http_addr))?;
-    let grpc = TcpListener::bind(args.grpc_addr)
-        .await
-        .with_context(|| format!("binding {}", args.grpc_addr))?;
-    let pg = TcpListener::bind(args.pg_addr)
-        .await
-        .with_context(|| format!("binding {}", args.pg_addr))?;
-    let (http_addr, grpc_addr, pg_addr) =
-        (http.local_addr()?, grpc.local_addr()?, pg.local_addr()?);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {

@@ -29,12 +29,19 @@ pub async fn control_plane(args: ConfigArg) -> anyhow::Result<ExitCode> {
     settings.default_token_ttl =
         parse_duration(&cfg.default_token_ttl).map_err(anyhow::Error::msg)?;
     settings.max_token_ttl = parse_duration(&cfg.max_token_ttl).map_err(anyhow::Error::msg)?;
+    settings.redis_url = cfg.redis_url.clone();
+    settings.public_url = cfg
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", cfg.http_addr));
+    settings.notifications = cfg.notification_targets()?;
     if let Some(path) = &cfg.signing_key_file {
         let pem =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         settings.signing_key_pem = Some(Secret::new(pem));
     }
     let cp = ControlPlane::new(store, settings).await?;
+    cp.start_bus();
     for r in &cfg.resources {
         cp.upsert_resource(&ResourceSpec {
             name: r.name.clone(),

@@ -9,12 +9,15 @@
 //!   in the service and in the database.
 //! - [`api`]: the admin HTTP API under `/api/v1` (axum), with its OpenAPI document.
 //! - [`grpc`]: `countersign.v1.GatewayService` for gateways (tonic).
+//! - [`notify`]: review events sent to a signed webhook and to Slack.
 //!
 //! The control plane keeps no state of its own beyond the store, so any number
 //! of replicas can serve the same database.
 
 pub mod api;
+pub mod bus;
 pub mod grpc;
+pub mod notify;
 pub mod replay;
 pub mod reviews;
 pub mod service;

@@ -24,6 +24,7 @@ mod rules;
 
 pub use rules::{MAX_APPROVALS, MAX_TIMEOUT};
 
+use crate::notify::Event;
 use crate::service::{ControlPlane, Principal, ServiceError};
 use crate::store::StoreError;
 use crate::store::identities::IdentityKind;
@@ -126,12 +127,21 @@ impl ControlPlane {
     }
 
     fn review_changed(&self, id: &str) {
-        // No subscribers is fine: nobody is waiting on this replica.
-        let _ = self.review_notifier().send(id.to_owned());
+        self.publish_review_change(id);
     }
 
-    /// Fires the review id on every state change made through this replica
-    /// (open, decision, expiry). Other replicas' changes are not seen here.
+    /// Tells the notification targets that `r` has just been decided or has
+    /// expired; nothing while it is still pending. See [`crate::notify`].
+    fn announce_outcome(&self, r: &ReviewRecord) {
+        if let Some(event) = Event::outcome(r.status)
+            && self.notifier().is_enabled()
+        {
+            self.notifier().send(event, &self.review_view(r.clone()));
+        }
+    }
+
+    /// Fires the review id on every state change: this replica's at once,
+    /// other replicas' through Redis when it is configured (see `bus`).
     pub fn review_changes(&self) -> broadcast::Receiver<String> {
         self.review_notifier().subscribe()
     }
@@ -176,7 +186,9 @@ impl ControlPlane {
         self.store().insert_review(&record, &opened).await?;
         tracing::info!(review = %record.id, requester = %record.requester, resource = %record.resource, rule = %record.rule, "review opened");
         self.review_changed(&record.id);
-        Ok(self.review_view(record))
+        let view = self.review_view(record);
+        self.notifier().send(Event::Opened, &view);
+        Ok(view)
     }
 
     /// Persists expiry if `r` is pending past its deadline; returns it as it stands.
@@ -197,6 +209,7 @@ impl ControlPlane {
         if changed.value {
             tracing::info!(review = %r.id, "review expired");
             self.review_changed(&r.id);
+            self.announce_outcome(&changed.review);
         }
         Ok(changed.review)
     }
@@ -272,6 +285,7 @@ impl ControlPlane {
         }
         if ruling.changes_state {
             self.review_changed(id);
+            self.announce_outcome(&changed.review);
         }
         if let Some(refusal) = ruling.refusal {
             tracing::info!(review = %id, by = who.name(), attempted = verdict.as_str(), reason = refusal.reason(), "review decision refused");

@@ -1,5 +1,6 @@
 //! [`ControlPlane`]: the rules shared by the HTTP API and the gateway service.
 
+use crate::notify::{NotificationTarget, Notifier};
 use crate::store::audit::{AuditEventView, AuditFilter, NewAuditEvent};
 use crate::store::identities::Identity;
 use crate::store::policies::PolicyVersion;
@@ -41,12 +42,18 @@ pub struct Settings {
     /// How often `WatchConfig` streams re-read the store, to see changes made
     /// through other replicas.
     pub config_poll_interval: Duration,
+    /// Redis URL for change events between replicas (`redis://127.0.0.1:6379`).
+    /// Without it, replicas only see each other's changes by polling.
+    pub redis_url: Option<String>,
     /// Base URL of the web console, for links in reviews (`{public_url}/reviews/{id}`).
     /// Default `http://127.0.0.1:8080`.
     pub public_url: String,
     /// Members of this group may decide a review whose rule names no approvers.
     /// Default `countersign-approvers`.
     pub approver_group: String,
+    /// Where review events (opened, approved, denied, expired) are sent.
+    /// Default: nowhere.
+    pub notifications: Vec<NotificationTarget>,
 }
 
 impl Settings {
@@ -60,8 +67,10 @@ impl Settings {
             admin_group: "countersign-admins".to_owned(),
             auditor_group: "countersign-auditors".to_owned(),
             config_poll_interval: Duration::from_millis(500),
+            redis_url: None,
             public_url: "http://127.0.0.1:8080".to_owned(),
             approver_group: "countersign-approvers".to_owned(),
+            notifications: Vec::new(),
         }
     }
 }
@@ -159,8 +168,12 @@ struct Inner {
     settings: Settings,
     /// Bumped on every change gateways must hear about (resources, revocations).
     config_version: watch::Sender<u64>,
+    /// Redis for change events between replicas; `None` in `dev`.
+    redis: Option<redis::Client>,
     /// Ids of reviews changed through this replica.
     review_changes: broadcast::Sender<String>,
+    /// Sends review events to `settings.notifications`.
+    notifier: Notifier,
 }
 
 impl ControlPlane {
@@ -174,6 +187,15 @@ impl ControlPlane {
             }
         };
         let signer = TokenSigner::from_pem(&pem)?;
+        let redis = match &settings.redis_url {
+            Some(url) => Some(
+                redis::Client::open(url.as_str())
+                    .map_err(|e| ServiceError::Invalid(format!("redis_url: {e}")))?,
+            ),
+            None => None,
+        };
+        let notifier = Notifier::new(&settings.notifications)
+            .map_err(|e| ServiceError::Invalid(format!("notifications: {e}")))?;
         let (config_version, _) = watch::channel(0);
         let (review_changes, _) = broadcast::channel(REVIEW_CHANGES_CAPACITY);
         Ok(Self {
@@ -182,7 +204,9 @@ impl ControlPlane {
                 signer,
                 settings,
                 config_version,
+                redis,
                 review_changes,
+                notifier,
             }),
         })
     }
@@ -201,12 +225,47 @@ impl ControlPlane {
     }
 
     fn config_changed(&self) {
+        self.notify_config_locally();
+        if let Some(redis) = &self.inner.redis {
+            crate::bus::publish(redis, &crate::bus::Change::Config);
+        }
+    }
+
+    /// Wakes this replica's config watchers (also called for other replicas' changes).
+    pub(crate) fn notify_config_locally(&self) {
         self.inner.config_version.send_modify(|v| *v += 1);
+    }
+
+    /// Wakes this replica's watchers of review `id`.
+    pub(crate) fn notify_review_locally(&self, id: &str) {
+        // No subscribers is fine: nobody is waiting on this replica.
+        let _ = self.inner.review_changes.send(id.to_owned());
+    }
+
+    /// Publishes a review change to every replica, this one included.
+    pub(crate) fn publish_review_change(&self, id: &str) {
+        self.notify_review_locally(id);
+        if let Some(redis) = &self.inner.redis {
+            crate::bus::publish(redis, &crate::bus::Change::Review(id.to_owned()));
+        }
+    }
+
+    /// Follows other replicas' changes on Redis, when configured. Call once
+    /// per process, inside the runtime.
+    pub fn start_bus(&self) {
+        if let Some(redis) = &self.inner.redis {
+            tokio::spawn(crate::bus::subscribe(self.clone(), redis.clone()));
+        }
     }
 
     /// Where review changes are announced; see [`ControlPlane::review_changes`].
     pub(crate) fn review_notifier(&self) -> &broadcast::Sender<String> {
         &self.inner.review_changes
+    }
+
+    /// Where review events are announced to outside systems.
+    pub(crate) fn notifier(&self) -> &Notifier {
+        &self.inner.notifier
     }
 
     /// Resolves an HTTP bearer token to a principal.
