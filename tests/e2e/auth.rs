@@ -423,3 +423,47 @@ async fn revocation_and_expiry_end_live_sessions() -> Result<()> {
     }
     Ok(())
 }
+
+/// A client that sends its startup packet but never its token is cut off after
+/// the handshake timeout, with a FATAL, and the gateway keeps serving others.
+#[tokio::test]
+async fn a_client_that_never_sends_its_token_is_cut_off() -> Result<()> {
+    let opts = countersign_testkit::DevServerOpts {
+        extra_args: vec!["--handshake-timeout".into(), "1s".into()],
+        ..Default::default()
+    };
+    let fx = Fixture::start_with(BIN, "auth_slow_client", opts).await?;
+    let mut stream = TcpStream::connect(fx.server.pg_addr()).await?;
+    stream
+        .write_all(&countersign_testkit::wire::startup_message(&[
+            ("user", ALICE),
+            ("database", "dev"),
+        ]))
+        .await?;
+    let (tag, _) = countersign_testkit::wire::read_message(&mut stream)
+        .await?
+        .context("no authentication request")?;
+    assert_eq!(tag, b'R');
+    let started = std::time::Instant::now();
+    let next = tokio::time::timeout(
+        Duration::from_secs(10),
+        countersign_testkit::wire::read_message(&mut stream),
+    )
+    .await
+    .context("the gateway kept waiting")??;
+    if let Some((tag, body)) = next {
+        assert_eq!(tag, b'E', "expected a FATAL");
+        let fields = countersign_testkit::wire::error_fields(&body);
+        assert_eq!(
+            fields.get(&'S').map(String::as_str),
+            Some("FATAL"),
+            "{fields:?}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    ensure_still_serves(&fx).await
+}

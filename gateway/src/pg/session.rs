@@ -135,7 +135,14 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
     conn.write_all(&out).await?;
     conn.flush().await?;
     let mut reader = MessageReader::with_buffer(conn, leftover, wire::MAX_AUTH_MESSAGE_LEN);
-    let frame = match reader.next().await {
+    // The password must arrive within the handshake timeout too: a client that
+    // never answers must not hold a session slot.
+    let read = tokio::time::timeout(gw.settings.handshake_timeout, reader.next()).await;
+    let Ok(read) = read else {
+        let (mut conn, _) = reader.into_parts();
+        return Err(handshake::refuse(&mut conn, "08006", "no password received in time").await);
+    };
+    let frame = match read {
         Ok(f) => f,
         // libpq hangs up here to prompt for a password, then reconnects.
         Err(ReadError::Closed) => return Ok(()),
