@@ -50,6 +50,9 @@ pub struct DevArgs {
     /// Guardrail policy file applied at start (as a new version when it changed).
     #[arg(long, env = "COUNTERSIGN_POLICY")]
     policy: Option<PathBuf>,
+    /// How long a client has to finish startup and send its token.
+    #[arg(long, env = "COUNTERSIGN_HANDSHAKE_TIMEOUT", default_value = "15s", value_parser = countersign_common::parse_duration)]
+    handshake_timeout: Duration,
     /// How long a statement held for review waits for a decision.
     #[arg(long, env = "COUNTERSIGN_REVIEW_TIMEOUT", default_value = "10m", value_parser = countersign_common::parse_duration)]
     review_timeout: Duration,
@@ -189,7 +192,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         }),
         require_tls: false,
         upstreams,
-        handshake_timeout: Duration::from_secs(15),
+        handshake_timeout: args.handshake_timeout,
         audit_buffer: 100_000,
         review_timeout: args.review_timeout,
     })?;
