@@ -39,6 +39,9 @@ pub enum TokenCommand {
         admin_token: String,
         token: String,
     },
+    /// Trade a service-account API key or a pipeline's OIDC token for an
+    /// access token, printed on stdout.
+    Exchange(crate::service_account::ExchangeArgs),
 }
 
 #[derive(Subcommand)]
@@ -156,6 +159,7 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             let record: serde_json::Value = check(resp).await?.json().await?;
             println!("revoked {}", record["id"].as_str().unwrap_or("?"));
         }
+        TokenCommand::Exchange(args) => return crate::service_account::exchange(args).await,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,12 +4,14 @@
 //! This crate only parses arguments and config, builds the services and runs
 //! them; the behaviour lives in the library crates.
 
+mod binding;
 mod client;
 mod config;
 mod dev;
 mod policy;
 mod review;
 mod serve;
+mod service_account;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -49,12 +51,18 @@ enum Command {
     Audit(client::AuditCommand),
     /// Run a database client through the gateway with your token.
     Connect(client::ConnectArgs),
+    /// Service accounts for pipelines: API keys and workload (CI OIDC) trust.
+    #[command(subcommand)]
+    ServiceAccount(service_account::ServiceAccountCommand),
     /// List, approve and deny statements held for review.
     #[command(subcommand)]
     Review(review::ReviewCommand),
     /// Apply, test and replay guardrail policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Add, list and remove role bindings.
+    #[command(subcommand)]
+    Binding(binding::BindingCommand),
 }
 
 fn init_logging(format: &str) -> anyhow::Result<()> {
@@ -98,8 +106,10 @@ fn main() -> ExitCode {
             Command::Token(cmd) => client::token(cmd).await,
             Command::Audit(cmd) => client::audit(cmd).await,
             Command::Connect(args) => client::connect(args).await,
+            Command::ServiceAccount(cmd) => service_account::run(cmd).await,
             Command::Policy(cmd) => policy::run(cmd).await,
             Command::Review(cmd) => review::run(cmd).await,
+            Command::Binding(cmd) => binding::run(cmd).await,
         }
     });
     match result {

@@ -5,6 +5,8 @@
 //! status codes and never puts internals in a response (the log gets those).
 
 mod audit;
+mod bindings;
+mod credentials;
 mod identities;
 mod openapi;
 mod policies;
@@ -37,6 +39,23 @@ pub fn router(cp: ControlPlane) -> Router {
             post(identities::create_service_account),
         )
         .route(
+            "/api/v1/service-accounts/{name}/keys",
+            get(credentials::list_keys).post(credentials::create_key),
+        )
+        .route(
+            "/api/v1/service-accounts/{name}/keys/{id}",
+            delete(credentials::revoke_key),
+        )
+        .route(
+            "/api/v1/service-accounts/{name}/workload",
+            axum::routing::put(credentials::set_workload),
+        )
+        .route("/api/v1/auth/token", post(credentials::exchange_key))
+        .route(
+            "/api/v1/auth/workload",
+            post(credentials::exchange_workload),
+        )
+        .route(
             "/api/v1/resources",
             get(resources::list).post(resources::upsert),
         )
@@ -54,6 +73,11 @@ pub fn router(cp: ControlPlane) -> Router {
         .route("/api/v1/reviews/{id}", get(reviews::get))
         .route("/api/v1/reviews/{id}/approve", post(reviews::approve))
         .route("/api/v1/reviews/{id}/deny", post(reviews::deny))
+        .route(
+            "/api/v1/bindings",
+            get(bindings::list).post(bindings::create),
+        )
+        .route("/api/v1/bindings/{id}", delete(bindings::remove))
         .with_state(cp)
 }
 

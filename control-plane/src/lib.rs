@@ -5,6 +5,10 @@
 //!   tokens, sessions, audit).
 //! - [`tokens`]: EdDSA-signed, short-lived, revocable access tokens.
 //! - [`service`]: [`ControlPlane`], the business rules every front end calls.
+//! - [`credentials`]: service-account API keys and workload (CI OIDC) tokens
+//!   exchanged for access tokens.
+//! - [`bindings`]: role bindings (requester, approver, admin, auditor) on
+//!   resource and environment globs, from the API or from the policy.
 //! - [`reviews`]: per-statement reviews, with segregation of duties enforced
 //!   in the service and in the database.
 //! - [`api`]: the admin HTTP API under `/api/v1` (axum), with its OpenAPI document.
@@ -15,7 +19,9 @@
 //! of replicas can serve the same database.
 
 pub mod api;
+pub mod bindings;
 pub mod bus;
+pub mod credentials;
 pub mod grpc;
 pub mod notify;
 pub mod replay;

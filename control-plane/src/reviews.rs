@@ -9,7 +9,11 @@
 //!
 //! Eligibility uses the caller's groups as the store has them now (like the
 //! admin check), not the groups frozen into their token: taking someone out of
-//! an approver group takes effect at once.
+//! an approver group takes effect at once. A review that names no approvers
+//! (the default group) is also open to anyone with an `approver` role binding
+//! covering its resource and environment (see [`crate::bindings`]); the
+//! requester check comes first, so a binding never lets anyone decide their
+//! own review.
 //!
 //! Not guaranteed here: that `requester` is really the session's identity (the
 //! gateway, authenticated by its token, says so); that other replicas hear of
@@ -24,10 +28,11 @@ mod rules;
 
 pub use rules::{MAX_APPROVALS, MAX_TIMEOUT};
 
+use crate::bindings::Role;
 use crate::notify::Event;
 use crate::service::{ControlPlane, Principal, ServiceError};
 use crate::store::StoreError;
-use crate::store::identities::IdentityKind;
+use crate::store::identities::{Identity, IdentityKind};
 use crate::store::reviews::{ReviewChange, ReviewEvent, ReviewRecord, ReviewStatus, Verdict};
 use chrono::{DateTime, Utc};
 use rules::{MAX_TEXT, check_len, eligible, expire_if_due, judge, same_identity, validate};
@@ -124,6 +129,37 @@ impl ControlPlane {
             created_at: r.created_at,
             expires_at: r.expires_at,
         }
+    }
+
+    /// Whether `identity` may decide `r` through an approver role binding: only
+    /// when the review names no approvers of its own (the default group), and
+    /// only with a binding whose scope covers the review's resource and its
+    /// environment. Never a way around the requester check, which `judge`
+    /// makes first.
+    async fn bound_approver(
+        &self,
+        identity: &Identity,
+        r: &ReviewRecord,
+    ) -> Result<bool, ServiceError> {
+        let default = format!("group:{}", self.settings().approver_group);
+        if r.approvers.len() != 1 || r.approvers.first() != Some(&default) {
+            return Ok(false);
+        }
+        // A resource deleted since the review opened has no environment; only
+        // bindings for any environment (or a pattern matching "") cover it.
+        let environment = self
+            .store()
+            .resource_by_name(&r.resource)
+            .await?
+            .map(|res| res.environment)
+            .unwrap_or_default();
+        self.identity_has_role(
+            identity,
+            Role::Approver,
+            Some(&r.resource),
+            Some(&environment),
+        )
+        .await
     }
 
     fn review_changed(&self, id: &str) {
@@ -235,7 +271,9 @@ impl ControlPlane {
         };
         let allowed = match who {
             Principal::Identity { identity, .. } => {
-                same_identity(&identity.email, &r.requester) || eligible(&r.approvers, identity)
+                same_identity(&identity.email, &r.requester)
+                    || eligible(&r.approvers, identity)
+                    || self.bound_approver(identity, &r).await?
             }
             Principal::Bootstrap => false,
         } || self.require_auditor(who).is_ok();
@@ -270,10 +308,21 @@ impl ControlPlane {
         } else {
             Verdict::Deny
         };
+        // Resource and approvers never change after a review opens, so the
+        // binding check can run before the row lock is taken.
+        let bound = match who {
+            Principal::Identity { identity, .. } => match self.store().review(id).await? {
+                Some(r) => self.bound_approver(identity, &r).await?,
+                None => false,
+            },
+            Principal::Bootstrap => false,
+        };
         let now = Utc::now();
         let changed = self
             .store()
-            .change_review(id, |r| judge(r, who, verdict, comment.as_deref(), now))
+            .change_review(id, |r| {
+                judge(r, who, verdict, comment.as_deref(), now, bound)
+            })
             .await?
             .ok_or_else(|| not_found(id))?;
         let ruling = changed.value;
@@ -346,19 +395,25 @@ impl ControlPlane {
             if identity.kind == IdentityKind::Service {
                 return Ok(Vec::new());
             }
-            self.store()
+            let mut decidable = Vec::new();
+            for r in self
+                .store()
                 .pending_reviews(&identity.email, LIST_LIMIT)
                 .await?
-                .into_iter()
-                .filter(|r| {
-                    !same_identity(&r.requester, &identity.email)
-                        && eligible(&r.approvers, identity)
-                        && !r
-                            .decisions
-                            .iter()
-                            .any(|d| same_identity(&d.approver, &identity.email))
-                })
-                .collect()
+            {
+                let open_to_them = !same_identity(&r.requester, &identity.email)
+                    && !r
+                        .decisions
+                        .iter()
+                        .any(|d| same_identity(&d.approver, &identity.email));
+                if open_to_them
+                    && (eligible(&r.approvers, identity)
+                        || self.bound_approver(identity, &r).await?)
+                {
+                    decidable.push(r);
+                }
+            }
+            decidable
         };
         let mut out = Vec::with_capacity(found.len());
         for r in found {

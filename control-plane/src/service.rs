@@ -1,5 +1,6 @@
 //! [`ControlPlane`]: the rules shared by the HTTP API and the gateway service.
 
+use crate::bindings::Role;
 use crate::notify::{NotificationTarget, Notifier};
 use crate::store::audit::{AuditEventView, AuditFilter, NewAuditEvent};
 use crate::store::identities::Identity;
@@ -101,6 +102,9 @@ pub enum Principal {
     Identity {
         identity: Box<Identity>,
         claims: Box<Claims>,
+        /// Roles bound to the identity at any scope, read when the request
+        /// was authenticated (see [`crate::bindings`]).
+        bound_roles: Vec<Role>,
     },
 }
 
@@ -109,6 +113,13 @@ impl Principal {
         match self {
             Self::Bootstrap => "bootstrap-admin",
             Self::Identity { identity, .. } => &identity.email,
+        }
+    }
+
+    fn has_bound_role(&self, role: Role) -> bool {
+        match self {
+            Self::Bootstrap => false,
+            Self::Identity { bound_roles, .. } => bound_roles.contains(&role),
         }
     }
 
@@ -174,6 +185,8 @@ struct Inner {
     review_changes: broadcast::Sender<String>,
     /// Sends review events to `settings.notifications`.
     notifier: Notifier,
+    /// JWKS cache and audit sequence for credential exchanges.
+    credentials: crate::credentials::Credentials,
 }
 
 impl ControlPlane {
@@ -207,8 +220,14 @@ impl ControlPlane {
                 redis,
                 review_changes,
                 notifier,
+                credentials: crate::credentials::Credentials::default(),
             }),
         })
+    }
+
+    /// State for API-key and workload-token exchanges.
+    pub(crate) fn credentials(&self) -> &crate::credentials::Credentials {
+        &self.inner.credentials
     }
 
     pub fn store(&self) -> &Store {
@@ -274,14 +293,21 @@ impl ControlPlane {
             return Ok(Principal::Bootstrap);
         }
         let (identity, claims) = self.authenticate(bearer).await?;
+        let mut bound_roles = Vec::new();
+        for role in [Role::Admin, Role::Auditor] {
+            if self.identity_has_role(&identity, role, None, None).await? {
+                bound_roles.push(role);
+            }
+        }
         Ok(Principal::Identity {
             identity: Box::new(identity),
             claims: Box::new(claims),
+            bound_roles,
         })
     }
 
     pub fn require_admin(&self, p: &Principal) -> Result<(), ServiceError> {
-        if p.in_group(&self.inner.settings.admin_group) {
+        if p.in_group(&self.inner.settings.admin_group) || p.has_bound_role(Role::Admin) {
             Ok(())
         } else {
             Err(ServiceError::Forbidden(
@@ -292,7 +318,11 @@ impl ControlPlane {
 
     pub fn require_auditor(&self, p: &Principal) -> Result<(), ServiceError> {
         let s = &self.inner.settings;
-        if p.in_group(&s.auditor_group) || p.in_group(&s.admin_group) {
+        if p.in_group(&s.auditor_group)
+            || p.in_group(&s.admin_group)
+            || p.has_bound_role(Role::Auditor)
+            || p.has_bound_role(Role::Admin)
+        {
             Ok(())
         } else {
             Err(ServiceError::Forbidden(
@@ -495,9 +525,12 @@ impl ControlPlane {
     /// Validates and stores a policy as the new active version, and tells
     /// gateways. Applying the active text again returns the active version.
     pub async fn apply_policy(&self, text: &str, by: &str) -> Result<PolicyVersion, ServiceError> {
-        countersign_policy::Policy::parse(text)
+        let policy = countersign_policy::Policy::parse(text)
             .map_err(|e| ServiceError::InvalidPolicy(e.to_string()))?;
+        let bindings = crate::bindings::policy_bindings(&policy)?;
         let version = self.inner.store.insert_policy(text, by).await?;
+        self.sync_policy_bindings(&bindings, version.version)
+            .await?;
         self.config_changed();
         Ok(version)
     }

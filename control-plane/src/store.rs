@@ -5,11 +5,13 @@
 //! run against each. Nothing outside this module names a table or a column.
 
 pub mod audit;
+pub mod credentials;
 pub mod entity;
 pub mod identities;
 pub mod policies;
 pub mod resources;
 pub mod reviews;
+pub mod role_bindings;
 pub mod sessions;
 pub mod settings;
 pub mod tokens;

@@ -9,6 +9,8 @@ pub use sea_orm_migration::prelude::*;
 mod m0001_initial;
 mod m0002_policies;
 mod m0003_reviews;
+mod m0004_service_credentials;
+mod m0005_role_bindings;
 
 pub struct Migrator;
 
@@ -19,6 +21,8 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_initial::Migration),
             Box::new(m0002_policies::Migration),
             Box::new(m0003_reviews::Migration),
+            Box::new(m0004_service_credentials::Migration),
+            Box::new(m0005_role_bindings::Migration),
         ]
     }
 }

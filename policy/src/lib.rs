@@ -24,4 +24,7 @@ pub use facts::{
     ClassifyOptions, CopyDirection, Statement, StatementFacts, StatementKind, TableRef, classify,
     classify_with,
 };
-pub use rules::{Action, Decision, Policy, PolicyError, PolicyErrors, SessionContext, decide};
+pub use rules::{
+    Action, BINDING_ROLES, BindingSpec, Decision, Glob, Policy, PolicyError, PolicyErrors,
+    SessionContext, decide,
+};

@@ -114,6 +114,7 @@ use serde::{Deserialize, Serialize};
 
 pub use decide::{ON_PARSE_ERROR, decide};
 pub use error::{PolicyError, PolicyErrors};
+pub use glob::Glob;
 
 use rule::Rule;
 
@@ -156,6 +157,25 @@ impl std::fmt::Display for Action {
 pub struct Policy {
     rules: Vec<Rule>,
     on_parse_error: Action,
+    bindings: Vec<BindingSpec>,
+}
+
+/// The roles a `[[binding]]` may grant.
+pub const BINDING_ROLES: &[&str] = &["requester", "approver", "admin", "auditor"];
+
+/// A `[[binding]]` section: `members` hold `role` on the resources and environments matching
+/// the globs (an empty list means any). Validated, but kept as text: the control plane stores
+/// and matches bindings itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingSpec {
+    /// One of [`BINDING_ROLES`].
+    pub role: String,
+    /// `group:NAME` or `user:EMAIL`; never empty.
+    pub members: Vec<String>,
+    /// Resource globs (`*`, `?`); empty means any resource.
+    pub resources: Vec<String>,
+    /// Environment globs; empty means any environment.
+    pub environments: Vec<String>,
 }
 
 impl Policy {
@@ -169,12 +189,18 @@ impl Policy {
         Policy {
             rules: Vec::new(),
             on_parse_error: Action::Deny,
+            bindings: Vec::new(),
         }
     }
 
     /// Rule names, in file order.
     pub fn rule_names(&self) -> Vec<&str> {
         self.rules.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    /// The `[[binding]]` sections, in file order.
+    pub fn bindings(&self) -> &[BindingSpec] {
+        &self.bindings
     }
 
     /// What happens to statements that cannot be parsed.

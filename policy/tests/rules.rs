@@ -6,7 +6,8 @@
 #![cfg(test)]
 
 use countersign_policy::{
-    Action, Decision, Policy, PolicyError, SessionContext, classify, decide, rules::ON_PARSE_ERROR,
+    Action, BindingSpec, Decision, Policy, PolicyError, SessionContext, classify, decide,
+    rules::ON_PARSE_ERROR,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1282,4 +1283,104 @@ fn parse_never_panics_and_every_error_has_a_line() {
             .rule_names()
             .is_empty()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// [[binding]] sections
+
+#[test]
+fn bindings_parse_alongside_guardrails() {
+    let p = policy(
+        r#"
+on_parse_error = "deny"
+
+[[binding]]
+role = "approver"
+members = ["group:dba", "user:carol@example.com"]
+resources = ["pg-prod*"]
+environments = ["production"]
+
+[[guardrail]]
+name = "no-drops"
+action = "deny"
+match = { kinds = ["drop"] }
+
+[[binding]]
+role = "admin"
+members = ["group:platform"]
+"#,
+    );
+    assert_eq!(p.rule_names(), vec!["no-drops"]);
+    assert_eq!(
+        p.bindings(),
+        &[
+            BindingSpec {
+                role: "approver".into(),
+                members: vec!["group:dba".into(), "user:carol@example.com".into()],
+                resources: vec!["pg-prod*".into()],
+                environments: vec!["production".into()],
+            },
+            BindingSpec {
+                role: "admin".into(),
+                members: vec!["group:platform".into()],
+                resources: Vec::new(),
+                environments: Vec::new(),
+            },
+        ]
+    );
+    assert!(policy("").bindings().is_empty());
+}
+
+#[test]
+fn binding_errors_are_reported_with_their_lines() {
+    single_error(
+        "[[binding]]\nrole = \"owner\"\nmembers = [\"group:dba\"]\n",
+        2,
+        "unknown role \"owner\"",
+    );
+    single_error(
+        "[[binding]]\nrole = \"admin\"\nmembers = [\"group:dba\", \"dba\"]\n",
+        3,
+        "bad member \"dba\"",
+    );
+    single_error(
+        "[[binding]]\nrole = \"admin\"\nmembers = [\"user:nobody\"]\n",
+        3,
+        "bad member",
+    );
+    single_error(
+        "[[binding]]\nrole = \"admin\"\nmembers = []\n",
+        3,
+        "`members` is empty",
+    );
+    single_error("[[binding]]\nrole = \"admin\"\n", 1, "no `members`");
+    single_error("[[binding]]\nmembers = [\"group:dba\"]\n", 1, "no `role`");
+    single_error(
+        "[[binding]]\nrole = \"admin\"\nmembers = [\"group:dba\"]\nresources = [\"pg_[a-z]\"]\n",
+        4,
+        "bad pattern",
+    );
+    single_error(
+        "[[binding]]\nrole = \"admin\"\nmembers = [\"group:dba\"]\nscope = \"all\"\n",
+        4,
+        "unknown field \"scope\"",
+    );
+    single_error("binding = \"admin\"\n", 1, "array of tables");
+}
+
+#[test]
+fn every_binding_error_is_reported_at_once() {
+    let errs = errors(
+        r#"[[binding]]
+role = "owner"
+members = ["nobody"]
+
+[[binding]]
+role = "approver"
+members = ["group:dba"]
+environments = [""]
+"#,
+    );
+    let lines: Vec<_> = errs.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![Some(2), Some(3), Some(8)], "{errs:#?}");
 }

@@ -10,6 +10,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::identities::list,
         super::identities::create,
         super::identities::create_service_account,
+        super::credentials::create_key,
+        super::credentials::list_keys,
+        super::credentials::revoke_key,
+        super::credentials::set_workload,
+        super::credentials::exchange_key,
+        super::credentials::exchange_workload,
         super::resources::list,
         super::resources::upsert,
         super::resources::remove,
@@ -24,6 +30,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::reviews::get,
         super::reviews::approve,
         super::reviews::deny,
+        super::bindings::list,
+        super::bindings::create,
+        super::bindings::remove,
     ),
     modifiers(&BearerAuth)
 )]

@@ -116,13 +116,17 @@ fn approvals(r: &ReviewRecord) -> usize {
 }
 
 /// The rule for one decision attempt by `who` on review `r` at `now`.
-/// Pure: the caller applies the change under the review's lock.
+/// `bound_approver`: `who` holds an approver role binding that covers this
+/// review (the caller checks; it only widens eligibility, and never past the
+/// requester check above it). Pure: the caller applies the change under the
+/// review's lock.
 pub(super) fn judge(
     r: &ReviewRecord,
     who: &Principal,
     verdict: Verdict,
     comment: Option<&str>,
     now: DateTime<Utc>,
+    bound_approver: bool,
 ) -> (ReviewChange, Ruling) {
     let mut change = ReviewChange::default();
     let expired = expire_if_due(r, now, &mut change);
@@ -146,7 +150,7 @@ pub(super) fn judge(
                     "{} is a service account; only people can {verb} reviews",
                     identity.email
                 )))
-            } else if !eligible(&r.approvers, identity) {
+            } else if !eligible(&r.approvers, identity) && !bound_approver {
                 Some(Refusal::Forbidden(format!(
                     "{} may not decide review {id}: it needs {}",
                     identity.email,
@@ -339,6 +343,7 @@ mod tests {
         Principal::Identity {
             identity: Box::new(identity),
             claims: Box::new(claims),
+            bound_roles: Vec::new(),
         }
     }
 
@@ -375,7 +380,7 @@ mod tests {
             person("ALICE@example.com", &["dba", "countersign-admins"]),
         ] {
             for verdict in [Verdict::Approve, Verdict::Deny] {
-                let (change, ruling) = judge(&r, &who, verdict, None, Utc::now());
+                let (change, ruling) = judge(&r, &who, verdict, None, Utc::now(), false);
                 assert!(forbidden(&ruling), "{ruling:?}");
                 assert_eq!(change.decision, None);
                 assert_eq!(change.status, None);
@@ -389,24 +394,39 @@ mod tests {
             Verdict::Approve,
             None,
             Utc::now(),
+            false,
         );
         assert!(forbidden(&ruling));
+    }
+
+    #[test]
+    fn an_approver_binding_never_lets_the_requester_decide() {
+        let r = review(1, &["group:countersign-approvers"]);
+        let alice = person("alice@example.com", &[]);
+        let (_, ruling) = judge(&r, &alice, Verdict::Approve, None, Utc::now(), true);
+        assert!(forbidden(&ruling), "{ruling:?}");
+        let carol = person("carol@example.com", &[]);
+        let (_, ruling) = judge(&r, &carol, Verdict::Approve, None, Utc::now(), false);
+        assert!(forbidden(&ruling), "{ruling:?}");
+        let (change, ruling) = judge(&r, &carol, Verdict::Approve, None, Utc::now(), true);
+        assert_eq!(ruling.refusal, None);
+        assert_eq!(change.status, Some(ReviewStatus::Approved));
     }
 
     #[test]
     fn k_distinct_approvals_approve_and_one_deny_ends_it() {
         let mut r = review(2, &["group:dba"]);
         let bob = person("bob@example.com", &["dba"]);
-        let (change, ruling) = judge(&r, &bob, Verdict::Approve, Some("ok"), Utc::now());
+        let (change, ruling) = judge(&r, &bob, Verdict::Approve, Some("ok"), Utc::now(), false);
         assert_eq!(ruling.refusal, None);
         assert_eq!(change.status, Some(ReviewStatus::Pending));
         r.decisions.push(change.decision.unwrap());
-        let (_, again) = judge(&r, &bob, Verdict::Approve, None, Utc::now());
+        let (_, again) = judge(&r, &bob, Verdict::Approve, None, Utc::now(), false);
         assert!(forbidden(&again), "a second approval by bob must not count");
         let carol = person("carol@example.com", &["dba"]);
-        let (change, _) = judge(&r, &carol, Verdict::Approve, None, Utc::now());
+        let (change, _) = judge(&r, &carol, Verdict::Approve, None, Utc::now(), false);
         assert_eq!(change.status, Some(ReviewStatus::Approved));
-        let (change, _) = judge(&r, &carol, Verdict::Deny, None, Utc::now());
+        let (change, _) = judge(&r, &carol, Verdict::Deny, None, Utc::now(), false);
         assert_eq!(change.status, Some(ReviewStatus::Denied));
         let (_, outsider) = judge(
             &r,
@@ -414,6 +434,7 @@ mod tests {
             Verdict::Approve,
             None,
             Utc::now(),
+            false,
         );
         assert!(forbidden(&outsider));
     }
@@ -423,7 +444,7 @@ mod tests {
         let r = review(1, &["group:dba"]);
         let bob = person("bob@example.com", &["dba"]);
         let late = r.expires_at + chrono::Duration::seconds(1);
-        let (change, ruling) = judge(&r, &bob, Verdict::Approve, None, late);
+        let (change, ruling) = judge(&r, &bob, Verdict::Approve, None, late, false);
         assert!(matches!(ruling.refusal, Some(Refusal::Closed(_))));
         assert!(ruling.changes_state);
         assert_eq!(change.status, Some(ReviewStatus::Expired));
@@ -435,7 +456,7 @@ mod tests {
             status: ReviewStatus::Denied,
             ..r
         };
-        let (_, ruling) = judge(&denied, &bob, Verdict::Approve, None, Utc::now());
+        let (_, ruling) = judge(&denied, &bob, Verdict::Approve, None, Utc::now(), false);
         assert!(matches!(ruling.refusal, Some(Refusal::Closed(_))));
     }
 

@@ -45,6 +45,14 @@ pub enum AuditBody {
         /// Action-specific fields (for `refused`, the `reason`); an object.
         detail: serde_json::Value,
     },
+    /// A credential exchange (API key or workload token), accepted or
+    /// refused: stored under session id `auth:<service account>`.
+    Auth {
+        /// `api_key_exchanged`, `workload_exchanged` or `refused`.
+        action: String,
+        /// Exchange-specific fields (for `refused`, the `reason`); an object.
+        detail: serde_json::Value,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -175,6 +183,16 @@ pub(super) fn to_row(
             };
             fields.insert("action".to_owned(), action.clone().into());
             fields.insert("review_id".to_owned(), review_id.clone().into());
+            row.detail = Set(json(serde_json::Value::Object(fields)));
+        }
+        AuditBody::Auth { action, detail } => {
+            row.event = Set("auth".to_owned());
+            let mut fields = match detail {
+                serde_json::Value::Object(m) => m.clone(),
+                serde_json::Value::Null => serde_json::Map::new(),
+                other => serde_json::Map::from_iter([("detail".to_owned(), other.clone())]),
+            };
+            fields.insert("action".to_owned(), action.clone().into());
             row.detail = Set(json(serde_json::Value::Object(fields)));
         }
     }

@@ -1,5 +1,6 @@
 //! sea-orm entities, one per table. See `migrations/` for the schema.
 
+pub mod api_key;
 pub mod approval;
 pub mod audit_event;
 pub mod identity;
@@ -7,6 +8,8 @@ pub mod identity_group;
 pub mod policy;
 pub mod resource;
 pub mod review;
+pub mod role_binding;
 pub mod session;
 pub mod setting;
 pub mod token;
+pub mod workload_trust;

@@ -128,6 +128,26 @@ impl Store {
         Ok(out)
     }
 
+    /// Disables or re-enables an identity. A disabled identity's tokens stop
+    /// authenticating and its credentials are no longer exchanged.
+    pub async fn set_disabled(&self, identity_id: &str, disabled: bool) -> Result<(), StoreError> {
+        let res = identity::Entity::update_many()
+            .col_expr(
+                identity::Column::Disabled,
+                sea_orm::sea_query::Expr::value(disabled),
+            )
+            .filter(identity::Column::Id.eq(identity_id))
+            .exec(self.db())
+            .await?;
+        if res.rows_affected == 0 {
+            return Err(StoreError::NotFound {
+                what: "identity",
+                key: identity_id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Replaces the identity's groups.
     pub async fn set_groups(&self, identity_id: &str, groups: &[String]) -> Result<(), StoreError> {
         let txn = self.db().begin().await?;

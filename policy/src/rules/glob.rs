@@ -22,13 +22,13 @@ enum Token {
 
 /// A compiled glob.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Glob {
+pub struct Glob {
     tokens: Vec<Token>,
 }
 
 impl Glob {
     /// Compiles `pattern`, or says why it is not a usable pattern.
-    pub(crate) fn new(pattern: &str) -> Result<Self, &'static str> {
+    pub fn new(pattern: &str) -> Result<Self, &'static str> {
         if pattern.is_empty() {
             return Err("empty pattern");
         }
@@ -55,7 +55,7 @@ impl Glob {
     }
 
     /// Whether the whole of `text` matches, ignoring ASCII case.
-    pub(crate) fn matches(&self, text: &str) -> bool {
+    pub fn matches(&self, text: &str) -> bool {
         // Iterative matching with a single backtrack point (the last `*`): linear in practice,
         // O(pattern × text) at worst, and no recursion.
         let (mut p, mut t) = (0, 0);

@@ -7,6 +7,7 @@
 //! rule-level ones at the rule's `name` or `[[guardrail]]` header. Conditions are compiled in
 //! `conditions`.
 
+mod bindings;
 mod conditions;
 mod report;
 
@@ -23,7 +24,7 @@ use report::{Report, RuleCx, unknown_field};
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
-const TOP_FIELDS: &[&str] = &["on_parse_error", "guardrail"];
+const TOP_FIELDS: &[&str] = &["on_parse_error", "guardrail", "binding"];
 const RULE_FIELDS: &[&str] = &[
     "name",
     "description",
@@ -62,6 +63,7 @@ pub(crate) fn parse(text: &str) -> Result<Policy, PolicyErrors> {
                 }
             }
             "guardrail" => policy.rules = guardrails(&mut report, value),
+            "binding" => policy.bindings = bindings::bindings(&mut report, value),
             other => report.at(key.span(), None, unknown_field(other, "", TOP_FIELDS)),
         }
     }
@@ -328,7 +330,7 @@ fn review(
 }
 
 /// Checks `group:NAME` / `user:EMAIL` syntax; `Some(true)` for a user entry.
-fn approver(entry: &str) -> Option<bool> {
+pub(super) fn approver(entry: &str) -> Option<bool> {
     let (kind, who) = entry.split_once(':')?;
     if who.is_empty() || who.chars().any(char::is_whitespace) {
         return None;
