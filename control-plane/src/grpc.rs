@@ -173,6 +173,7 @@ impl GatewayService for Gateways {
                 approvals_required: r.approvals.max(1),
                 approvers: r.approvers,
                 timeout: std::time::Duration::from_secs(u64::from(r.timeout_secs.max(1))),
+                max_approval_minutes: r.max_approval_minutes,
             })
             .await
             .map_err(status_of)?;

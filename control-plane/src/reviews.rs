@@ -20,6 +20,16 @@
 //! a change at once ([`ControlPlane::review_changes`] covers this replica only;
 //! others must poll the store).
 //!
+//! Scope: an approver may let an approval cover this one execution (the
+//! default) or, for up to the policy rule's `max_approval_minutes`, every
+//! statement of the same shape (`countersign_policy::fingerprint`) that the
+//! same requester sends to the same resource under the same rule. Such a
+//! review opens already approved, audited `opened` then `approved` with
+//! `by_fingerprint_of`. This does not weaken the invariant: the approval
+//! reused was made by someone else, and nothing is approved by the requester.
+//! Not guaranteed: a shape is syntax, so the same shape with other constants
+//! can touch other rows; that is what the approver agrees to.
+//!
 //! Layout: this file is the service (open, read, decide, list); [`rules`]
 //! holds the pure rules (who may decide, what a decision does, what a new
 //! review must look like), tested without a database.
@@ -35,12 +45,17 @@ use crate::store::StoreError;
 use crate::store::identities::{Identity, IdentityKind};
 use crate::store::reviews::{ReviewChange, ReviewEvent, ReviewRecord, ReviewStatus, Verdict};
 use chrono::{DateTime, Utc};
-use rules::{MAX_TEXT, check_len, eligible, expire_if_due, judge, same_identity, validate};
+use rules::{
+    MAX_TEXT, check_len, covered_until, eligible, expire_if_due, judge, same_identity, validate,
+    with_scope,
+};
 use std::time::Duration;
 use tokio::sync::broadcast;
 
 /// Most reviews one list returns.
 const LIST_LIMIT: u64 = 500;
+/// Most earlier approvals looked at for one new review's fingerprint.
+const REUSE_LIMIT: u64 = 20;
 
 /// A review the gateway asks for.
 #[derive(Clone, Debug)]
@@ -60,6 +75,9 @@ pub struct NewReview {
     /// [`Settings::approver_group`](crate::Settings::approver_group).
     pub approvers: Vec<String>,
     pub timeout: Duration,
+    /// The rule's cap on an approval's scope, in minutes (at most 1440); 0:
+    /// an approval covers this one execution only.
+    pub max_approval_minutes: u32,
 }
 
 /// One approver's decision, as the API shows it.
@@ -70,6 +88,9 @@ pub struct DecisionView {
     pub decision: String,
     pub comment: Option<String>,
     pub at: DateTime<Utc>,
+    /// Approvals only: minutes this approval also covers the same statement
+    /// shape for; `None`: this execution only.
+    pub scope_minutes: Option<u32>,
 }
 
 /// A review as the API and the gateway see it.
@@ -86,6 +107,9 @@ pub struct ReviewView {
     /// "pending" | "approved" | "denied" | "expired"
     pub status: String,
     pub approvals_required: u32,
+    /// Longest an approver may let an approval cover this statement's shape
+    /// (minutes); 0: this execution only.
+    pub max_approval_minutes: u32,
     /// Who may decide: `group:NAME` or `user:EMAIL` (the default group filled in).
     pub approvers: Vec<String>,
     /// Oldest first.
@@ -114,6 +138,7 @@ impl ControlPlane {
                     decision: d.verdict.as_str().to_owned(),
                     comment: d.comment,
                     at: d.at,
+                    scope_minutes: d.scope_minutes,
                 })
                 .collect(),
             id: r.id,
@@ -125,6 +150,7 @@ impl ControlPlane {
             rule: r.rule,
             message: r.message,
             approvals_required: r.approvals_required,
+            max_approval_minutes: r.max_approval_minutes,
             approvers: r.approvers,
             created_at: r.created_at,
             expires_at: r.expires_at,
@@ -182,12 +208,61 @@ impl ControlPlane {
         self.review_notifier().subscribe()
     }
 
-    /// Opens a review for a held statement and audits it (`review:<id>`, seq 0).
+    /// The newest approved review whose approvers' scope still covers a new
+    /// review of `fingerprint` by `requester` on `resource` under `rule`,
+    /// which allows at most `cap` minutes.
+    async fn covering_review(
+        &self,
+        requester: &str,
+        resource: &str,
+        rule: &str,
+        fingerprint: Option<&str>,
+        cap: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, ServiceError> {
+        let Some(fingerprint) = fingerprint.filter(|_| cap > 0) else {
+            return Ok(None);
+        };
+        let since = now - chrono::Duration::minutes(i64::from(cap));
+        let found = self
+            .store()
+            .approved_by_fingerprint(requester, resource, rule, fingerprint, since, REUSE_LIMIT)
+            .await?;
+        Ok(found
+            .into_iter()
+            .find(|e| {
+                same_identity(&e.requester, requester)
+                    && e.resource == resource
+                    && e.rule == rule
+                    && e.fingerprint.as_deref() == Some(fingerprint)
+                    && covered_until(e, cap).is_some_and(|until| now < until)
+            })
+            .map(|e| e.id))
+    }
+
+    /// Opens a review for a held statement and audits it (`review:<id>`, seq
+    /// 0). When an earlier approval's scope covers it (see the module docs),
+    /// it opens approved, and `approved` is audited too (seq 1).
     pub async fn open_review(&self, r: NewReview) -> Result<ReviewView, ServiceError> {
         let approvers = validate(&r, &self.settings().approver_group)?;
         let created_at = Utc::now();
         let timeout = chrono::Duration::from_std(r.timeout)
             .map_err(|_| ServiceError::Invalid("the review timeout is too long".into()))?;
+        let fingerprint = countersign_policy::fingerprint(&r.statement);
+        let covered_by = self
+            .covering_review(
+                &r.requester,
+                &r.resource,
+                &r.rule,
+                fingerprint.as_deref(),
+                r.max_approval_minutes,
+                created_at,
+            )
+            .await?;
+        let (status, decided_at) = match covered_by {
+            Some(_) => (ReviewStatus::Approved, Some(created_at)),
+            None => (ReviewStatus::Pending, None),
+        };
         let record = ReviewRecord {
             id: uuid::Uuid::now_v7().to_string(),
             session_id: r.session_id,
@@ -197,13 +272,15 @@ impl ControlPlane {
             kinds: r.kinds,
             rule: r.rule,
             message: r.message,
-            status: ReviewStatus::Pending,
+            status,
             approvals_required: r.approvals_required,
             approvers,
             decisions: Vec::new(),
             created_at,
             expires_at: created_at + timeout,
-            decided_at: None,
+            decided_at,
+            fingerprint,
+            max_approval_minutes: r.max_approval_minutes,
         };
         let opened = ReviewEvent {
             identity: record.requester.clone(),
@@ -219,9 +296,22 @@ impl ControlPlane {
                 "expires_at": record.expires_at,
             }),
         };
-        self.store().insert_review(&record, &opened).await?;
-        tracing::info!(review = %record.id, requester = %record.requester, resource = %record.resource, rule = %record.rule, "review opened");
+        let mut events = vec![opened];
+        if let Some(earlier) = &covered_by {
+            events.push(ReviewEvent {
+                identity: record.requester.clone(),
+                action: "approved",
+                detail: serde_json::json!({ "by_fingerprint_of": earlier }),
+            });
+        }
+        self.store().insert_review(&record, &events).await?;
+        tracing::info!(review = %record.id, requester = %record.requester, resource = %record.resource, rule = %record.rule, by_fingerprint_of = ?covered_by, "review opened");
         self.review_changed(&record.id);
+        if covered_by.is_some() {
+            // Nobody needs asking: tell the targets the outcome, not the request.
+            self.announce_outcome(&record);
+            return Ok(self.review_view(record));
+        }
         let view = self.review_view(record);
         self.notifier().send(Event::Opened, &view);
         Ok(view)
@@ -301,6 +391,22 @@ impl ControlPlane {
         approve: bool,
         comment: Option<String>,
     ) -> Result<ReviewView, ServiceError> {
+        self.decide_review_scoped(id, who, approve, comment, None)
+            .await
+    }
+
+    /// [`ControlPlane::decide_review`], with the scope an approver chose:
+    /// `Some(n)` lets the approval also cover the statement's shape for n
+    /// minutes (1 up to the review's `max_approval_minutes`, else `Invalid`);
+    /// `None` covers this execution only. Ignored for a denial.
+    pub async fn decide_review_scoped(
+        &self,
+        id: &str,
+        who: &Principal,
+        approve: bool,
+        comment: Option<String>,
+        scope_minutes: Option<u32>,
+    ) -> Result<ReviewView, ServiceError> {
         let comment = comment.filter(|c| !c.trim().is_empty());
         check_len("comment", comment.as_deref().unwrap_or(""), MAX_TEXT)?;
         let verdict = if approve {
@@ -321,7 +427,8 @@ impl ControlPlane {
         let changed = self
             .store()
             .change_review(id, |r| {
-                judge(r, who, verdict, comment.as_deref(), now, bound)
+                let ruling = judge(r, who, verdict, comment.as_deref(), now, bound);
+                with_scope(r, who, ruling, scope_minutes)
             })
             .await?
             .ok_or_else(|| not_found(id))?;

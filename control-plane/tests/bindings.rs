@@ -105,6 +105,7 @@ fn new_review(requester: &str, resource: &str) -> NewReview {
         approvals_required: 1,
         approvers: Vec::new(),
         timeout: Duration::from_secs(60),
+        max_approval_minutes: 0,
     }
 }
 

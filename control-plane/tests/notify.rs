@@ -192,6 +192,7 @@ fn new_review(approvals_required: u32, timeout: Duration) -> NewReview {
         approvals_required,
         approvers: Vec::new(),
         timeout,
+        max_approval_minutes: 0,
     }
 }
 
@@ -528,6 +529,7 @@ fn view(statement: &str, status: &str, decisions: &[(&str, &str)]) -> ReviewView
         message: None,
         status: status.into(),
         approvals_required: 2,
+        max_approval_minutes: 0,
         approvers: vec!["group:countersign-approvers".into()],
         decisions: decisions
             .iter()
@@ -536,6 +538,7 @@ fn view(statement: &str, status: &str, decisions: &[(&str, &str)]) -> ReviewView
                 decision: (*d).into(),
                 comment: None,
                 at: now,
+                scope_minutes: None,
             })
             .collect(),
         created_at: now,

@@ -104,7 +104,39 @@ fn new_review(requester: &str, k: u32, approvers: &[&str], timeout: Duration) ->
         approvals_required: k,
         approvers: approvers.iter().map(|a| (*a).to_owned()).collect(),
         timeout,
+        max_approval_minutes: 0,
     }
+}
+
+/// A review of `statement` by `requester` on `resource`, under a rule that
+/// lets an approval cover the statement's shape for up to `cap` minutes.
+fn scoped_review(requester: &str, resource: &str, statement: &str, cap: u32) -> NewReview {
+    NewReview {
+        resource: resource.to_owned(),
+        statement: statement.to_owned(),
+        max_approval_minutes: cap,
+        ..new_review(requester, 1, &["group:dba"], MINUTE)
+    }
+}
+
+/// Moves review `id`'s `decided_at` back by `by`, as if decided that long ago.
+async fn age_decision(cp: &ControlPlane, id: &str, by: chrono::Duration) {
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+    let decided = cp
+        .store()
+        .review(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .decided_at
+        .unwrap();
+    let db = cp.store().db_for_tests();
+    let update = Query::update()
+        .table(Alias::new("reviews"))
+        .value(Alias::new("decided_at"), decided - by)
+        .and_where(Expr::col(Alias::new("id")).eq(id))
+        .to_owned();
+    db.execute(&update).await.unwrap();
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -826,5 +858,183 @@ async fn the_database_refuses_self_approval_whatever_the_path() {
         assert_eq!(now.requester, "alice@example.com", "{who}");
         let approvers: Vec<_> = now.decisions.iter().map(|d| d.approver.as_str()).collect();
         assert_eq!(approvers, ["bob@example.com"], "{who}");
+    }
+}
+
+#[tokio::test]
+async fn an_approval_by_fingerprint_covers_the_same_shape_for_a_while() {
+    for (backend, cp) in Backend::all().await {
+        let who = backend.name();
+        let _alice = person(&cp, "alice@example.com", &[]).await;
+        let bob = person(&cp, "bob@example.com", &["dba"]).await;
+        let first = "DELETE FROM t WHERE id = 1";
+        let second = "DELETE FROM t WHERE id = 2";
+
+        // "once" (the default) covers that execution only.
+        let once = cp
+            .open_review(scoped_review("alice@example.com", "pg-prod", first, 10))
+            .await
+            .unwrap();
+        assert_eq!(once.max_approval_minutes, 10, "{who}");
+        let (status, body) = approve(&cp, &once.id, &bob, Some(r#"{"scope":"once"}"#)).await;
+        assert_eq!(status, StatusCode::OK, "{who}: {body}");
+        assert_eq!(body["decisions"][0]["scope_minutes"], Value::Null, "{who}");
+        let next = cp
+            .open_review(scoped_review("alice@example.com", "pg-prod", second, 10))
+            .await
+            .unwrap();
+        assert_eq!(next.status, "pending", "{who}: once does not carry over");
+
+        // "fingerprint" for 10 minutes covers the same shape with other constants.
+        let (status, body) = approve(
+            &cp,
+            &next.id,
+            &bob,
+            Some(r#"{"comment":"fine for a while","scope":"fingerprint","minutes":10}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{who}: {body}");
+        assert_eq!(body["decisions"][0]["scope_minutes"], 10, "{who}");
+        let covered = cp
+            .open_review(scoped_review("alice@example.com", "pg-prod", first, 10))
+            .await
+            .unwrap();
+        assert_eq!(covered.status, "approved", "{who}");
+        assert!(
+            covered.decisions.is_empty(),
+            "{who}: nobody decided it anew"
+        );
+        assert_eq!(
+            actions(&cp, &covered.id).await,
+            vec![
+                pair("alice@example.com", "opened"),
+                pair("alice@example.com", "approved")
+            ],
+            "{who}"
+        );
+        let events = trail(&cp, &covered.id).await;
+        let detail = events[1].detail.as_ref().unwrap();
+        assert_eq!(
+            detail["by_fingerprint_of"],
+            next.id.as_str(),
+            "{who}: {detail}"
+        );
+        assert_eq!(review(&cp, &covered.id).await.status, "approved", "{who}");
+
+        // Not for another requester, another resource or another shape.
+        let _carol = person(&cp, "carol@example.com", &[]).await;
+        for (requester, resource, statement) in [
+            ("carol@example.com", "pg-prod", first),
+            ("alice@example.com", "pg-other", first),
+            (
+                "alice@example.com",
+                "pg-prod",
+                "DELETE FROM t WHERE other = 1",
+            ),
+            ("alice@example.com", "pg-prod", "DELETE FROM u WHERE id = 1"),
+        ] {
+            let r = cp
+                .open_review(scoped_review(requester, resource, statement, 10))
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status, "pending",
+                "{who}: {requester} {resource} {statement}"
+            );
+        }
+        // Nor under a rule that now allows "once" only.
+        let r = cp
+            .open_review(scoped_review("alice@example.com", "pg-prod", first, 0))
+            .await
+            .unwrap();
+        assert_eq!(r.status, "pending", "{who}: the rule's cap is 0 now");
+
+        // Nor after the window: 1 minute, decided 2 minutes ago.
+        let short = cp
+            .open_review(scoped_review("alice@example.com", "pg-short", first, 10))
+            .await
+            .unwrap();
+        let (status, body) = approve(
+            &cp,
+            &short.id,
+            &bob,
+            Some(r#"{"scope":"fingerprint","minutes":1}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{who}: {body}");
+        let within = cp
+            .open_review(scoped_review("alice@example.com", "pg-short", second, 10))
+            .await
+            .unwrap();
+        assert_eq!(within.status, "approved", "{who}: within the minute");
+        age_decision(&cp, &short.id, chrono::Duration::minutes(2)).await;
+        let after = cp
+            .open_review(scoped_review("alice@example.com", "pg-short", second, 10))
+            .await
+            .unwrap();
+        assert_eq!(after.status, "pending", "{who}: the window has passed");
+    }
+}
+
+#[tokio::test]
+async fn an_approval_scope_must_fit_the_rule() {
+    for (backend, cp) in Backend::all().await {
+        let who = backend.name();
+        let _alice = person(&cp, "alice@example.com", &[]).await;
+        let bob = person(&cp, "bob@example.com", &["dba"]).await;
+        let statement = "DELETE FROM t WHERE id = 1";
+
+        let capped = cp
+            .open_review(scoped_review("alice@example.com", "pg-prod", statement, 10))
+            .await
+            .unwrap();
+        for body in [
+            r#"{"scope":"fingerprint","minutes":11}"#,
+            r#"{"scope":"fingerprint","minutes":0}"#,
+            r#"{"scope":"fingerprint"}"#,
+            r#"{"scope":"once","minutes":5}"#,
+            r#"{"scope":"forever","minutes":5}"#,
+        ] {
+            let (status, reply) = approve(&cp, &capped.id, &bob, Some(body)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{who}: {body}: {reply}");
+        }
+        let (status, reply) = deny(
+            &cp,
+            &capped.id,
+            &bob,
+            Some(r#"{"scope":"fingerprint","minutes":5}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{who}: {reply}");
+        let now = review(&cp, &capped.id).await;
+        assert_eq!(now.status, "pending", "{who}");
+        assert!(now.decisions.is_empty(), "{who}: refusals decide nothing");
+        let refused = trail(&cp, &capped.id)
+            .await
+            .iter()
+            .filter(|e| action(e) == "refused")
+            .count();
+        assert_eq!(refused, 6, "{who}: every refusal is audited");
+
+        let once_only = cp
+            .open_review(scoped_review("alice@example.com", "pg-prod", statement, 0))
+            .await
+            .unwrap();
+        let (status, reply) = approve(
+            &cp,
+            &once_only.id,
+            &bob,
+            Some(r#"{"scope":"fingerprint","minutes":1}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{who}: {reply}");
+        assert!(
+            error_text(&reply).contains("this execution only"),
+            "{who}: {reply}"
+        );
+        assert_eq!(review(&cp, &once_only.id).await.status, "pending", "{who}");
+        // And it still takes a plain approval.
+        let (status, reply) = approve(&cp, &once_only.id, &bob, None).await;
+        assert_eq!(status, StatusCode::OK, "{who}: {reply}");
     }
 }

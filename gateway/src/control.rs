@@ -348,6 +348,8 @@ pub struct ReviewRequest {
     pub approvals: u32,
     pub approvers: Vec<String>,
     pub timeout: Duration,
+    /// The rule's cap on approvals by statement shape; 0: once only.
+    pub max_approval_minutes: u32,
 }
 
 /// An open review: its id and the console link approvers use.
@@ -380,6 +382,7 @@ impl ControlClient {
             approvals: r.approvals,
             approvers: r.approvers,
             timeout_secs: u32::try_from(r.timeout.as_secs()).unwrap_or(u32::MAX),
+            max_approval_minutes: r.max_approval_minutes,
         };
         let mut call = tonic::Request::new(request);
         call.set_timeout(Duration::from_secs(10));

@@ -11,6 +11,7 @@ mod m0002_policies;
 mod m0003_reviews;
 mod m0004_service_credentials;
 mod m0005_role_bindings;
+mod m0006_approval_scope;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_reviews::Migration),
             Box::new(m0004_service_credentials::Migration),
             Box::new(m0005_role_bindings::Migration),
+            Box::new(m0006_approval_scope::Migration),
         ]
     }
 }

@@ -8,7 +8,8 @@
 //! (reporting every error at once) and [`decide`] turns a policy, a session and a statement's
 //! facts into a [`Decision`].
 //!
-//! Layout: `facts` (the classifier; its module docs state the conventions), `cache`, `rules`
+//! Layout: `facts` (the classifier; its module docs state the conventions), `cache`,
+//! `fingerprint` (statement shapes, for approvals that cover more than one execution), `rules`
 //! (the policy language; its module docs state the matching rules and precedence).
 //!
 //! Not guaranteed: statement facts describe what the text *says*, not everything the server
@@ -17,6 +18,7 @@
 
 pub mod cache;
 pub mod facts;
+pub mod fingerprint;
 pub mod rules;
 
 pub use cache::{CacheStats, FactsCache, MAX_CACHED_SQL_LEN};
@@ -24,6 +26,7 @@ pub use facts::{
     ClassifyOptions, CopyDirection, Statement, StatementFacts, StatementKind, TableRef, classify,
     classify_with,
 };
+pub use fingerprint::fingerprint;
 pub use rules::{
     Action, BINDING_ROLES, BindingSpec, Decision, Glob, Policy, PolicyError, PolicyErrors,
     SessionContext, decide,

@@ -25,6 +25,7 @@
 //! environments = ["prod"]           # optional scope: environment globs
 //! approvals = 1                     # review only: 1..=10, default 1
 //! approvers = ["group:dba"]         # review only: "group:NAME" or "user:EMAIL"
+//! max_approval_minutes = 30         # review only: 1..=1440; default 0 (approve once only)
 //! ```
 //!
 //! Unknown fields are errors everywhere, as are empty lists and empty strings in lists. A
@@ -253,6 +254,10 @@ pub struct Decision {
     /// For review: the rule's approver entries (`group:NAME`, `user:EMAIL`); empty means the
     /// rule names none (who may approve is then the control plane's default).
     pub approvers: Vec<String>,
+    /// For review: the longest an approver may let one approval cover the same statement
+    /// shape (its fingerprint) for the same requester and resource, in minutes. 0 means an
+    /// approval covers that one execution only. 0 for every other action.
+    pub max_approval_minutes: u32,
     /// Every rule that matched, in file order (for audit and `policy test`).
     pub matched: Vec<String>,
 }

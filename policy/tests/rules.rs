@@ -412,6 +412,70 @@ fn names_and_actions_are_checked() {
 }
 
 #[test]
+fn max_approval_minutes_is_checked() {
+    let rule = |action: &str, extra: &str| {
+        format!(
+            "[[guardrail]]\nname = \"x\"\naction = \"{action}\"\nmatch = {{ kinds = [\"delete\"] }}\n{extra}"
+        )
+    };
+    for action in ["deny", "allow"] {
+        single_error(
+            &rule(action, "max_approval_minutes = 10\n"),
+            5,
+            "`max_approval_minutes` only applies",
+        );
+    }
+    for n in ["0", "1441", "-5"] {
+        single_error(
+            &rule("review", &format!("max_approval_minutes = {n}\n")),
+            5,
+            "`max_approval_minutes` must be between 1 and 1440",
+        );
+    }
+    single_error(
+        &rule("review", "max_approval_minutes = \"10\"\n"),
+        5,
+        "must be an integer",
+    );
+
+    let p = policy(&rule("review", "max_approval_minutes = 1440\n"));
+    assert_eq!(
+        run(&p, "DELETE FROM t WHERE id = 1").max_approval_minutes,
+        1440
+    );
+    // Left out: an approval covers one execution.
+    let p = policy(&rule("review", ""));
+    let d = run(&p, "DELETE FROM t WHERE id = 1");
+    assert_eq!((d.action, d.max_approval_minutes), (Action::Review, 0));
+    // Only the deciding review rule's cap counts; other actions carry none.
+    assert_eq!(run(&p, "SELECT 1").max_approval_minutes, 0);
+}
+
+#[test]
+fn fingerprints_ignore_constants_but_not_names() {
+    use countersign_policy::fingerprint;
+    let one = fingerprint("DELETE FROM t WHERE id = 1");
+    assert!(one.is_some());
+    assert_eq!(one, fingerprint("delete from t  where id = 2"));
+    assert_ne!(one, fingerprint("DELETE FROM u WHERE id = 1"));
+    assert_ne!(one, fingerprint("DELETE FROM t WHERE other = 1"));
+    // Schemas, aliases and digits in names count: pg_query's defaults would merge these.
+    assert_ne!(
+        fingerprint("DELETE FROM public.t WHERE id = 1"),
+        fingerprint("DELETE FROM audit.t WHERE id = 1")
+    );
+    assert_ne!(
+        fingerprint("DELETE FROM accounts a WHERE a.id = 1"),
+        fingerprint("DELETE FROM payments a WHERE a.id = 1")
+    );
+    assert_ne!(
+        fingerprint("DELETE FROM orders_2024_01"),
+        fingerprint("DELETE FROM orders_2024_02")
+    );
+    assert_eq!(fingerprint("DELETE FROM WHERE"), None);
+}
+
+#[test]
 fn review_fields_are_checked() {
     let rule = |action: &str, extra: &str| {
         format!(
@@ -1113,6 +1177,7 @@ fn precedence_deny_over_allow_over_review_over_default() {
             message: None,
             approvals: 0,
             approvers: vec![],
+            max_approval_minutes: 0,
             matched: vec![],
         }
     );

@@ -1,8 +1,9 @@
 //! Reviews: list, read, approve and deny.
 //!
 //! The approver is always the authenticated caller. A decision's body takes
-//! only an optional `comment`; any other field (an `approver`, say) is a 400,
-//! and the attempt is audited as refused.
+//! only an optional `comment` and, for an approval, its `scope`: `once` (the
+//! default) or `fingerprint` with `minutes`. Any other field (an `approver`,
+//! say) is a 400, and the attempt is audited as refused.
 
 use super::{ApiError, Caller, ErrorBody};
 use crate::reviews::ReviewView;
@@ -30,6 +31,37 @@ pub struct ReviewList {
 pub struct DecisionBody {
     /// Shown to the requester and kept in the audit log.
     pub comment: Option<String>,
+    /// Approvals only. Default `once`: this execution. `fingerprint`: also
+    /// the same statement shape, by the same requester on the same resource,
+    /// for `minutes`.
+    pub scope: Option<Scope>,
+    /// With `scope = "fingerprint"` only: 1 up to the review's `max_approval_minutes`.
+    pub minutes: Option<u32>,
+}
+
+/// What an approval covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Once,
+    Fingerprint,
+}
+
+impl DecisionBody {
+    /// The approval's scope in minutes (`None`: once), or why the body is wrong.
+    fn scope_minutes(&self, approve: bool) -> Result<Option<u32>, String> {
+        match (self.scope, self.minutes) {
+            (None | Some(Scope::Once), None) => Ok(None),
+            _ if !approve => Err("a denial takes no \"scope\" or \"minutes\"".to_owned()),
+            (Some(Scope::Fingerprint), Some(m)) => Ok(Some(m)),
+            (Some(Scope::Fingerprint), None) => {
+                Err("scope \"fingerprint\" needs \"minutes\"".to_owned())
+            }
+            (None | Some(Scope::Once), Some(_)) => {
+                Err("\"minutes\" applies only to scope \"fingerprint\"".to_owned())
+            }
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/reviews", params(ReviewQuery),
@@ -107,13 +139,23 @@ async fn decide(
     } else {
         serde_json::from_slice::<DecisionBody>(body)
     };
-    let req = match parsed {
-        Ok(req) => req,
-        Err(e) => {
-            let reason = format!(
-                "malformed decision body: {e}; it takes only an optional \"comment\", \
-                 and the approver is always the caller"
-            );
+    let checked = parsed
+        .map_err(|e| {
+            format!(
+                "malformed decision body: {e}; it takes only an optional \"comment\" \
+                 (and, to approve, \"scope\" and \"minutes\"), and the approver is \
+                 always the caller"
+            )
+        })
+        .and_then(|req| {
+            let scope = req
+                .scope_minutes(approve)
+                .map_err(|e| format!("malformed decision body: {e}"))?;
+            Ok((req, scope))
+        });
+    let (req, scope) = match checked {
+        Ok(checked) => checked,
+        Err(reason) => {
             // Audited like any refusal; a failure to audit must not hide the 400.
             if let Err(audit) = cp.audit_review_refusal(id, p, approve, &reason).await {
                 tracing::info!(review = %id, error = %audit, "refused decision not audited");
@@ -121,5 +163,8 @@ async fn decide(
             return Err(ApiError::BadRequest(reason));
         }
     };
-    Ok(Json(cp.decide_review(id, p, approve, req.comment).await?))
+    Ok(Json(
+        cp.decide_review_scoped(id, p, approve, req.comment, scope)
+            .await?,
+    ))
 }

@@ -19,6 +19,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_STATEMENT: usize = 1 << 20;
 /// Longest message, rule or comment (bytes).
 pub(super) const MAX_TEXT: usize = 4096;
+/// Longest an approval may cover a statement shape: a day, as policy allows.
+const MAX_APPROVAL_MINUTES: u32 = 1440;
 /// Most entries in `approvers` and `kinds`.
 const MAX_LIST: usize = 64;
 
@@ -59,12 +61,15 @@ pub(super) enum Refusal {
     Forbidden(String),
     /// The review is decided or expired: it takes no more decisions.
     Closed(String),
+    /// The decision asks for something the review does not allow (a scope
+    /// past the rule's cap): HTTP 400.
+    Invalid(String),
 }
 
 impl Refusal {
     pub(super) fn reason(&self) -> &str {
         match self {
-            Self::Forbidden(m) | Self::Closed(m) => m,
+            Self::Forbidden(m) | Self::Closed(m) | Self::Invalid(m) => m,
         }
     }
 }
@@ -73,7 +78,7 @@ impl From<Refusal> for ServiceError {
     fn from(r: Refusal) -> Self {
         match r {
             Refusal::Forbidden(m) => Self::Forbidden(m),
-            Refusal::Closed(m) => Self::Invalid(m),
+            Refusal::Closed(m) | Refusal::Invalid(m) => Self::Invalid(m),
         }
     }
 }
@@ -205,6 +210,7 @@ pub(super) fn judge(
         verdict,
         comment: comment.map(str::to_owned),
         at: now,
+        scope_minutes: None,
     });
     change.events.push(ReviewEvent {
         identity: who.name().to_owned(),
@@ -224,6 +230,93 @@ pub(super) fn judge(
         changes_state: true,
     };
     (change, ruling)
+}
+
+/// Until when the approved review `earlier` covers new statements of its
+/// shape, under a rule that now allows at most `cap` minutes. Only approvals
+/// decided by people count, and every one of them must have chosen a scope:
+/// the shortest wins, so one approver's "once" keeps it to one execution. A
+/// review approved through another's scope has no decisions and so covers
+/// nothing itself: windows never chain. The caller checks that requester,
+/// resource, rule and fingerprint match.
+pub(super) fn covered_until(earlier: &ReviewRecord, cap: u32) -> Option<DateTime<Utc>> {
+    if earlier.status != ReviewStatus::Approved {
+        return None;
+    }
+    let mut minutes = cap;
+    let mut approvals = 0;
+    for d in earlier
+        .decisions
+        .iter()
+        .filter(|d| d.verdict == Verdict::Approve)
+    {
+        minutes = minutes.min(d.scope_minutes?);
+        approvals += 1;
+    }
+    if approvals == 0 || minutes == 0 {
+        return None;
+    }
+    Some(earlier.decided_at? + chrono::Duration::minutes(i64::from(minutes)))
+}
+
+/// Gives an approval that [`judge`] let through the scope its approver chose:
+/// `Some(n)` minutes for the statement's shape, within `1..=` the review's
+/// cap, or `None` for this execution only. A scope outside the cap refuses
+/// the whole decision (audited, nothing else changes). Refusals and denials
+/// pass through untouched: the caller rejects a scope on a denial earlier.
+pub(super) fn with_scope(
+    r: &ReviewRecord,
+    who: &Principal,
+    (mut change, ruling): (ReviewChange, Ruling),
+    scope_minutes: Option<u32>,
+) -> (ReviewChange, Ruling) {
+    let Some(minutes) = scope_minutes else {
+        return (change, ruling);
+    };
+    let Some(decision) = change.decision.as_mut() else {
+        return (change, ruling);
+    };
+    if decision.verdict != Verdict::Approve {
+        return (change, ruling);
+    }
+    if (1..=r.max_approval_minutes).contains(&minutes) {
+        decision.scope_minutes = Some(minutes);
+        for e in &mut change.events {
+            if let Some(detail) = e.detail.as_object_mut() {
+                detail.insert("scope".into(), "fingerprint".into());
+                detail.insert("scope_minutes".into(), minutes.into());
+            }
+        }
+        return (change, ruling);
+    }
+    let reason = if r.max_approval_minutes == 0 {
+        format!(
+            "review {}'s rule allows approving this execution only (scope \"once\")",
+            r.id
+        )
+    } else {
+        format!(
+            "scope \"fingerprint\" needs minutes between 1 and {} for review {}, not {minutes}",
+            r.max_approval_minutes, r.id
+        )
+    };
+    let refused = ReviewChange {
+        events: vec![ReviewEvent {
+            identity: who.name().to_owned(),
+            action: "refused",
+            detail: serde_json::json!({
+                "reason": reason,
+                "attempted": "approve",
+                "status": r.status.as_str(),
+            }),
+        }],
+        ..ReviewChange::default()
+    };
+    let ruling = Ruling {
+        refusal: Some(Refusal::Invalid(reason)),
+        changes_state: false,
+    };
+    (refused, ruling)
 }
 
 pub(super) fn check_len(what: &str, s: &str, max: usize) -> Result<(), ServiceError> {
@@ -283,6 +376,12 @@ pub(super) fn validate(r: &NewReview, default_group: &str) -> Result<Vec<String>
         if !approvers.contains(a) {
             approvers.push(a.clone());
         }
+    }
+    if r.max_approval_minutes > MAX_APPROVAL_MINUTES {
+        return Err(ServiceError::Invalid(format!(
+            "max_approval_minutes is at most {MAX_APPROVAL_MINUTES}, not {}",
+            r.max_approval_minutes
+        )));
     }
     if approvers.is_empty() {
         validate_name("approver group", default_group)?;
@@ -365,7 +464,65 @@ mod tests {
             created_at: now,
             expires_at: now + chrono::Duration::minutes(5),
             decided_at: None,
+            fingerprint: None,
+            max_approval_minutes: 10,
         }
+    }
+
+    #[test]
+    fn a_scope_must_fit_the_cap_and_windows_never_chain() {
+        let r = review(2, &["group:dba"]);
+        let bob = person("bob@example.com", &["dba"]);
+        let (change, ruling) = with_scope(
+            &r,
+            &bob,
+            judge(&r, &bob, Verdict::Approve, None, Utc::now(), false),
+            Some(11),
+        );
+        assert!(matches!(ruling.refusal, Some(Refusal::Invalid(_))));
+        assert!(change.decision.is_none() && change.status.is_none());
+
+        let (change, ruling) = with_scope(
+            &r,
+            &bob,
+            judge(&r, &bob, Verdict::Approve, None, Utc::now(), false),
+            Some(10),
+        );
+        assert!(ruling.refusal.is_none());
+        let first = change.decision.unwrap();
+        assert_eq!(first.scope_minutes, Some(10));
+
+        // Approved by two: the shortest scope wins; one "once" means no window.
+        let decided = Utc::now();
+        let mut approved = ReviewRecord {
+            status: ReviewStatus::Approved,
+            decided_at: Some(decided),
+            decisions: vec![
+                first.clone(),
+                DecisionRecord {
+                    approver: "carol@example.com".into(),
+                    scope_minutes: Some(3),
+                    ..first.clone()
+                },
+            ],
+            ..r.clone()
+        };
+        assert_eq!(
+            covered_until(&approved, 10),
+            Some(decided + chrono::Duration::minutes(3))
+        );
+        assert_eq!(
+            covered_until(&approved, 2),
+            Some(decided + chrono::Duration::minutes(2))
+        );
+        assert_eq!(covered_until(&approved, 0), None);
+        if let Some(d) = approved.decisions.get_mut(1) {
+            d.scope_minutes = None;
+        }
+        assert_eq!(covered_until(&approved, 10), None);
+        // Approved through another review's window: no decisions, no window.
+        approved.decisions.clear();
+        assert_eq!(covered_until(&approved, 10), None);
     }
 
     fn forbidden(ruling: &Ruling) -> bool {
@@ -473,6 +630,7 @@ mod tests {
             approvals_required: 1,
             approvers: vec![],
             timeout: Duration::from_secs(60),
+            max_approval_minutes: 0,
         };
         assert_eq!(
             validate(&base, "countersign-approvers").unwrap(),

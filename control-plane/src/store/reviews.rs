@@ -84,6 +84,9 @@ pub struct DecisionRecord {
     pub verdict: Verdict,
     pub comment: Option<String>,
     pub at: DateTime<Utc>,
+    /// Approvals only: `None` covers this one execution; `Some(n)` also covers
+    /// the same statement shape for n minutes from the review's `decided_at`.
+    pub scope_minutes: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,6 +108,10 @@ pub struct ReviewRecord {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub decided_at: Option<DateTime<Utc>>,
+    /// The statement's shape; `None` if it does not parse (never reused then).
+    pub fingerprint: Option<String>,
+    /// The policy rule's cap on an approval's scope, in minutes; 0: once only.
+    pub max_approval_minutes: u32,
 }
 
 /// An audit entry about a review, appended under `review:<id>` with the next seq.
@@ -163,6 +170,8 @@ fn to_record(m: review::Model, decisions: Vec<DecisionRecord>) -> Result<ReviewR
     let approvers = serde_json::from_str(&m.approvers).map_err(|_| corrupt("approvers"))?;
     let approvals_required =
         u32::try_from(m.approvals_required).map_err(|_| corrupt("approvals_required"))?;
+    let max_approval_minutes =
+        u32::try_from(m.max_approval_minutes).map_err(|_| corrupt("max_approval_minutes"))?;
     Ok(ReviewRecord {
         status: ReviewStatus::parse(&m.status)?,
         id: m.id,
@@ -179,6 +188,8 @@ fn to_record(m: review::Model, decisions: Vec<DecisionRecord>) -> Result<ReviewR
         created_at: m.created_at,
         expires_at: m.expires_at,
         decided_at: m.decided_at,
+        fingerprint: m.fingerprint,
+        max_approval_minutes,
     })
 }
 
@@ -199,11 +210,17 @@ async fn with_decisions(
         .await?;
     let mut by_review: HashMap<String, Vec<DecisionRecord>> = HashMap::new();
     for a in rows {
+        let scope_minutes = a
+            .scope_minutes
+            .map(u32::try_from)
+            .transpose()
+            .map_err(|_| StoreError::Corrupt(format!("approval scope of {}", a.review_id)))?;
         by_review
             .entry(a.review_id)
             .or_default()
             .push(DecisionRecord {
                 verdict: Verdict::parse(&a.decision)?,
+                scope_minutes,
                 approver: a.approver,
                 comment: a.comment,
                 at: a.at,
@@ -280,15 +297,18 @@ async fn append_events(
 }
 
 impl Store {
-    /// Stores a new review (its `decisions` must be empty) and audits `opened`.
+    /// Stores a new review (its `decisions` must be empty) and audits `events`
+    /// (`opened`, and `approved` when an earlier approval covers it).
     pub async fn insert_review(
         &self,
         r: &ReviewRecord,
-        opened: &ReviewEvent,
+        events: &[ReviewEvent],
     ) -> Result<(), StoreError> {
         let json = |v: &[String]| serde_json::Value::from(v.to_vec()).to_string();
         let required = i32::try_from(r.approvals_required)
             .map_err(|_| StoreError::Corrupt("approvals_required".to_owned()))?;
+        let cap = i32::try_from(r.max_approval_minutes)
+            .map_err(|_| StoreError::Corrupt("max_approval_minutes".to_owned()))?;
         let txn = self.db().begin().await?;
         review::Entity::insert(review::ActiveModel {
             id: Set(r.id.clone()),
@@ -305,11 +325,13 @@ impl Store {
             created_at: Set(r.created_at),
             expires_at: Set(r.expires_at),
             decided_at: Set(r.decided_at),
+            fingerprint: Set(r.fingerprint.clone()),
+            max_approval_minutes: Set(cap),
         })
         .exec_without_returning(&txn)
         .await
         .map_err(|e| super::conflict_or(e, "review", &r.id))?;
-        append_events(&txn, r, std::slice::from_ref(opened)).await?;
+        append_events(&txn, r, events).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -354,6 +376,34 @@ impl Store {
         with_decisions(self.db(), models).await
     }
 
+    /// Approved reviews by `requester` on `resource` for statements of shape
+    /// `fingerprint` under `rule`, decided at or after `since`, newest first,
+    /// at most `limit`. Whether one still covers a new statement is the
+    /// caller's rule; this only narrows the search.
+    pub async fn approved_by_fingerprint(
+        &self,
+        requester: &str,
+        resource: &str,
+        rule: &str,
+        fingerprint: &str,
+        since: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<ReviewRecord>, StoreError> {
+        let models = review::Entity::find()
+            .filter(review::Column::Status.eq(ReviewStatus::Approved.as_str()))
+            .filter(review::Column::Requester.eq(requester))
+            .filter(review::Column::Resource.eq(resource))
+            .filter(review::Column::Rule.eq(rule))
+            .filter(review::Column::Fingerprint.eq(fingerprint))
+            .filter(review::Column::DecidedAt.gte(since))
+            .order_by_desc(review::Column::DecidedAt)
+            .order_by_desc(review::Column::Id)
+            .limit(limit)
+            .all(self.db())
+            .await?;
+        with_decisions(self.db(), models).await
+    }
+
     /// Locks review `id`, asks `decide` what to change given its current
     /// state, applies that, and returns the review as it then stands.
     /// `Ok(None)` if there is no such review.
@@ -386,6 +436,9 @@ impl Store {
                 decision: Set(d.verdict.as_str().to_owned()),
                 comment: Set(d.comment.clone()),
                 at: Set(d.at),
+                scope_minutes: Set(d
+                    .scope_minutes
+                    .map(|m| i32::try_from(m).unwrap_or(i32::MAX))),
             })
             .exec_without_returning(&sp)
             .await;

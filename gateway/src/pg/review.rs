@@ -43,6 +43,7 @@ pub async fn hold(shared: &Shared, held: &Held) -> HoldResult {
         approvals: held.decision.approvals.max(1),
         approvers: held.decision.approvers.clone(),
         timeout: shared.review_timeout,
+        max_approval_minutes: held.decision.max_approval_minutes,
     };
     let deadline = tokio::time::Instant::now() + shared.review_timeout;
     let ticket = match shared.control.open_review(request).await {

@@ -52,6 +52,7 @@ pub fn decide(
             message: rule.message.clone(),
             approvals: rule.approvals,
             approvers: rule.approvers.clone(),
+            max_approval_minutes: rule.max_approval_minutes,
             matched,
         },
         None => Decision::allow_by_default(),
@@ -72,6 +73,7 @@ fn parse_failure(action: Action, err: &str) -> Decision {
         message,
         approvals,
         approvers: Vec::new(),
+        max_approval_minutes: 0,
         matched: Vec::new(),
     }
 }
@@ -85,6 +87,7 @@ impl Decision {
             message: None,
             approvals: 0,
             approvers: Vec::new(),
+            max_approval_minutes: 0,
             matched: Vec::new(),
         }
     }

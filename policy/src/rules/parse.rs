@@ -35,12 +35,15 @@ const RULE_FIELDS: &[&str] = &[
     "environments",
     "approvals",
     "approvers",
+    "max_approval_minutes",
 ];
 
 /// Longest rule name.
 const MAX_NAME_LEN: usize = 63;
 /// `approvals` range for review rules.
 const APPROVALS: std::ops::RangeInclusive<i64> = 1..=10;
+/// `max_approval_minutes` range for review rules (a day at most).
+const APPROVAL_MINUTES: std::ops::RangeInclusive<i64> = 1..=1440;
 /// Message for deny and review rules that set none.
 const DEFAULT_MESSAGE: &str = "blocked by policy";
 
@@ -109,6 +112,7 @@ struct RawRule<'a, 'i> {
     environments: Option<&'a Value<'i>>,
     approvals: Option<&'a Value<'i>>,
     approvers: Option<&'a Value<'i>>,
+    max_approval_minutes: Option<&'a Value<'i>>,
 }
 
 /// One rule. `header` is the span of its `[[guardrail]]` header; `seen` maps names to the
@@ -133,6 +137,7 @@ fn rule(
             "environments" => &mut raw.environments,
             "approvals" => &mut raw.approvals,
             "approvers" => &mut raw.approvers,
+            "max_approval_minutes" => &mut raw.max_approval_minutes,
             _ => {
                 unknown.push(key);
                 continue;
@@ -197,6 +202,7 @@ fn rule(
     let resources = cx.globs("resources", raw.resources);
     let environments = cx.globs("environments", raw.environments);
     let (approvals, approvers) = review(&mut cx, action, raw.approvals, raw.approvers);
+    let max_approval_minutes = approval_minutes(&mut cx, action, raw.max_approval_minutes);
 
     if !cx.is_clean() {
         return None;
@@ -213,6 +219,7 @@ fn rule(
         message,
         approvals,
         approvers,
+        max_approval_minutes,
         resources,
         environments,
         when: when?,
@@ -327,6 +334,40 @@ fn review(
         );
     }
     (count, entries)
+}
+
+/// `max_approval_minutes`: how long an approver may let an approval cover the same statement
+/// shape. Review rules only; 0 (left out) means an approval covers one execution.
+fn approval_minutes(
+    cx: &mut RuleCx<'_, '_>,
+    action: Option<Action>,
+    value: Option<&Value<'_>>,
+) -> u32 {
+    let Some(value) = value else {
+        return 0;
+    };
+    if action.is_some_and(|a| a != Action::Review) {
+        cx.error(
+            value.span(),
+            "`max_approval_minutes` only applies to rules with action = \"review\"",
+        );
+        return 0;
+    }
+    let Some(n) = cx.integer("max_approval_minutes", value) else {
+        return 0;
+    };
+    if !APPROVAL_MINUTES.contains(&n) {
+        cx.error(
+            value.span(),
+            format!(
+                "`max_approval_minutes` must be between {} and {}, not {n}",
+                APPROVAL_MINUTES.start(),
+                APPROVAL_MINUTES.end()
+            ),
+        );
+        return 0;
+    }
+    u32::try_from(n).unwrap_or(0)
 }
 
 /// Checks `group:NAME` / `user:EMAIL` syntax; `Some(true)` for a user entry.

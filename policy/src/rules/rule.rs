@@ -22,6 +22,8 @@ pub(crate) struct Rule {
     pub approvals: u32,
     /// Review only: `group:NAME` / `user:EMAIL` entries as written.
     pub approvers: Vec<String>,
+    /// Review only: longest an approval may cover the same statement shape; 0 = once only.
+    pub max_approval_minutes: u32,
     /// Scope; empty means every resource.
     pub resources: Vec<Glob>,
     /// Scope; empty means every environment.

@@ -14,6 +14,9 @@ pub struct Model {
     #[sea_orm(column_type = "Text", nullable)]
     pub comment: Option<String>,
     pub at: DateTimeUtc,
+    /// Approvals only: `None` covers this execution; `Some(n)` also covers the
+    /// same statement shape for n minutes from the review's `decided_at`.
+    pub scope_minutes: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

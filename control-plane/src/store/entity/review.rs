@@ -28,6 +28,11 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
     pub decided_at: Option<DateTimeUtc>,
+    /// The statement's shape (`countersign_policy::fingerprint`); `None` if it does not parse.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub fingerprint: Option<String>,
+    /// The policy rule's cap on an approval's scope, in minutes; 0: once only.
+    pub max_approval_minutes: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
