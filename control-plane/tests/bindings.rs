@@ -4,6 +4,9 @@
 
 #![cfg(test)]
 
+#[path = "support/backends.rs"]
+mod backends;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -16,44 +19,24 @@ use countersign_control_plane::store::identities::IdentityKind;
 use countersign_control_plane::store::resources::ResourceSpec;
 use countersign_control_plane::store::role_bindings::RoleBindingSpec;
 use countersign_control_plane::{ControlPlane, ServiceError, Settings, Store};
-use countersign_testkit::{TestDb, ensure_services};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use std::time::Duration;
 use tower::ServiceExt;
 
+use backends::Backend;
+
+/// Both backends, each with a control plane on a fresh store.
+async fn backends() -> Vec<(Backend, ControlPlane)> {
+    let mut out = Vec::new();
+    for (backend, store) in Backend::stores("cs_bindings").await {
+        out.push((backend, control_plane(store).await));
+    }
+    out
+}
+
 fn bootstrap_token() -> String {
     "a".repeat(32)
-}
-
-enum Backend {
-    Postgres { _db: TestDb },
-    Sqlite { _dir: tempfile::TempDir },
-}
-
-impl Backend {
-    async fn all() -> Vec<(Backend, ControlPlane)> {
-        ensure_services().unwrap();
-        let pg = TestDb::create("cs_bindings").await.unwrap();
-        let pg_store = Store::connect(&pg.url()).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("cs.db").display());
-        let sqlite_store = Store::connect(&url).await.unwrap();
-        vec![
-            (Backend::Postgres { _db: pg }, control_plane(pg_store).await),
-            (
-                Backend::Sqlite { _dir: dir },
-                control_plane(sqlite_store).await,
-            ),
-        ]
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Backend::Postgres { .. } => "postgres",
-            Backend::Sqlite { .. } => "sqlite",
-        }
-    }
 }
 
 async fn control_plane(store: Store) -> ControlPlane {
@@ -139,7 +122,7 @@ async fn call(
 
 #[tokio::test]
 async fn bindings_are_created_listed_deleted_and_unique() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let b = cp
             .create_binding(
@@ -190,7 +173,7 @@ async fn bindings_are_created_listed_deleted_and_unique() {
 
 #[tokio::test]
 async fn an_admin_binding_opens_the_admin_api() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let dana = person(&cp, "dana@example.com", &["platform"]).await;
         let (status, _) = call(&cp, "GET", "/api/v1/bindings", &dana, None).await;
@@ -254,7 +237,7 @@ async fn an_admin_binding_opens_the_admin_api() {
 
 #[tokio::test]
 async fn an_auditor_binding_allows_audit_search_only() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let ann = person(&cp, "ann@example.com", &[]).await;
         let (status, _) = call(&cp, "GET", "/api/v1/audit", &ann, None).await;
@@ -271,7 +254,7 @@ async fn an_auditor_binding_allows_audit_search_only() {
 
 #[tokio::test]
 async fn a_scoped_approver_binding_makes_carol_eligible_on_matching_resources_only() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         person(&cp, "alice@example.com", &[]).await;
         let carol = person(&cp, "carol@example.com", &["dev"]).await;
@@ -334,7 +317,7 @@ async fn a_scoped_approver_binding_makes_carol_eligible_on_matching_resources_on
 
 #[tokio::test]
 async fn a_requester_with_an_approver_binding_is_still_refused_and_audited() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let alice = person(&cp, "alice@example.com", &[]).await;
         for binding in [
@@ -389,7 +372,7 @@ async fn a_requester_with_an_approver_binding_is_still_refused_and_audited() {
 
 #[tokio::test]
 async fn policy_bindings_are_synced_and_api_bindings_left_alone() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let api = cp
             .create_binding(&spec("auditor", "group:sec", &[], &[]), "admin@example.com")

@@ -7,6 +7,9 @@
 
 #![cfg(test)]
 
+#[path = "support/backends.rs"]
+mod backends;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -16,42 +19,20 @@ use countersign_common::Secret;
 use countersign_control_plane::store::audit::{AuditEventView, AuditFilter};
 use countersign_control_plane::store::identities::IdentityKind;
 use countersign_control_plane::{ControlPlane, Settings, Store};
-use countersign_testkit::{TestDb, ensure_services};
 use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use backends::Backend;
+
+/// Both backends, each with a fresh store.
+async fn backends() -> Vec<(Backend, Store)> {
+    Backend::stores("cs_creds").await
+}
+
 const ADMIN: &str = "admin-token-for-tests";
 const ACCOUNT: &str = "ci-deploy";
-
-/// A store on a fresh PostgreSQL database or SQLite file, dropped at the end.
-enum Backend {
-    Postgres { _db: TestDb },
-    Sqlite { _dir: tempfile::TempDir },
-}
-
-impl Backend {
-    async fn all() -> Vec<(Backend, Store)> {
-        ensure_services().unwrap();
-        let pg = TestDb::create("cs_creds").await.unwrap();
-        let pg_store = Store::connect(&pg.url()).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("cs.db").display());
-        let sqlite_store = Store::connect(&url).await.unwrap();
-        vec![
-            (Backend::Postgres { _db: pg }, pg_store),
-            (Backend::Sqlite { _dir: dir }, sqlite_store),
-        ]
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Backend::Postgres { .. } => "postgres",
-            Backend::Sqlite { .. } => "sqlite",
-        }
-    }
-}
 
 async fn control_plane(store: Store) -> ControlPlane {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -116,7 +97,7 @@ fn refusals(events: &[AuditEventView]) -> Vec<String> {
 
 #[tokio::test]
 async fn api_keys_exchange_authenticate_and_revoke() {
-    for (backend, store) in Backend::all().await {
+    for (backend, store) in backends().await {
         let who = backend.name();
         let cp = control_plane(store).await;
         let account = cp
@@ -393,7 +374,7 @@ async fn exchange(cp: &ControlPlane, token: &str) -> (StatusCode, Value) {
 #[tokio::test]
 async fn workload_tokens_are_checked_claim_by_claim() {
     let issuer = Issuer::start().await;
-    for (backend, store) in Backend::all().await {
+    for (backend, store) in backends().await {
         let who = backend.name();
         let cp = control_plane(store).await;
         cp.store()

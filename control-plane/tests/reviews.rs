@@ -5,6 +5,9 @@
 
 #![cfg(test)]
 
+#[path = "support/backends.rs"]
+mod backends;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -14,7 +17,6 @@ use countersign_control_plane::service::Principal;
 use countersign_control_plane::store::audit::{AuditEventView, AuditFilter};
 use countersign_control_plane::store::identities::IdentityKind;
 use countersign_control_plane::{ControlPlane, ServiceError, Settings, Store};
-use countersign_testkit::{TestDb, ensure_services};
 use http_body_util::BodyExt;
 use sea_orm::ConnectionTrait;
 use serde_json::Value;
@@ -22,39 +24,19 @@ use std::time::Duration;
 use tower::ServiceExt;
 
 /// The bootstrap admin token of every test control plane.
+use backends::Backend;
+
+/// Both backends, each with a control plane on a fresh store.
+async fn backends() -> Vec<(Backend, ControlPlane)> {
+    let mut out = Vec::new();
+    for (backend, store) in Backend::stores("cs_reviews").await {
+        out.push((backend, control_plane(store).await));
+    }
+    out
+}
+
 fn bootstrap_token() -> String {
     "a".repeat(32)
-}
-
-/// A control plane on a fresh PostgreSQL database or SQLite file.
-enum Backend {
-    Postgres { db: TestDb },
-    Sqlite { _dir: tempfile::TempDir },
-}
-
-impl Backend {
-    async fn all() -> Vec<(Backend, ControlPlane)> {
-        ensure_services().unwrap();
-        let pg = TestDb::create("cs_reviews").await.unwrap();
-        let pg_store = Store::connect(&pg.url()).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("cs.db").display());
-        let sqlite_store = Store::connect(&url).await.unwrap();
-        vec![
-            (Backend::Postgres { db: pg }, control_plane(pg_store).await),
-            (
-                Backend::Sqlite { _dir: dir },
-                control_plane(sqlite_store).await,
-            ),
-        ]
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Backend::Postgres { .. } => "postgres",
-            Backend::Sqlite { .. } => "sqlite",
-        }
-    }
 }
 
 async fn control_plane(store: Store) -> ControlPlane {
@@ -257,7 +239,7 @@ fn error_text(body: &Value) -> String {
 
 #[tokio::test]
 async fn another_approver_approves_and_everything_is_audited() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let mut changes = cp.review_changes();
         let _alice = person(&cp, "alice@example.com", &[]).await;
@@ -313,7 +295,7 @@ async fn another_approver_approves_and_everything_is_audited() {
 
 #[tokio::test]
 async fn nobody_approves_their_own_review() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let alice = person(&cp, "alice@example.com", &[]).await;
         let r = cp
@@ -373,7 +355,7 @@ async fn nobody_approves_their_own_review() {
 
 #[tokio::test]
 async fn the_bootstrap_token_never_decides() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let r = cp
             .open_review(new_review("alice@example.com", 1, &[], MINUTE))
@@ -416,7 +398,7 @@ async fn the_bootstrap_token_never_decides() {
 
 #[tokio::test]
 async fn a_forged_approver_in_the_body_is_refused_and_never_counts() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let alice = person(&cp, "alice@example.com", &["dba"]).await;
         let eve = person(&cp, "eve@example.com", &["dev"]).await;
@@ -467,7 +449,7 @@ async fn a_forged_approver_in_the_body_is_refused_and_never_counts() {
 
 #[tokio::test]
 async fn each_approver_counts_once_and_k_needs_k_people() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let _alice = person(&cp, "alice@example.com", &[]).await;
         let bob = person(&cp, "bob@example.com", &["dba"]).await;
@@ -517,7 +499,7 @@ async fn each_approver_counts_once_and_k_needs_k_people() {
 
 #[tokio::test]
 async fn concurrent_approvals_by_one_person_count_once() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let _alice = person(&cp, "alice@example.com", &[]).await;
         let bob = principal(&cp, &person(&cp, "bob@example.com", &["dba"]).await).await;
@@ -570,7 +552,7 @@ async fn concurrent_approvals_by_one_person_count_once() {
 
 #[tokio::test]
 async fn decisions_after_expiry_are_refused() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let _alice = person(&cp, "alice@example.com", &[]).await;
         let bob = person(&cp, "bob@example.com", &["dba"]).await;
@@ -639,7 +621,7 @@ async fn decisions_after_expiry_are_refused() {
 
 #[tokio::test]
 async fn a_deny_by_any_approver_ends_the_review() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let _alice = person(&cp, "alice@example.com", &[]).await;
         let bob = person(&cp, "bob@example.com", &["dba"]).await;
@@ -680,7 +662,7 @@ async fn a_deny_by_any_approver_ends_the_review() {
 
 #[tokio::test]
 async fn listing_and_reading_follow_who_may_decide() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let alice = person(&cp, "alice@example.com", &["dba"]).await;
         let bob = person(&cp, "bob@example.com", &["dba"]).await;
@@ -762,7 +744,7 @@ async fn listing_and_reading_follow_who_may_decide() {
 
 #[tokio::test]
 async fn new_reviews_are_validated() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         for bad in [
             new_review("alice@example.com", 0, &["group:dba"], MINUTE),
@@ -782,7 +764,7 @@ async fn new_reviews_are_validated() {
 
 #[tokio::test]
 async fn the_database_refuses_self_approval_whatever_the_path() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let _bob = person(&cp, "bob@example.com", &["dba"]).await;
         let r = cp
@@ -863,7 +845,7 @@ async fn the_database_refuses_self_approval_whatever_the_path() {
 
 #[tokio::test]
 async fn an_approval_by_fingerprint_covers_the_same_shape_for_a_while() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let _alice = person(&cp, "alice@example.com", &[]).await;
         let bob = person(&cp, "bob@example.com", &["dba"]).await;
@@ -978,7 +960,7 @@ async fn an_approval_by_fingerprint_covers_the_same_shape_for_a_while() {
 
 #[tokio::test]
 async fn an_approval_scope_must_fit_the_rule() {
-    for (backend, cp) in Backend::all().await {
+    for (backend, cp) in backends().await {
         let who = backend.name();
         let _alice = person(&cp, "alice@example.com", &[]).await;
         let bob = person(&cp, "bob@example.com", &["dba"]).await;

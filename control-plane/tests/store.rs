@@ -2,6 +2,9 @@
 
 #![cfg(test)]
 
+#[path = "support/backends.rs"]
+mod backends;
+
 use chrono::{Duration, Utc};
 use countersign_common::Secret;
 use countersign_control_plane::service::SessionRequest;
@@ -11,34 +14,13 @@ use countersign_control_plane::store::audit::{
 use countersign_control_plane::store::identities::IdentityKind;
 use countersign_control_plane::store::resources::ResourceSpec;
 use countersign_control_plane::{ControlPlane, ServiceError, Settings, Store, StoreError};
-use countersign_testkit::{TestDb, ensure_services};
 
 /// A store on a fresh PostgreSQL database or SQLite file, dropped at the end.
-enum Backend {
-    Postgres { _db: TestDb },
-    Sqlite { _dir: tempfile::TempDir },
-}
+use backends::Backend;
 
-impl Backend {
-    async fn all() -> Vec<(Backend, Store)> {
-        ensure_services().unwrap();
-        let pg = TestDb::create("cs_store").await.unwrap();
-        let pg_store = Store::connect(&pg.url()).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("cs.db").display());
-        let sqlite_store = Store::connect(&url).await.unwrap();
-        vec![
-            (Backend::Postgres { _db: pg }, pg_store),
-            (Backend::Sqlite { _dir: dir }, sqlite_store),
-        ]
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Backend::Postgres { .. } => "postgres",
-            Backend::Sqlite { .. } => "sqlite",
-        }
-    }
+/// Both backends, each with a fresh store.
+async fn backends() -> Vec<(Backend, Store)> {
+    Backend::stores("cs_store").await
 }
 
 fn statement(session: &str, seq: u64, identity: &str, sql: &str) -> NewAuditEvent {
@@ -65,7 +47,7 @@ fn statement(session: &str, seq: u64, identity: &str, sql: &str) -> NewAuditEven
 
 #[tokio::test]
 async fn identities_groups_and_conflicts() {
-    for (backend, store) in Backend::all().await {
+    for (backend, store) in backends().await {
         let who = backend.name();
         let groups = vec!["dba".to_owned(), "dev".to_owned(), "dba".to_owned()];
         let alice = store
@@ -108,7 +90,7 @@ async fn identities_groups_and_conflicts() {
 
 #[tokio::test]
 async fn resources_upsert_and_delete() {
-    for (backend, store) in Backend::all().await {
+    for (backend, store) in backends().await {
         let who = backend.name();
         let spec = ResourceSpec {
             name: "pg-prod".into(),
@@ -135,7 +117,7 @@ async fn resources_upsert_and_delete() {
 
 #[tokio::test]
 async fn audit_inserts_are_idempotent_and_searchable() {
-    for (backend, store) in Backend::all().await {
+    for (backend, store) in backends().await {
         let who = backend.name();
         let batch: Vec<_> = (0..300)
             .map(|i| {
@@ -236,7 +218,7 @@ fn session_request(token: &str, user: &str, resource: &str) -> SessionRequest {
 
 #[tokio::test]
 async fn tokens_authenticate_revoke_and_open_sessions() {
-    for (backend, store) in Backend::all().await {
+    for (backend, store) in backends().await {
         let who = backend.name();
         let cp = control_plane(store.clone()).await;
         cp.upsert_resource(&ResourceSpec {

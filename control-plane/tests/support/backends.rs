@@ -1,0 +1,37 @@
+//! Every store-backed test runs each scenario on both backends: a fresh
+//! PostgreSQL database and a fresh SQLite file, both dropped with the
+//! [`Backend`] value. Included by each test file with `#[path]`.
+
+// Each test binary includes this file and uses a different part of it.
+#![allow(dead_code)]
+
+use countersign_control_plane::Store;
+use countersign_testkit::{TestDb, ensure_services};
+
+pub enum Backend {
+    Postgres { db: TestDb },
+    Sqlite { _dir: tempfile::TempDir },
+}
+
+impl Backend {
+    /// A migrated store on each backend; database names start with `prefix`.
+    pub async fn stores(prefix: &str) -> Vec<(Backend, Store)> {
+        ensure_services().unwrap();
+        let pg = TestDb::create(prefix).await.unwrap();
+        let pg_store = Store::connect(&pg.url()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("cs.db").display());
+        let sqlite_store = Store::connect(&url).await.unwrap();
+        vec![
+            (Backend::Postgres { db: pg }, pg_store),
+            (Backend::Sqlite { _dir: dir }, sqlite_store),
+        ]
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Postgres { .. } => "postgres",
+            Backend::Sqlite { .. } => "sqlite",
+        }
+    }
+}
