@@ -162,39 +162,42 @@ impl Inspector {
     }
 
     fn decide(&self, shared: &Shared, stmt: &StatementInfo) -> Decision {
+        // Decide under the config borrow: no per-statement clones. `decide`
+        // is pure and short, so the watch's writer is held up only briefly.
         let config = shared.config.borrow();
+        let empty;
         let (policy, environment) = match config.as_ref() {
             Some(c) => (
-                Some(c.policy.clone()),
+                &*c.policy,
                 c.resources
                     .get(&*shared.resource)
-                    .map(|r| r.environment.clone())
-                    .unwrap_or_default(),
+                    .map_or("", |r| r.environment.as_str()),
             ),
-            None => (None, String::new()),
+            None => {
+                empty = countersign_policy::Policy::empty();
+                (&empty, "")
+            }
         };
-        drop(config);
-        let policy = policy.unwrap_or_else(|| Arc::new(countersign_policy::Policy::empty()));
         let ctx = SessionContext {
             identity: &shared.identity,
             groups: &shared.groups,
             resource: &shared.resource,
-            environment: &environment,
+            environment,
             access_level: None,
         };
-        let mut d = decide(&policy, &ctx, &stmt.facts, &stmt.sql);
+        let mut d = decide(policy, &ctx, &stmt.facts, &stmt.sql);
         let mut consider = |other: Decision| {
             if severity(other.action) > severity(d.action) {
                 d = other;
             }
         };
         if let Some(alt) = &stmt.alternative {
-            consider(decide(&policy, &ctx, alt, &stmt.sql));
+            consider(decide(policy, &ctx, alt, &stmt.sql));
         }
         // `EXECUTE name` runs what `PREPARE name` held: decide on that too.
         for name in executed_names(&stmt.facts) {
             if let Some(prepared) = self.statements.get(name) {
-                consider(decide(&policy, &ctx, &prepared.facts, &prepared.sql));
+                consider(decide(policy, &ctx, &prepared.facts, &prepared.sql));
             }
         }
         d

@@ -94,7 +94,8 @@ impl Shared {
         }
     }
 
-    async fn record(&self, outcome: Option<super::track::Outcome>) {
+    /// Audits a completed statement and counts it.
+    pub(super) async fn record(&self, outcome: Option<super::track::Outcome>) {
         if let Some(o) = outcome {
             self.statements.fetch_add(1, Ordering::Relaxed);
             let event = self.next_event(AuditBody::Statement(

@@ -296,11 +296,7 @@ async fn finish(shared: &Shared, end: &RelayEnd) {
         .map(|mut t| t.drain_unfinished())
         .unwrap_or_default();
     for o in unfinished {
-        shared.statements.fetch_add(1, Ordering::Relaxed);
-        let e = shared.next_event(AuditBody::Statement(
-            o.into_event(&shared.identity, &shared.resource),
-        ));
-        shared.audit.record(e).await;
+        shared.record(Some(o)).await;
     }
     let reason = end.to_string();
     tracing::info!(session = %shared.session_id, %reason, "session ended");
