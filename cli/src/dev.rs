@@ -61,6 +61,17 @@ pub struct DevArgs {
     user_token_ttl: Duration,
 }
 
+/// Applied on first start when no `--policy` is given: without any policy
+/// nobody may connect (access needs a grant or a standing allowance).
+const STARTER_POLICY: &str = r#"# Written by `countersign dev` on first start. Anyone signed in may use the
+# dev resources read-write. Replace it with `countersign policy apply`.
+[[access]]
+name = "dev-everyone"
+members = ["*"]
+level = "read-write"
+environments = ["default"]
+"#;
+
 /// A 256-bit random token, hex-encoded.
 fn random_token() -> String {
     rand::random::<[u8; 32]>()
@@ -146,6 +157,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     );
     settings.public_url = format!("http://{http_addr}");
     let cp = ControlPlane::new(store, settings).await?;
+    if args.policy.is_none() && cp.store().latest_policy().await?.is_none() {
+        let v = cp.apply_policy(STARTER_POLICY, "countersign-dev").await?;
+        tracing::info!(
+            version = v.version,
+            "starter policy active: anyone signed in may use the dev resources"
+        );
+    }
     if let Some(path) = &args.policy {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -8,6 +8,7 @@ mod binding;
 mod client;
 mod config;
 mod dev;
+mod grant;
 mod policy;
 mod review;
 mod serve;
@@ -54,6 +55,9 @@ enum Command {
     /// Service accounts for pipelines: API keys and workload (CI OIDC) trust.
     #[command(subcommand)]
     ServiceAccount(service_account::ServiceAccountCommand),
+    /// Request time-boxed access; list, approve, deny and revoke grants.
+    #[command(subcommand)]
+    Grant(grant::GrantCommand),
     /// List, approve and deny statements held for review.
     #[command(subcommand)]
     Review(review::ReviewCommand),
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
             Command::ServiceAccount(cmd) => service_account::run(cmd).await,
             Command::Policy(cmd) => policy::run(cmd).await,
             Command::Review(cmd) => review::run(cmd).await,
+            Command::Grant(cmd) => grant::run(cmd).await,
             Command::Binding(cmd) => binding::run(cmd).await,
         }
     });

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 #[derive(Args)]
 pub struct Auth {
     #[command(flatten)]
-    server: ServerArgs,
+    pub server: ServerArgs,
     /// Your own access token: approvals are made by a person.
     #[arg(long, env = "COUNTERSIGN_TOKEN", hide_env_values = true)]
-    token: String,
+    pub token: String,
 }
 
 #[derive(Subcommand)]

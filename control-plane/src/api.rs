@@ -7,6 +7,7 @@
 mod audit;
 mod bindings;
 mod credentials;
+mod grants;
 mod identities;
 mod openapi;
 mod policies;
@@ -69,6 +70,11 @@ pub fn router(cp: ControlPlane) -> Router {
         )
         .route("/api/v1/policies/replay", post(policies::replay))
         .route("/api/v1/policies/{version}", get(policies::get))
+        .route("/api/v1/grants", get(grants::list).post(grants::create))
+        .route("/api/v1/grants/{id}", get(grants::get))
+        .route("/api/v1/grants/{id}/approve", post(grants::approve))
+        .route("/api/v1/grants/{id}/deny", post(grants::deny))
+        .route("/api/v1/grants/{id}/revoke", post(grants::revoke))
         .route("/api/v1/reviews", get(reviews::list))
         .route("/api/v1/reviews/{id}", get(reviews::get))
         .route("/api/v1/reviews/{id}/approve", post(reviews::approve))

@@ -4,6 +4,7 @@
 //! types stop here: requests become domain types with `TryFrom` before the
 //! [`ControlPlane`] sees them.
 
+use crate::grants::AccessBasis;
 use crate::reviews::{NewReview, ReviewView};
 use crate::service::{ControlPlane, ServiceError, SessionRequest};
 use crate::store::StoreError;
@@ -127,11 +128,13 @@ impl Gateways {
                 version: p.version,
                 text: p.text,
             });
+        let revoked_grant_ids = self.cp.live_revoked_grant_ids().await.map_err(status_of)?;
         Ok(pb::ConfigUpdate {
             version,
             resources,
             revoked_token_ids,
             policy,
+            revoked_grant_ids,
         })
     }
 }
@@ -262,6 +265,7 @@ impl GatewayService for Gateways {
                     Ok(next) => {
                         let same = next.resources == last.resources
                             && next.revoked_token_ids == last.revoked_token_ids
+                            && next.revoked_grant_ids == last.revoked_grant_ids
                             && next.policy.as_ref().map(|p| p.version)
                                 == last.policy.as_ref().map(|p| p.version);
                         if !same {
@@ -302,7 +306,17 @@ impl GatewayService for Gateways {
         match self.cp.open_session(&req).await {
             Ok(g) => {
                 tracing::info!(session = %g.session_id, identity = %g.identity, resource = %g.resource, "session authenticated");
+                let (grant_id, grant_expires_at, access_rule) = match &g.access.basis {
+                    AccessBasis::Grant { id, until } => {
+                        (id.clone(), until.timestamp(), String::new())
+                    }
+                    AccessBasis::Standing { rule } => (String::new(), 0, rule.clone()),
+                };
                 Ok(Response::new(pb::SessionGrant {
+                    access_level: g.access.level.clone(),
+                    grant_id,
+                    grant_expires_at,
+                    access_rule,
                     session_id: g.session_id,
                     identity: g.identity,
                     groups: g.groups,

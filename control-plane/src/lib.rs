@@ -22,6 +22,7 @@ pub mod api;
 pub mod bindings;
 pub mod bus;
 pub mod credentials;
+pub mod grants;
 pub mod grpc;
 pub mod notify;
 pub mod replay;

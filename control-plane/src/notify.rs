@@ -1,9 +1,11 @@
-//! Notifications of review events to outside systems: a generic signed
-//! webhook and Slack incoming webhooks.
+//! Notifications of review and grant events to outside systems: a generic
+//! signed webhook and Slack incoming webhooks.
 //!
 //! Events: `review.opened` (a new pending review), and the three outcomes
-//! `review.approved`, `review.denied`, `review.expired`. A partial approval
-//! (the review still pending) is not an event.
+//! `review.approved`, `review.denied`, `review.expired`; for grants,
+//! `grant.requested`, `grant.approved`, `grant.denied`, `grant.expired` and
+//! `grant.revoked`. A partial approval (still pending) is not an event. The
+//! webhook body holds the review under `review`, a grant under `grant`.
 //!
 //! Each configured target gets its own queue and background task, so a slow
 //! or failing target never blocks the request that caused the event, nor the
@@ -30,6 +32,7 @@
 mod message;
 
 pub use message::{SLACK_STATEMENT_CHARS, signature, slack_text};
+pub(crate) use message::{escape, one_line};
 
 use crate::reviews::ReviewView;
 use crate::store::reviews::ReviewStatus;
@@ -177,11 +180,35 @@ pub fn retryable(status: StatusCode) -> bool {
     status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
 }
 
-/// One event for one target's queue.
+/// One event for one target's queue, built once for every target.
 #[derive(Debug)]
-struct Notice {
-    event: Event,
-    review: ReviewView,
+pub(crate) struct Notice {
+    /// `review.opened`, `grant.approved`, ...
+    event: &'static str,
+    /// The webhook body's key for `body`: `review` or `grant`.
+    key: &'static str,
+    id: String,
+    body: serde_json::Value,
+    /// The Slack line.
+    text: String,
+}
+
+impl Notice {
+    pub(crate) fn new(
+        event: &'static str,
+        key: &'static str,
+        id: &str,
+        body: &impl serde::Serialize,
+        text: String,
+    ) -> Self {
+        Self {
+            event,
+            key,
+            id: id.to_owned(),
+            body: serde_json::to_value(body).unwrap_or(serde_json::Value::Null),
+            text,
+        }
+    }
 }
 
 /// One target's queue.
@@ -243,19 +270,31 @@ impl Notifier {
         if self.queues.is_empty() {
             return;
         }
-        let notice = Arc::new(Notice {
-            event,
-            review: review.clone(),
-        });
+        self.send_notice(Notice::new(
+            event.as_str(),
+            "review",
+            &review.id,
+            review,
+            slack_text(event, review),
+        ));
+    }
+
+    /// Queues a built notice for every target; never waits.
+    pub(crate) fn send_notice(&self, notice: Notice) {
+        if self.queues.is_empty() {
+            return;
+        }
+        let (event, id) = (notice.event, notice.id.clone());
+        let notice = Arc::new(notice);
         for q in &self.queues {
             match q.tx.try_send(notice.clone()) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => tracing::warn!(
-                    endpoint = %q.target, event = event.as_str(), review = %review.id,
+                    endpoint = %q.target, event, %id,
                     "notification queue full; event dropped"
                 ),
                 Err(mpsc::error::TrySendError::Closed(_)) => tracing::warn!(
-                    endpoint = %q.target, event = event.as_str(), review = %review.id,
+                    endpoint = %q.target, event, %id,
                     "notification task has stopped; event dropped"
                 ),
             }
@@ -295,14 +334,14 @@ enum Outcome {
 }
 
 async fn deliver(client: &reqwest::Client, target: &NotificationTarget, notice: &Notice) {
-    let event = notice.event.as_str();
-    let review = &notice.review.id;
+    let event = notice.event;
+    let review = &notice.id;
     let delivery_id = uuid::Uuid::new_v4();
     let built = match target {
         NotificationTarget::Webhook { secret, .. } => {
-            message::webhook(notice.event, &notice.review, delivery_id, secret)
+            message::webhook(notice.event, notice.key, &notice.body, delivery_id, secret)
         }
-        NotificationTarget::Slack { .. } => message::slack(notice.event, &notice.review),
+        NotificationTarget::Slack { .. } => message::slack(&notice.text),
     };
     let (body, headers) = match built {
         Ok(b) => b,

@@ -45,10 +45,8 @@ use crate::store::StoreError;
 use crate::store::identities::{Identity, IdentityKind};
 use crate::store::reviews::{ReviewChange, ReviewEvent, ReviewRecord, ReviewStatus, Verdict};
 use chrono::{DateTime, Utc};
-use rules::{
-    MAX_TEXT, check_len, covered_until, eligible, expire_if_due, judge, same_identity, validate,
-    with_scope,
-};
+pub(crate) use rules::{MAX_TEXT, check_len, eligible, same_identity, validate_approvers};
+use rules::{covered_until, expire_if_due, judge, validate, with_scope};
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -162,7 +160,7 @@ impl ControlPlane {
     /// only with a binding whose scope covers the review's resource and its
     /// environment. Never a way around the requester check, which `judge`
     /// makes first.
-    async fn bound_approver(
+    pub(crate) async fn bound_approver(
         &self,
         identity: &Identity,
         r: &ReviewRecord,
@@ -188,16 +186,19 @@ impl ControlPlane {
         .await
     }
 
-    fn review_changed(&self, id: &str) {
+    pub(crate) fn review_changed(&self, id: &str) {
         self.publish_review_change(id);
     }
 
     /// Tells the notification targets that `r` has just been decided or has
     /// expired; nothing while it is still pending. See [`crate::notify`].
-    fn announce_outcome(&self, r: &ReviewRecord) {
-        if let Some(event) = Event::outcome(r.status)
-            && self.notifier().is_enabled()
-        {
+    pub(crate) fn announce_outcome(&self, r: &ReviewRecord) {
+        if !self.notifier().is_enabled() {
+            return;
+        }
+        if r.grant.is_some() {
+            self.announce_grant(r);
+        } else if let Some(event) = Event::outcome(r.status) {
             self.notifier().send(event, &self.review_view(r.clone()));
         }
     }
@@ -281,6 +282,8 @@ impl ControlPlane {
             decided_at,
             fingerprint,
             max_approval_minutes: r.max_approval_minutes,
+            one_from_each: false,
+            grant: None,
         };
         let opened = ReviewEvent {
             identity: record.requester.clone(),
@@ -318,7 +321,10 @@ impl ControlPlane {
     }
 
     /// Persists expiry if `r` is pending past its deadline; returns it as it stands.
-    async fn expire_if_due(&self, r: ReviewRecord) -> Result<ReviewRecord, ServiceError> {
+    pub(crate) async fn expire_if_due(
+        &self,
+        r: ReviewRecord,
+    ) -> Result<ReviewRecord, ServiceError> {
         let now = Utc::now();
         if r.status != ReviewStatus::Pending || now < r.expires_at {
             return Ok(r);
@@ -331,7 +337,7 @@ impl ControlPlane {
                 (change, expired)
             })
             .await?
-            .ok_or_else(|| not_found(&r.id))?;
+            .ok_or_else(|| not_found(&r.id, r.grant.is_some()))?;
         if changed.value {
             tracing::info!(review = %r.id, "review expired");
             self.review_changed(&r.id);
@@ -343,7 +349,7 @@ impl ControlPlane {
     /// The review, or `None`. A pending review past its deadline is marked
     /// (and audited) `expired` first.
     pub async fn review(&self, id: &str) -> Result<Option<ReviewView>, ServiceError> {
-        match self.store().review(id).await? {
+        match self.store().review(id).await?.filter(|r| r.grant.is_none()) {
             Some(r) => Ok(Some(self.review_view(self.expire_if_due(r).await?))),
             None => Ok(None),
         }
@@ -356,7 +362,7 @@ impl ControlPlane {
         who: &Principal,
         id: &str,
     ) -> Result<Option<ReviewView>, ServiceError> {
-        let Some(r) = self.store().review(id).await? else {
+        let Some(r) = self.store().review(id).await?.filter(|r| r.grant.is_none()) else {
             return Ok(None);
         };
         let allowed = match who {
@@ -407,6 +413,23 @@ impl ControlPlane {
         comment: Option<String>,
         scope_minutes: Option<u32>,
     ) -> Result<ReviewView, ServiceError> {
+        let r = self
+            .decide_request(id, false, who, approve, comment, scope_minutes)
+            .await?;
+        Ok(self.review_view(r))
+    }
+
+    /// A decision on review or grant `id` (`grants` says which kind it must
+    /// be; the other kind is "not found"), by the rules of [`judge`].
+    pub(crate) async fn decide_request(
+        &self,
+        id: &str,
+        grants: bool,
+        who: &Principal,
+        approve: bool,
+        comment: Option<String>,
+        scope_minutes: Option<u32>,
+    ) -> Result<ReviewRecord, ServiceError> {
         let comment = comment.filter(|c| !c.trim().is_empty());
         check_len("comment", comment.as_deref().unwrap_or(""), MAX_TEXT)?;
         let verdict = if approve {
@@ -414,13 +437,16 @@ impl ControlPlane {
         } else {
             Verdict::Deny
         };
+        let Some(before) = self.store().review(id).await? else {
+            return Err(not_found(id, grants));
+        };
+        if before.grant.is_some() != grants {
+            return Err(not_found(id, grants));
+        }
         // Resource and approvers never change after a review opens, so the
         // binding check can run before the row lock is taken.
         let bound = match who {
-            Principal::Identity { identity, .. } => match self.store().review(id).await? {
-                Some(r) => self.bound_approver(identity, &r).await?,
-                None => false,
-            },
+            Principal::Identity { identity, .. } => self.bound_approver(identity, &before).await?,
             Principal::Bootstrap => false,
         };
         let now = Utc::now();
@@ -431,12 +457,13 @@ impl ControlPlane {
                 with_scope(r, who, ruling, scope_minutes)
             })
             .await?
-            .ok_or_else(|| not_found(id))?;
+            .ok_or_else(|| not_found(id, grants))?;
         let ruling = changed.value;
+        let noun = changed.review.noun();
         if let Some(reason) = changed.rejected {
             // The database caught what `judge` should have: a bug, but no harm done.
             // Nothing changed: the store applies a decision whole or not at all.
-            tracing::error!(review = %id, by = who.name(), %reason, "database refused a review decision");
+            tracing::error!(id = %id, noun, by = who.name(), %reason, "database refused a decision");
             return Err(ServiceError::Forbidden(reason));
         }
         if ruling.changes_state {
@@ -444,11 +471,11 @@ impl ControlPlane {
             self.announce_outcome(&changed.review);
         }
         if let Some(refusal) = ruling.refusal {
-            tracing::info!(review = %id, by = who.name(), attempted = verdict.as_str(), reason = refusal.reason(), "review decision refused");
+            tracing::info!(id = %id, noun, by = who.name(), attempted = verdict.as_str(), reason = refusal.reason(), "decision refused");
             return Err(refusal.into());
         }
-        tracing::info!(review = %id, by = who.name(), decision = verdict.as_str(), status = changed.review.status.as_str(), "review decided");
-        Ok(self.review_view(changed.review))
+        tracing::info!(id = %id, noun, by = who.name(), decision = verdict.as_str(), status = changed.review.status.as_str(), "decided");
+        Ok(changed.review)
     }
 
     /// Audits a decision attempt that was refused before it reached
@@ -478,7 +505,7 @@ impl ControlPlane {
                 (change, ())
             })
             .await?
-            .ok_or_else(|| not_found(id))?;
+            .ok_or_else(|| not_found(id, false))?;
         Ok(())
     }
 
@@ -492,7 +519,7 @@ impl ControlPlane {
     ) -> Result<Vec<ReviewView>, ServiceError> {
         let found = if mine {
             self.store()
-                .reviews_requested_by(who.name(), LIST_LIMIT)
+                .reviews_requested_by(false, who.name(), LIST_LIMIT)
                 .await?
         } else {
             let Principal::Identity { identity, .. } = who else {
@@ -505,7 +532,7 @@ impl ControlPlane {
             let mut decidable = Vec::new();
             for r in self
                 .store()
-                .pending_reviews(&identity.email, LIST_LIMIT)
+                .pending_reviews(false, &identity.email, LIST_LIMIT)
                 .await?
             {
                 let open_to_them = !same_identity(&r.requester, &identity.email)
@@ -533,9 +560,9 @@ impl ControlPlane {
     }
 }
 
-fn not_found(id: &str) -> ServiceError {
+fn not_found(id: &str, grant: bool) -> ServiceError {
     ServiceError::Store(StoreError::NotFound {
-        what: "review",
+        what: if grant { "grant" } else { "review" },
         key: id.to_owned(),
     })
 }

@@ -164,6 +164,8 @@ pub struct SessionGrant {
     pub token_expires_at: DateTime<Utc>,
     pub resource: String,
     pub policy_version: u64,
+    /// Why the session may connect, and at which level.
+    pub access: crate::grants::SessionAccess,
 }
 
 /// The control plane. Cheap to clone; all clones share one store and signer.
@@ -187,6 +189,8 @@ struct Inner {
     notifier: Notifier,
     /// JWKS cache and audit sequence for credential exchanges.
     credentials: crate::credentials::Credentials,
+    /// The active policy, parsed, with its version (see `grants`).
+    policy_cache: std::sync::Mutex<Option<(u64, Arc<countersign_policy::Policy>)>>,
 }
 
 impl ControlPlane {
@@ -221,6 +225,7 @@ impl ControlPlane {
                 review_changes,
                 notifier,
                 credentials: crate::credentials::Credentials::default(),
+                policy_cache: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -228,6 +233,12 @@ impl ControlPlane {
     /// State for API-key and workload-token exchanges.
     pub(crate) fn credentials(&self) -> &crate::credentials::Credentials {
         &self.inner.credentials
+    }
+
+    pub(crate) fn policy_cache(
+        &self,
+    ) -> &std::sync::Mutex<Option<(u64, Arc<countersign_policy::Policy>)>> {
+        &self.inner.policy_cache
     }
 
     pub fn store(&self) -> &Store {
@@ -243,7 +254,7 @@ impl ControlPlane {
         self.inner.config_version.subscribe()
     }
 
-    fn config_changed(&self) {
+    pub(crate) fn config_changed(&self) {
         self.notify_config_locally();
         if let Some(redis) = &self.inner.redis {
             crate::bus::publish(redis, &crate::bus::Change::Config);
@@ -490,6 +501,9 @@ impl ControlPlane {
             .ok_or_else(|| {
                 ServiceError::Forbidden(format!("no resource named {:?}", req.resource))
             })?;
+        let access = self
+            .session_access(&identity.email, &claims.groups, &resource)
+            .await?;
         let session = SessionRecord {
             id: uuid::Uuid::now_v7().to_string(),
             identity_id: identity.id.clone(),
@@ -519,6 +533,7 @@ impl ControlPlane {
             token_expires_at: claims.expires_at(),
             resource: resource.name,
             policy_version,
+            access,
         })
     }
 

@@ -20,11 +20,12 @@ use countersign_control_plane::store::audit::{AuditEventView, AuditFilter};
 use countersign_control_plane::store::identities::IdentityKind;
 use countersign_control_plane::{ControlPlane, Settings, Store};
 use http_body_util::BodyExt;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use backends::Backend;
+use countersign_testkit::oidc::Issuer;
 
 /// Both backends, each with a fresh store.
 async fn backends() -> Vec<(Backend, Store)> {
@@ -279,87 +280,6 @@ async fn api_keys_exchange_authenticate_and_revoke() {
     }
 }
 
-/// An OIDC issuer on 127.0.0.1:0 publishing one Ed25519 and one P-256 key.
-struct Issuer {
-    url: String,
-    ed: EncodingKey,
-    ec: EncodingKey,
-    /// Same kid as `ed`, different key: an impostor's signature.
-    other: EncodingKey,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Issuer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Issuer {
-    async fn start() -> Issuer {
-        let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        let ec_raw = ec.public_key_raw();
-        assert_eq!(ec_raw.len(), 65);
-        let jwks = json!({"keys": [
-            {"kty": "OKP", "crv": "Ed25519", "kid": "ed1", "alg": "EdDSA", "use": "sig",
-             "x": URL_SAFE_NO_PAD.encode(ed.public_key_raw())},
-            {"kty": "EC", "crv": "P-256", "kid": "ec1", "alg": "ES256", "use": "sig",
-             "x": URL_SAFE_NO_PAD.encode(&ec_raw[1..33]),
-             "y": URL_SAFE_NO_PAD.encode(&ec_raw[33..65])},
-        ]});
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")});
-        let router = Router::new()
-            .route(
-                "/.well-known/openid-configuration",
-                axum::routing::get(move || async move { axum::Json(discovery) }),
-            )
-            .route(
-                "/jwks",
-                axum::routing::get(move || async move { axum::Json(jwks) }),
-            );
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        Issuer {
-            url,
-            ed: EncodingKey::from_ed_pem(ed.serialize_pem().as_bytes()).unwrap(),
-            ec: EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).unwrap(),
-            other: EncodingKey::from_ed_pem(other.serialize_pem().as_bytes()).unwrap(),
-            task,
-        }
-    }
-
-    /// Claims a GitHub-like pipeline token carries for acme/app on main.
-    fn claims(&self) -> Value {
-        let now = chrono::Utc::now().timestamp();
-        json!({
-            "iss": self.url,
-            "aud": "countersign",
-            "sub": "repo:acme/app:ref:refs/heads/main",
-            "repository": "acme/app",
-            "ref": "refs/heads/main",
-            "jti": "run-1",
-            "iat": now,
-            "nbf": now,
-            "exp": now + 300,
-        })
-    }
-
-    fn sign_with(&self, key: &EncodingKey, alg: Algorithm, kid: &str, claims: &Value) -> String {
-        let mut header = Header::new(alg);
-        header.kid = Some(kid.to_owned());
-        jsonwebtoken::encode(&header, claims, key).unwrap()
-    }
-
-    fn sign(&self, claims: &Value) -> String {
-        self.sign_with(&self.ed, Algorithm::EdDSA, "ed1", claims)
-    }
-}
-
 async fn exchange(cp: &ControlPlane, token: &str) -> (StatusCode, Value) {
     call(
         cp,
@@ -373,7 +293,7 @@ async fn exchange(cp: &ControlPlane, token: &str) -> (StatusCode, Value) {
 
 #[tokio::test]
 async fn workload_tokens_are_checked_claim_by_claim() {
-    let issuer = Issuer::start().await;
+    let issuer = Issuer::start().await.unwrap();
     for (backend, store) in backends().await {
         let who = backend.name();
         let cp = control_plane(store).await;
@@ -393,7 +313,7 @@ async fn workload_tokens_are_checked_claim_by_claim() {
             "POST",
             "/api/v1/auth/workload",
             None,
-            Some(json!({"service_account": "nobody", "token": issuer.sign(&issuer.claims())})),
+            Some(json!({"service_account": "nobody", "token": issuer.sign(&issuer.claims()).unwrap()})),
         )
         .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{who}: {body}");
@@ -403,7 +323,7 @@ async fn workload_tokens_are_checked_claim_by_claim() {
         );
 
         // No trust yet: refused.
-        let (status, body) = exchange(&cp, &issuer.sign(&issuer.claims())).await;
+        let (status, body) = exchange(&cp, &issuer.sign(&issuer.claims()).unwrap()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{who}: {body}");
 
         // Trust is admin-only and validated.
@@ -428,7 +348,7 @@ async fn workload_tokens_are_checked_claim_by_claim() {
         assert_eq!(status, StatusCode::OK, "{who}: {body}");
 
         // A good token (EdDSA, then ES256) is exchanged, and the access token works.
-        let (status, issued) = exchange(&cp, &issuer.sign(&issuer.claims())).await;
+        let (status, issued) = exchange(&cp, &issuer.sign(&issuer.claims()).unwrap()).await;
         assert_eq!(status, StatusCode::OK, "{who}: {issued}");
         let (identity, claims) = cp
             .authenticate(issued["token"].as_str().unwrap())
@@ -437,7 +357,9 @@ async fn workload_tokens_are_checked_claim_by_claim() {
         assert_eq!(identity.email, ACCOUNT, "{who}");
         assert_eq!(claims.groups, vec!["deployers"], "{who}");
         assert!(claims.exp - claims.iat <= 3600, "{who}");
-        let es = issuer.sign_with(&issuer.ec, Algorithm::ES256, "ec1", &issuer.claims());
+        let es = issuer
+            .sign_with(&issuer.ec, Algorithm::ES256, "ec1", &issuer.claims())
+            .unwrap();
         let (status, body) = exchange(&cp, &es).await;
         assert_eq!(status, StatusCode::OK, "{who}: {body}");
 
@@ -456,30 +378,40 @@ async fn workload_tokens_are_checked_claim_by_claim() {
         expired["exp"] = json!(now - 120);
         let cases = [
             (
-                issuer.sign(&with("aud", json!("someone-else"))),
+                issuer.sign(&with("aud", json!("someone-else"))).unwrap(),
                 "audience mismatch",
             ),
             (
-                issuer.sign(&with("repository", json!("acme/evil"))),
+                issuer
+                    .sign(&with("repository", json!("acme/evil")))
+                    .unwrap(),
                 "claim repository mismatch",
             ),
-            (issuer.sign(&no_ref), "claim ref missing"),
+            (issuer.sign(&no_ref).unwrap(), "claim ref missing"),
             (
-                issuer.sign(&with("iss", json!("https://evil.example.com"))),
+                issuer
+                    .sign(&with("iss", json!("https://evil.example.com")))
+                    .unwrap(),
                 "issuer mismatch",
             ),
-            (issuer.sign(&expired), "token expired"),
+            (issuer.sign(&expired).unwrap(), "token expired"),
             (
-                issuer.sign_with(&issuer.ed, Algorithm::EdDSA, "nope", &issuer.claims()),
+                issuer
+                    .sign_with(&issuer.ed, Algorithm::EdDSA, "nope", &issuer.claims())
+                    .unwrap(),
                 "unknown signing key",
             ),
             (
-                issuer.sign_with(&issuer.other, Algorithm::EdDSA, "ed1", &issuer.claims()),
+                issuer
+                    .sign_with(&issuer.other, Algorithm::EdDSA, "ed1", &issuer.claims())
+                    .unwrap(),
                 "signature invalid",
             ),
             // The EC key used as if it were the Ed25519 one.
             (
-                issuer.sign_with(&issuer.ec, Algorithm::ES256, "ed1", &issuer.claims()),
+                issuer
+                    .sign_with(&issuer.ec, Algorithm::ES256, "ed1", &issuer.claims())
+                    .unwrap(),
                 "signing key does not fit the token's algorithm",
             ),
             ("not-a-jwt".to_owned(), "token malformed"),
@@ -490,7 +422,8 @@ async fn workload_tokens_are_checked_claim_by_claim() {
             assert_eq!(body["error"], *reason, "{who}");
         }
         // Within the 30 s leeway, a just-expired token still passes.
-        let (status, body) = exchange(&cp, &issuer.sign(&with("exp", json!(now - 5)))).await;
+        let (status, body) =
+            exchange(&cp, &issuer.sign(&with("exp", json!(now - 5))).unwrap()).await;
         assert_eq!(status, StatusCode::OK, "{who}: {body}");
 
         // Every exchange was audited.

@@ -66,6 +66,8 @@ pub struct RemoteConfig {
     pub version: u64,
     pub resources: HashMap<String, ResourceInfo>,
     pub revoked_token_ids: HashSet<String>,
+    /// Grants revoked and not yet over.
+    pub revoked_grant_ids: HashSet<String>,
     /// The active policy (the empty policy, which still denies unparsable
     /// statements, until one is applied).
     pub policy: Arc<Policy>,
@@ -111,6 +113,7 @@ impl RemoteConfig {
                 })
                 .collect(),
             revoked_token_ids: u.revoked_token_ids.into_iter().collect(),
+            revoked_grant_ids: u.revoked_grant_ids.into_iter().collect(),
         }
     }
 }
@@ -125,6 +128,62 @@ pub struct SessionGrant {
     pub token_expires_at: std::time::SystemTime,
     pub resource: Arc<str>,
     pub policy_version: u64,
+    /// The session's access level; `None` if the control plane sent none.
+    pub access_level: Option<Arc<str>>,
+    pub access: Access,
+}
+
+/// Why the session may connect: what can end it besides its token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A grant, ending at the given time or when revoked.
+    Grant {
+        id: String,
+        until: std::time::SystemTime,
+    },
+    /// A standing `[[access]]` allowance, by name: ends when a new policy no
+    /// longer gives this session the same level.
+    Standing { rule: String },
+}
+
+impl Access {
+    /// Why `config` ends this access, or `None` while it stands: the grant
+    /// was revoked, or no allowance of the new policy gives `identity` (in
+    /// `groups`) the same `level` on `resource` any more.
+    pub fn withdrawn(
+        &self,
+        config: &RemoteConfig,
+        identity: &str,
+        groups: &[String],
+        resource: &str,
+        level: Option<&str>,
+    ) -> Option<&'static str> {
+        match self {
+            Self::Grant { id, .. } => config
+                .revoked_grant_ids
+                .contains(id)
+                .then_some("access grant revoked; session ended"),
+            Self::Standing { .. } => {
+                let environment = config
+                    .resources
+                    .get(resource)
+                    .map_or("", |r| r.environment.as_str());
+                let now = config
+                    .policy
+                    .standing_access(identity, groups, resource, environment);
+                (now.map(|r| r.level.as_str()) != level)
+                    .then_some("standing access withdrawn by a policy change; session ended")
+            }
+        }
+    }
+
+    /// When the grant ends; `None` for standing access.
+    pub fn until(&self) -> Option<std::time::SystemTime> {
+        match self {
+            Self::Grant { until, .. } => Some(*until),
+            Self::Standing { .. } => None,
+        }
+    }
 }
 
 /// What the gateway tells the control plane about a connecting client.
@@ -191,7 +250,26 @@ impl ControlClient {
             Ok(resp) => {
                 let g = resp.into_inner();
                 let expires = u64::try_from(g.token_expires_at).unwrap_or(0);
+                let access = if !g.grant_id.is_empty() {
+                    let until = u64::try_from(g.grant_expires_at).unwrap_or(0);
+                    Access::Grant {
+                        id: g.grant_id,
+                        until: std::time::UNIX_EPOCH + Duration::from_secs(until),
+                    }
+                } else if !g.access_rule.is_empty() {
+                    Access::Standing {
+                        rule: g.access_rule,
+                    }
+                } else {
+                    // Fail closed: a control plane that says nothing about
+                    // access is refused rather than guessed at.
+                    return Err(AuthFailure::NotAllowed(
+                        "the control plane gave no access basis for this session".into(),
+                    ));
+                };
                 Ok(SessionGrant {
+                    access,
+                    access_level: (!g.access_level.is_empty()).then(|| g.access_level.into()),
                     session_id: g.session_id.into(),
                     identity: g.identity.into(),
                     groups: g.groups,

@@ -12,6 +12,7 @@ mod m0003_reviews;
 mod m0004_service_credentials;
 mod m0005_role_bindings;
 mod m0006_approval_scope;
+mod m0007_grants;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_service_credentials::Migration),
             Box::new(m0005_role_bindings::Migration),
             Box::new(m0006_approval_scope::Migration),
+            Box::new(m0007_grants::Migration),
         ]
     }
 }

@@ -28,6 +28,7 @@ pub use facts::{
 };
 pub use fingerprint::fingerprint;
 pub use rules::{
-    Action, BINDING_ROLES, BindingSpec, Decision, Glob, Policy, PolicyError, PolicyErrors,
-    SessionContext, decide,
+    AccessRule, Action, BINDING_ROLES, BindingSpec, DEFAULT_DECIDE_WITHIN, Decision, Glob,
+    GrantRule, Policy, PolicyError, PolicyErrors, READ_ONLY, READ_ONLY_RULE, SessionContext,
+    decide, names_member, read_only_violation,
 };

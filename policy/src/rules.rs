@@ -105,6 +105,7 @@
 //! `functions` as capabilities and deny by function where the kind alone is not enough. The
 //! `regex` sees text, not meaning.
 
+mod access;
 mod decide;
 mod error;
 mod glob;
@@ -113,7 +114,10 @@ mod rule;
 
 use serde::{Deserialize, Serialize};
 
-pub use decide::{ON_PARSE_ERROR, decide};
+pub use access::{
+    AccessRule, DEFAULT_DECIDE_WITHIN, GrantRule, READ_ONLY, names_member, read_only_violation,
+};
+pub use decide::{ON_PARSE_ERROR, READ_ONLY_RULE, decide};
 pub use error::{PolicyError, PolicyErrors};
 pub use glob::Glob;
 
@@ -159,6 +163,8 @@ pub struct Policy {
     rules: Vec<Rule>,
     on_parse_error: Action,
     bindings: Vec<BindingSpec>,
+    access: Vec<AccessRule>,
+    grants: Vec<GrantRule>,
 }
 
 /// The roles a `[[binding]]` may grant.
@@ -191,6 +197,8 @@ impl Policy {
             rules: Vec::new(),
             on_parse_error: Action::Deny,
             bindings: Vec::new(),
+            access: Vec::new(),
+            grants: Vec::new(),
         }
     }
 
@@ -202,6 +210,38 @@ impl Policy {
     /// The `[[binding]]` sections, in file order.
     pub fn bindings(&self) -> &[BindingSpec] {
         &self.bindings
+    }
+
+    /// The `[[access]]` sections, in file order.
+    pub fn access_rules(&self) -> &[AccessRule] {
+        &self.access
+    }
+
+    /// The `[[grant]]` sections, in file order.
+    pub fn grant_rules(&self) -> &[GrantRule] {
+        &self.grants
+    }
+
+    /// The first `[[access]]` allowance covering `email` (in `groups`) on `resource` in
+    /// `environment`: standing access without a grant.
+    pub fn standing_access(
+        &self,
+        email: &str,
+        groups: &[String],
+        resource: &str,
+        environment: &str,
+    ) -> Option<&AccessRule> {
+        self.access
+            .iter()
+            .find(|a| a.covers(email, groups, resource, environment))
+    }
+
+    /// The first `[[grant]]` rule that lets `level` be requested on `resource` in
+    /// `environment`.
+    pub fn grant_rule(&self, resource: &str, environment: &str, level: &str) -> Option<&GrantRule> {
+        self.grants
+            .iter()
+            .find(|g| g.allows(resource, environment, level))
     }
 
     /// What happens to statements that cannot be parsed.

@@ -15,6 +15,11 @@ use tokio::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_countersign");
 
 const NO_DROP: &str = r#"
+[[access]]
+name = "everyone"
+members = ["*"]
+level = "read-write"
+
 [[guardrail]]
 name = "no-drop"
 match = { kinds = ["drop"] }
@@ -330,6 +335,11 @@ async fn policy_test_and_replay_show_what_a_draft_would_do() -> Result<()> {
     std::fs::write(
         &draft,
         r#"
+[[access]]
+name = "everyone"
+members = ["*"]
+level = "read-write"
+
 [[guardrail]]
 name = "no-unbounded-writes"
 match = { kinds = ["update", "delete"], without_where = true }

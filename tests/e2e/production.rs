@@ -122,6 +122,31 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
     let token = token.trim();
     let conn =
         ConnParams::new("127.0.0.1", pg, "alice@example.com", "pg-prod").with_password(token);
+
+    // No policy yet: no grant and no standing allowance means no access.
+    let refused = Psql::new(&conn).command("SELECT 1").run().await?;
+    assert!(
+        !refused.success() && refused.stderr.contains("has no access to pg-prod"),
+        "{}",
+        refused.combined()
+    );
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[access]]\nname = \"alice-prod\"\nmembers = [\"user:alice@example.com\"]\nlevel = \"read-write\"\nenvironments = [\"prod\"]\n",
+    )?;
+    cli(&[
+        "policy",
+        "apply",
+        "--server",
+        &server,
+        "--token",
+        ADMIN,
+        "-f",
+        policy.to_str().context("path")?,
+    ])
+    .await?;
+
     let out = Psql::new(&conn)
         .command("INSERT INTO orders VALUES (7, 12.50)")
         .command("SELECT id, total FROM orders")
@@ -138,6 +163,7 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
         )
         .await?
         .get(0);
+    // The refused attempt opened no session.
     assert_eq!(sessions, 1);
 
     let events = eventually(Duration::from_secs(15), || {

@@ -19,7 +19,7 @@ use tokio::process::{Child, Command};
 const BIN: &str = env!("CARGO_BIN_EXE_countersign");
 const ADMIN: &str = "replica-admin-token-0123456789abcdef01";
 const GATEWAY: &str = "replica-gateway-token-0123456789abcdef";
-const POLICY: &str = "[[guardrail]]\nname = \"deletes-need-review\"\nmatch = { kinds = [\"delete\"] }\naction = \"review\"\napprovers = [\"group:dba\"]\n";
+const POLICY: &str = "[[access]]\nname = \"everyone\"\nmembers = [\"*\"]\nlevel = \"read-write\"\n\n[[guardrail]]\nname = \"deletes-need-review\"\nmatch = { kinds = [\"delete\"] }\naction = \"review\"\napprovers = [\"group:dba\"]\n";
 
 struct Cluster {
     _dir: tempfile::TempDir,

@@ -15,6 +15,11 @@ const ALICE: &str = "alice@example.com";
 const BOB: &str = "bob@example.com";
 
 const POLICY: &str = r#"
+[[access]]
+name = "everyone"
+members = ["*"]
+level = "read-write"
+
 [[guardrail]]
 name = "deletes-need-review"
 match = { kinds = ["delete"] }

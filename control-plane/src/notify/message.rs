@@ -12,15 +12,6 @@ pub const SLACK_STATEMENT_CHARS: usize = 200;
 /// A request body and its extra headers.
 pub(super) type Built = (Vec<u8>, Vec<(&'static str, String)>);
 
-#[derive(serde::Serialize)]
-struct WebhookBody<'a> {
-    event: &'static str,
-    review: &'a ReviewView,
-    /// When the delivery was built; retries send the same body.
-    sent_at: String,
-    delivery_id: uuid::Uuid,
-}
-
 /// `sha256=<hex HMAC-SHA256 of body under secret>`, the value of
 /// `X-Countersign-Signature`. A receiver recomputes it over the exact body
 /// bytes it received and compares in constant time.
@@ -34,32 +25,40 @@ pub fn signature(secret: &[u8], body: &[u8]) -> Result<String, NotifyError> {
     ))
 }
 
-/// The webhook body and its `X-Countersign-*` headers.
+/// The webhook body (`{event, <key>: subject, sent_at, delivery_id}`; the
+/// time is when the delivery was built, and retries send the same bytes) and
+/// its `X-Countersign-*` headers.
 pub(super) fn webhook(
-    event: Event,
-    review: &ReviewView,
+    event: &'static str,
+    key: &'static str,
+    subject: &serde_json::Value,
     delivery_id: uuid::Uuid,
     secret: &Secret<String>,
 ) -> Result<Built, NotifyError> {
-    let body = serde_json::to_vec(&WebhookBody {
-        event: event.as_str(),
-        review,
-        sent_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        delivery_id,
-    })
-    .map_err(|e| NotifyError::Encode(e.to_string()))?;
+    let mut fields = serde_json::Map::new();
+    fields.insert("event".into(), event.into());
+    fields.insert(key.into(), subject.clone());
+    fields.insert(
+        "sent_at".into(),
+        chrono::Utc::now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .into(),
+    );
+    fields.insert("delivery_id".into(), delivery_id.to_string().into());
+    let body = serde_json::to_vec(&serde_json::Value::Object(fields))
+        .map_err(|e| NotifyError::Encode(e.to_string()))?;
     let signature = signature(secret.expose().as_bytes(), &body)?;
     let headers = vec![
         ("X-Countersign-Signature", signature),
-        ("X-Countersign-Event", event.as_str().to_owned()),
+        ("X-Countersign-Event", event.to_owned()),
         ("X-Countersign-Delivery", delivery_id.to_string()),
     ];
     Ok((body, headers))
 }
 
-/// The Slack body: `{"text": slack_text(..)}`.
-pub(super) fn slack(event: Event, review: &ReviewView) -> Result<Built, NotifyError> {
-    let body = serde_json::to_vec(&serde_json::json!({ "text": slack_text(event, review) }))
+/// The Slack body: `{"text": text}`.
+pub(super) fn slack(text: &str) -> Result<Built, NotifyError> {
+    let body = serde_json::to_vec(&serde_json::json!({ "text": text }))
         .map_err(|e| NotifyError::Encode(e.to_string()))?;
     Ok((body, Vec::new()))
 }
@@ -123,7 +122,7 @@ pub fn slack_text(event: Event, r: &ReviewView) -> String {
 
 /// `s` with each run of whitespace made one space, cut to `max` characters
 /// (then ending in `…`).
-fn one_line(s: &str, max: usize) -> String {
+pub(crate) fn one_line(s: &str, max: usize) -> String {
     let mut chars = s
         .split_whitespace()
         .flat_map(|w| std::iter::once(' ').chain(w.chars()))
@@ -137,7 +136,7 @@ fn one_line(s: &str, max: usize) -> String {
 
 /// Slack's three control characters, so that text never turns into a link
 /// or a mention (`<!channel>`).
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -18,7 +18,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Longest statement a review holds (bytes).
 const MAX_STATEMENT: usize = 1 << 20;
 /// Longest message, rule or comment (bytes).
-pub(super) const MAX_TEXT: usize = 4096;
+pub(crate) const MAX_TEXT: usize = 4096;
 /// Longest an approval may cover a statement shape: a day, as policy allows.
 const MAX_APPROVAL_MINUTES: u32 = 1440;
 /// Most entries in `approvers` and `kinds`.
@@ -40,7 +40,7 @@ fn parse_approver(s: &str) -> Option<Approver<'_>> {
 }
 
 /// Whether `identity` is named by `approvers`, by group or as a user.
-pub(super) fn eligible(approvers: &[String], identity: &Identity) -> bool {
+pub(crate) fn eligible(approvers: &[String], identity: &Identity) -> bool {
     approvers
         .iter()
         .filter_map(|a| parse_approver(a))
@@ -50,7 +50,67 @@ pub(super) fn eligible(approvers: &[String], identity: &Identity) -> bool {
         })
 }
 
-pub(super) fn same_identity(a: &str, b: &str) -> bool {
+/// The `group:` entries of `approvers` (names only) that `identity` belongs to.
+fn named_groups(approvers: &[String], identity: &Identity) -> Vec<String> {
+    approvers
+        .iter()
+        .filter_map(|a| match parse_approver(a) {
+            Some(Approver::Group(g)) if identity.groups.iter().any(|x| x == g) => {
+                Some(g.to_owned())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether each `group:` entry of `approvers` can be given its own approver
+/// among `approvals`, an approver standing for one group they were in when
+/// deciding (a matching found by augmenting paths: small sets, exact answer).
+fn every_group_represented<'a>(
+    approvers: &[String],
+    approvals: impl Iterator<Item = &'a DecisionRecord>,
+) -> bool {
+    let groups: Vec<&str> = approvers
+        .iter()
+        .filter_map(|a| match parse_approver(a) {
+            Some(Approver::Group(g)) => Some(g),
+            _ => None,
+        })
+        .collect();
+    let people: Vec<&DecisionRecord> = approvals.collect();
+    // owner[g] = index of the approver standing for group g.
+    let mut owner: Vec<Option<usize>> = vec![None; groups.len()];
+    fn assign(
+        p: usize,
+        people: &[&DecisionRecord],
+        groups: &[&str],
+        owner: &mut [Option<usize>],
+        seen: &mut [bool],
+    ) -> bool {
+        for (g, name) in groups.iter().enumerate() {
+            if seen[g] || !people[p].groups.iter().any(|x| x == name) {
+                continue;
+            }
+            seen[g] = true;
+            let free = match owner[g] {
+                None => true,
+                Some(other) => assign(other, people, groups, owner, seen),
+            };
+            if free {
+                owner[g] = Some(p);
+                return true;
+            }
+        }
+        false
+    }
+    for p in 0..people.len() {
+        let mut seen = vec![false; groups.len()];
+        assign(p, &people, &groups, &mut owner, &mut seen);
+    }
+    owner.iter().all(Option::is_some)
+}
+
+pub(crate) fn same_identity(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
@@ -137,27 +197,28 @@ pub(super) fn judge(
     let expired = expire_if_due(r, now, &mut change);
     let status = change.status.unwrap_or(r.status);
     let id = &r.id;
+    let noun = r.noun();
     let verb = verdict.as_str();
     let refusal = match who {
         Principal::Bootstrap => Some(Refusal::Forbidden(format!(
-            "the bootstrap admin token is not a person and cannot {verb} reviews; \
+            "the bootstrap admin token is not a person and cannot {verb} {noun}s; \
              use your own access token"
         ))),
         Principal::Identity { identity, .. } => {
             if same_identity(&identity.email, &r.requester) {
                 Some(Refusal::Forbidden(format!(
-                    "segregation of duties: {} requested review {id} and cannot {verb} it; \
+                    "segregation of duties: {} requested {noun} {id} and cannot {verb} it; \
                      another approver must decide",
                     identity.email
                 )))
             } else if identity.kind == IdentityKind::Service {
                 Some(Refusal::Forbidden(format!(
-                    "{} is a service account; only people can {verb} reviews",
+                    "{} is a service account; only people can {verb} {noun}s",
                     identity.email
                 )))
             } else if !eligible(&r.approvers, identity) && !bound_approver {
                 Some(Refusal::Forbidden(format!(
-                    "{} may not decide review {id}: it needs {}",
+                    "{} may not decide {noun} {id}: it needs {}",
                     identity.email,
                     r.approvers.join(" or ")
                 )))
@@ -167,13 +228,13 @@ pub(super) fn judge(
                 .find(|d| same_identity(&d.approver, &identity.email))
             {
                 Some(Refusal::Forbidden(format!(
-                    "{} has already decided review {id} ({}); each approver counts once",
+                    "{} has already decided {noun} {id} ({}); each approver counts once",
                     identity.email,
                     d.verdict.as_str()
                 )))
             } else if status != ReviewStatus::Pending {
                 Some(Refusal::Closed(format!(
-                    "review {id} is {}; it takes no more decisions",
+                    "{noun} {id} is {}; it takes no more decisions",
                     status.as_str()
                 )))
             } else {
@@ -197,21 +258,34 @@ pub(super) fn judge(
         };
         return (change, ruling);
     }
-    let count = approvals(r) + usize::from(verdict == Verdict::Approve);
-    let required = usize::try_from(r.approvals_required).unwrap_or(usize::MAX);
-    let next = match verdict {
-        Verdict::Deny => ReviewStatus::Denied,
-        Verdict::Approve if count >= required => ReviewStatus::Approved,
-        Verdict::Approve => ReviewStatus::Pending,
-    };
-    change.status = Some(next);
-    change.decision = Some(DecisionRecord {
+    let decision = DecisionRecord {
         approver: who.name().to_owned(),
         verdict,
         comment: comment.map(str::to_owned),
         at: now,
         scope_minutes: None,
-    });
+        groups: match who {
+            Principal::Identity { identity, .. } => named_groups(&r.approvers, identity),
+            Principal::Bootstrap => Vec::new(),
+        },
+    };
+    let count = approvals(r) + usize::from(verdict == Verdict::Approve);
+    let required = usize::try_from(r.approvals_required).unwrap_or(usize::MAX);
+    let represented = !r.one_from_each || {
+        let approving = r
+            .decisions
+            .iter()
+            .chain(std::iter::once(&decision))
+            .filter(|d| d.verdict == Verdict::Approve);
+        every_group_represented(&r.approvers, approving)
+    };
+    let next = match verdict {
+        Verdict::Deny => ReviewStatus::Denied,
+        Verdict::Approve if count >= required && represented => ReviewStatus::Approved,
+        Verdict::Approve => ReviewStatus::Pending,
+    };
+    change.status = Some(next);
+    change.decision = Some(decision);
     change.events.push(ReviewEvent {
         identity: who.name().to_owned(),
         action: match verdict {
@@ -319,7 +393,7 @@ pub(super) fn with_scope(
     (refused, ruling)
 }
 
-pub(super) fn check_len(what: &str, s: &str, max: usize) -> Result<(), ServiceError> {
+pub(crate) fn check_len(what: &str, s: &str, max: usize) -> Result<(), ServiceError> {
     if s.len() > max {
         return Err(ServiceError::Invalid(format!(
             "{what} is longer than {max} bytes"
@@ -342,19 +416,13 @@ pub(super) fn validate(r: &NewReview, default_group: &str) -> Result<Vec<String>
     check_len("statement", &r.statement, MAX_STATEMENT)?;
     check_len("rule", &r.rule, MAX_TEXT)?;
     check_len("message", r.message.as_deref().unwrap_or(""), MAX_TEXT)?;
-    if r.kinds.len() > MAX_LIST || r.approvers.len() > MAX_LIST {
+    if r.kinds.len() > MAX_LIST {
         return Err(ServiceError::Invalid(format!(
-            "kinds and approvers hold at most {MAX_LIST} entries each"
+            "kinds hold at most {MAX_LIST} entries"
         )));
     }
     for k in &r.kinds {
         check_len("statement kind", k, 64)?;
-    }
-    if r.approvals_required == 0 || r.approvals_required > MAX_APPROVALS {
-        return Err(ServiceError::Invalid(format!(
-            "a review needs 1..={MAX_APPROVALS} approvals, not {}",
-            r.approvals_required
-        )));
     }
     if r.timeout.is_zero() || r.timeout > MAX_TIMEOUT {
         return Err(ServiceError::Invalid(format!(
@@ -362,8 +430,40 @@ pub(super) fn validate(r: &NewReview, default_group: &str) -> Result<Vec<String>
             MAX_TIMEOUT.as_secs()
         )));
     }
-    let mut approvers = Vec::with_capacity(r.approvers.len().max(1));
-    for a in &r.approvers {
+    if r.max_approval_minutes > MAX_APPROVAL_MINUTES {
+        return Err(ServiceError::Invalid(format!(
+            "max_approval_minutes is at most {MAX_APPROVAL_MINUTES}, not {}",
+            r.max_approval_minutes
+        )));
+    }
+    validate_approvers(
+        &r.approvers,
+        r.approvals_required,
+        &r.requester,
+        default_group,
+    )
+}
+
+/// Checks who may decide a new review or grant, and returns the approver
+/// list with the default group filled in when it names none.
+pub(crate) fn validate_approvers(
+    named: &[String],
+    approvals_required: u32,
+    requester: &str,
+    default_group: &str,
+) -> Result<Vec<String>, ServiceError> {
+    if named.len() > MAX_LIST {
+        return Err(ServiceError::Invalid(format!(
+            "approvers hold at most {MAX_LIST} entries"
+        )));
+    }
+    if approvals_required == 0 || approvals_required > MAX_APPROVALS {
+        return Err(ServiceError::Invalid(format!(
+            "approval needs 1..={MAX_APPROVALS} approvers, not {approvals_required}"
+        )));
+    }
+    let mut approvers = Vec::with_capacity(named.len().max(1));
+    for a in named {
         match parse_approver(a) {
             Some(Approver::Group(g)) => validate_name("group", g)?,
             Some(Approver::User(u)) => validate_identity_name(u)?,
@@ -376,12 +476,6 @@ pub(super) fn validate(r: &NewReview, default_group: &str) -> Result<Vec<String>
         if !approvers.contains(a) {
             approvers.push(a.clone());
         }
-    }
-    if r.max_approval_minutes > MAX_APPROVAL_MINUTES {
-        return Err(ServiceError::Invalid(format!(
-            "max_approval_minutes is at most {MAX_APPROVAL_MINUTES}, not {}",
-            r.max_approval_minutes
-        )));
     }
     if approvers.is_empty() {
         validate_name("approver group", default_group)?;
@@ -396,7 +490,7 @@ pub(super) fn validate(r: &NewReview, default_group: &str) -> Result<Vec<String>
         let mut others: Vec<String> = approvers
             .iter()
             .filter_map(|a| match parse_approver(a) {
-                Some(Approver::User(u)) if !same_identity(u, &r.requester) => {
+                Some(Approver::User(u)) if !same_identity(u, requester) => {
                     Some(u.to_ascii_lowercase())
                 }
                 _ => None,
@@ -404,10 +498,9 @@ pub(super) fn validate(r: &NewReview, default_group: &str) -> Result<Vec<String>
             .collect();
         others.sort();
         others.dedup();
-        if others.len() < usize::try_from(r.approvals_required).unwrap_or(usize::MAX) {
+        if others.len() < usize::try_from(approvals_required).unwrap_or(usize::MAX) {
             return Err(ServiceError::Invalid(format!(
-                "this review needs {} approvals but names only {} approvers other than the requester",
-                r.approvals_required,
+                "this needs {approvals_required} approvals but names only {} approvers other than the requester",
                 others.len()
             )));
         }
@@ -466,6 +559,8 @@ mod tests {
             decided_at: None,
             fingerprint: None,
             max_approval_minutes: 10,
+            one_from_each: false,
+            grant: None,
         }
     }
 

@@ -45,6 +45,14 @@ pub enum AuditBody {
         /// Action-specific fields (for `refused`, the `reason`); an object.
         detail: serde_json::Value,
     },
+    /// A grant's life: stored under session id `grant:<grant_id>`.
+    Grant {
+        /// `requested`, `approved`, `denied`, `refused`, `expired` or `revoked`.
+        action: String,
+        grant_id: String,
+        /// Action-specific fields; an object.
+        detail: serde_json::Value,
+    },
     /// A credential exchange (API key or workload token), accepted or
     /// refused: stored under session id `auth:<service account>`.
     Auth {
@@ -176,27 +184,48 @@ pub(super) fn to_row(
             detail,
         } => {
             row.event = Set("review".to_owned());
-            let mut fields = match detail {
-                serde_json::Value::Object(m) => m.clone(),
-                serde_json::Value::Null => serde_json::Map::new(),
-                other => serde_json::Map::from_iter([("detail".to_owned(), other.clone())]),
-            };
-            fields.insert("action".to_owned(), action.clone().into());
-            fields.insert("review_id".to_owned(), review_id.clone().into());
-            row.detail = Set(json(serde_json::Value::Object(fields)));
+            row.detail = Set(json(action_detail(
+                action,
+                Some(("review_id", review_id)),
+                detail,
+            )));
+        }
+        AuditBody::Grant {
+            action,
+            grant_id,
+            detail,
+        } => {
+            row.event = Set("grant".to_owned());
+            row.detail = Set(json(action_detail(
+                action,
+                Some(("grant_id", grant_id)),
+                detail,
+            )));
         }
         AuditBody::Auth { action, detail } => {
             row.event = Set("auth".to_owned());
-            let mut fields = match detail {
-                serde_json::Value::Object(m) => m.clone(),
-                serde_json::Value::Null => serde_json::Map::new(),
-                other => serde_json::Map::from_iter([("detail".to_owned(), other.clone())]),
-            };
-            fields.insert("action".to_owned(), action.clone().into());
-            row.detail = Set(json(serde_json::Value::Object(fields)));
+            row.detail = Set(json(action_detail(action, None, detail)));
         }
     }
     Ok(row)
+}
+
+/// `detail` as an object, with `action` and the subject's id added.
+fn action_detail(
+    action: &str,
+    id: Option<(&str, &str)>,
+    detail: &serde_json::Value,
+) -> serde_json::Value {
+    let mut fields = match detail {
+        serde_json::Value::Object(m) => m.clone(),
+        serde_json::Value::Null => serde_json::Map::new(),
+        other => serde_json::Map::from_iter([("detail".to_owned(), other.clone())]),
+    };
+    fields.insert("action".to_owned(), action.into());
+    if let Some((key, id)) = id {
+        fields.insert(key.to_owned(), id.into());
+    }
+    serde_json::Value::Object(fields)
 }
 
 fn to_view(m: audit_event::Model) -> Result<AuditEventView, StoreError> {

@@ -87,8 +87,24 @@ pub struct DecisionRecord {
     /// Approvals only: `None` covers this one execution; `Some(n)` also covers
     /// the same statement shape for n minutes from the review's `decided_at`.
     pub scope_minutes: Option<u32>,
+    /// The `group:` approver entries (names only) the approver was in when deciding.
+    pub groups: Vec<String>,
 }
 
+/// What a grant asks for; only grants have them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantTerms {
+    pub access_level: String,
+    /// How long the grant lasts once approved, counted from `decided_at`.
+    pub duration: std::time::Duration,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by: Option<String>,
+}
+
+/// A request for approval: a held statement (a review) or time-boxed access
+/// (a grant). Both share the rules of who may decide (`reviews::rules`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReviewRecord {
     pub id: String,
@@ -112,7 +128,46 @@ pub struct ReviewRecord {
     pub fingerprint: Option<String>,
     /// The policy rule's cap on an approval's scope, in minutes; 0: once only.
     pub max_approval_minutes: u32,
+    /// Each `group:` entry of `approvers` must be represented by a different approver.
+    pub one_from_each: bool,
+    /// Set for grants, `None` for statement reviews.
+    pub grant: Option<GrantTerms>,
 }
+
+impl ReviewRecord {
+    /// "review" or "grant", for messages.
+    pub fn noun(&self) -> &'static str {
+        if self.grant.is_some() {
+            "grant"
+        } else {
+            "review"
+        }
+    }
+
+    /// The audit session its events are stored under: `review:<id>` or `grant:<id>`.
+    pub fn audit_session(&self) -> String {
+        format!("{}:{}", self.noun(), self.id)
+    }
+
+    /// For an approved grant: until when it gives access.
+    pub fn grant_until(&self) -> Option<DateTime<Utc>> {
+        let g = self.grant.as_ref()?;
+        if self.status != ReviewStatus::Approved {
+            return None;
+        }
+        let length = chrono::Duration::from_std(g.duration).ok()?;
+        Some(self.decided_at? + length)
+    }
+
+    /// An approved grant, not revoked, not yet over at `now`.
+    pub fn grant_active_at(&self, now: DateTime<Utc>) -> bool {
+        self.grant.as_ref().is_some_and(|g| g.revoked_at.is_none())
+            && self.grant_until().is_some_and(|until| now < until)
+    }
+}
+
+const SUBJECT_STATEMENT: &str = "statement";
+const SUBJECT_GRANT: &str = "grant";
 
 /// An audit entry about a review, appended under `review:<id>` with the next seq.
 #[derive(Clone, Debug, PartialEq)]
@@ -129,6 +184,8 @@ pub struct ReviewEvent {
 pub struct ReviewChange {
     /// The new status, if it changes. A final status also sets `decided_at`.
     pub status: Option<ReviewStatus>,
+    /// Grants: revoke, at this time by this identity.
+    pub revoke: Option<(DateTime<Utc>, String)>,
     /// A decision to record.
     pub decision: Option<DecisionRecord>,
     pub events: Vec<ReviewEvent>,
@@ -146,6 +203,14 @@ pub struct Changed<T> {
     pub rejected: Option<String>,
     /// What the closure returned.
     pub value: T,
+}
+
+fn subject(grants: bool) -> &'static str {
+    if grants {
+        SUBJECT_GRANT
+    } else {
+        SUBJECT_STATEMENT
+    }
 }
 
 /// How to tell what the database refused, from the error it gave.
@@ -172,7 +237,25 @@ fn to_record(m: review::Model, decisions: Vec<DecisionRecord>) -> Result<ReviewR
         u32::try_from(m.approvals_required).map_err(|_| corrupt("approvals_required"))?;
     let max_approval_minutes =
         u32::try_from(m.max_approval_minutes).map_err(|_| corrupt("max_approval_minutes"))?;
+    let grant = match m.subject.as_str() {
+        SUBJECT_STATEMENT => None,
+        SUBJECT_GRANT => Some(GrantTerms {
+            access_level: m.access_level.ok_or_else(|| corrupt("access_level"))?,
+            duration: m
+                .duration_secs
+                .and_then(|s| u64::try_from(s).ok())
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| corrupt("duration_secs"))?,
+            reason: m.reason.unwrap_or_default(),
+            ticket: m.ticket,
+            revoked_at: m.revoked_at,
+            revoked_by: m.revoked_by,
+        }),
+        _ => return Err(corrupt("subject")),
+    };
     Ok(ReviewRecord {
+        grant,
+        one_from_each: m.one_from_each,
         status: ReviewStatus::parse(&m.status)?,
         id: m.id,
         session_id: m.session_id,
@@ -215,10 +298,16 @@ async fn with_decisions(
             .map(u32::try_from)
             .transpose()
             .map_err(|_| StoreError::Corrupt(format!("approval scope of {}", a.review_id)))?;
+        let groups = match &a.approver_groups {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|_| StoreError::Corrupt(format!("approver groups of {}", a.review_id)))?,
+            None => Vec::new(),
+        };
         by_review
             .entry(a.review_id)
             .or_default()
             .push(DecisionRecord {
+                groups,
                 verdict: Verdict::parse(&a.decision)?,
                 scope_minutes,
                 approver: a.approver,
@@ -243,7 +332,7 @@ async fn append_events(
     r: &ReviewRecord,
     events: &[ReviewEvent],
 ) -> Result<(), StoreError> {
-    let session_id = format!("review:{}", r.id);
+    let session_id = r.audit_session();
     let now = Utc::now();
     for e in events {
         let mut stored = false;
@@ -266,10 +355,17 @@ async fn append_events(
                     at: now,
                     identity: e.identity.clone(),
                     resource: r.resource.clone(),
-                    body: AuditBody::Review {
-                        action: e.action.to_owned(),
-                        review_id: r.id.clone(),
-                        detail: e.detail.clone(),
+                    body: match r.grant {
+                        None => AuditBody::Review {
+                            action: e.action.to_owned(),
+                            review_id: r.id.clone(),
+                            detail: e.detail.clone(),
+                        },
+                        Some(_) => AuditBody::Grant {
+                            action: e.action.to_owned(),
+                            grant_id: r.id.clone(),
+                            detail: e.detail.clone(),
+                        },
                     },
                 },
                 now,
@@ -327,6 +423,22 @@ impl Store {
             decided_at: Set(r.decided_at),
             fingerprint: Set(r.fingerprint.clone()),
             max_approval_minutes: Set(cap),
+            subject: Set(if r.grant.is_some() {
+                SUBJECT_GRANT
+            } else {
+                SUBJECT_STATEMENT
+            }
+            .to_owned()),
+            access_level: Set(r.grant.as_ref().map(|g| g.access_level.clone())),
+            duration_secs: Set(r
+                .grant
+                .as_ref()
+                .map(|g| i64::try_from(g.duration.as_secs()).unwrap_or(i64::MAX))),
+            reason: Set(r.grant.as_ref().map(|g| g.reason.clone())),
+            ticket: Set(r.grant.as_ref().and_then(|g| g.ticket.clone())),
+            one_from_each: Set(r.one_from_each),
+            revoked_at: Set(None),
+            revoked_by: Set(None),
         })
         .exec_without_returning(&txn)
         .await
@@ -343,13 +455,16 @@ impl Store {
         Ok(with_decisions(self.db(), vec![m]).await?.pop())
     }
 
-    /// Pending reviews not requested by `not_requester`, newest first, at most `limit`.
+    /// Pending reviews (`grants`: grants) not requested by `not_requester`,
+    /// newest first, at most `limit`.
     pub async fn pending_reviews(
         &self,
+        grants: bool,
         not_requester: &str,
         limit: u64,
     ) -> Result<Vec<ReviewRecord>, StoreError> {
         let models = review::Entity::find()
+            .filter(review::Column::Subject.eq(subject(grants)))
             .filter(review::Column::Status.eq(ReviewStatus::Pending.as_str()))
             .filter(review::Column::Requester.ne(not_requester))
             .order_by_desc(review::Column::CreatedAt)
@@ -360,13 +475,16 @@ impl Store {
         with_decisions(self.db(), models).await
     }
 
-    /// Reviews requested by `requester`, newest first, at most `limit`.
+    /// Reviews (`grants`: grants) requested by `requester`, newest first, at
+    /// most `limit`.
     pub async fn reviews_requested_by(
         &self,
+        grants: bool,
         requester: &str,
         limit: u64,
     ) -> Result<Vec<ReviewRecord>, StoreError> {
         let models = review::Entity::find()
+            .filter(review::Column::Subject.eq(subject(grants)))
             .filter(review::Column::Requester.eq(requester))
             .order_by_desc(review::Column::CreatedAt)
             .order_by_desc(review::Column::Id)
@@ -390,12 +508,47 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<ReviewRecord>, StoreError> {
         let models = review::Entity::find()
+            .filter(review::Column::Subject.eq(SUBJECT_STATEMENT))
             .filter(review::Column::Status.eq(ReviewStatus::Approved.as_str()))
             .filter(review::Column::Requester.eq(requester))
             .filter(review::Column::Resource.eq(resource))
             .filter(review::Column::Rule.eq(rule))
             .filter(review::Column::Fingerprint.eq(fingerprint))
             .filter(review::Column::DecidedAt.gte(since))
+            .order_by_desc(review::Column::DecidedAt)
+            .order_by_desc(review::Column::Id)
+            .limit(limit)
+            .all(self.db())
+            .await?;
+        with_decisions(self.db(), models).await
+    }
+
+    /// Approved grants decided at or after `since`, newest first, at most
+    /// `limit`; only `requester`'s on `resource` when given. Whether one is
+    /// still active (not revoked, not over) is the caller's test
+    /// ([`ReviewRecord::grant_active_at`]); `since` only narrows the search.
+    pub async fn approved_grants(
+        &self,
+        requester: Option<&str>,
+        resource: Option<&str>,
+        revoked_only: bool,
+        since: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<ReviewRecord>, StoreError> {
+        let mut q = review::Entity::find()
+            .filter(review::Column::Subject.eq(SUBJECT_GRANT))
+            .filter(review::Column::Status.eq(ReviewStatus::Approved.as_str()))
+            .filter(review::Column::DecidedAt.gte(since));
+        if let Some(r) = requester {
+            q = q.filter(review::Column::Requester.eq(r));
+        }
+        if revoked_only {
+            q = q.filter(review::Column::RevokedAt.is_not_null());
+        }
+        if let Some(r) = resource {
+            q = q.filter(review::Column::Resource.eq(r));
+        }
+        let models = q
             .order_by_desc(review::Column::DecidedAt)
             .order_by_desc(review::Column::Id)
             .limit(limit)
@@ -439,6 +592,7 @@ impl Store {
                 scope_minutes: Set(d
                     .scope_minutes
                     .map(|m| i32::try_from(m).unwrap_or(i32::MAX))),
+                approver_groups: Set(Some(serde_json::Value::from(d.groups.clone()).to_string())),
             })
             .exec_without_returning(&sp)
             .await;
@@ -482,6 +636,21 @@ impl Store {
                         sea_orm::sea_query::Expr::value(decided_at),
                     )
                     .filter(review::Column::Id.eq(current.id.as_str()))
+                    .exec(&txn)
+                    .await?;
+            }
+            if let Some((at, by)) = &change.revoke {
+                review::Entity::update_many()
+                    .col_expr(
+                        review::Column::RevokedAt,
+                        sea_orm::sea_query::Expr::value(*at),
+                    )
+                    .col_expr(
+                        review::Column::RevokedBy,
+                        sea_orm::sea_query::Expr::value(by.clone()),
+                    )
+                    .filter(review::Column::Id.eq(current.id.as_str()))
+                    .filter(review::Column::RevokedAt.is_null())
                     .exec(&txn)
                     .await?;
             }

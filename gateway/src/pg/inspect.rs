@@ -183,7 +183,7 @@ impl Inspector {
             groups: &shared.groups,
             resource: &shared.resource,
             environment,
-            access_level: None,
+            access_level: shared.access_level.as_deref(),
         };
         let mut d = decide(policy, &ctx, &stmt.facts, &stmt.sql);
         let mut consider = |other: Decision| {

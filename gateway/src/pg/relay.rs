@@ -53,6 +53,11 @@ pub struct Shared {
     pub config: watch::Receiver<Option<Arc<RemoteConfig>>>,
     pub token_id: String,
     pub token_expires_at: SystemTime,
+    /// The session's access level, matched by `access_levels` and enforced
+    /// for `read-only`.
+    pub access_level: Option<Arc<str>>,
+    /// Why the session may connect: a grant or a standing allowance.
+    pub access: crate::control::Access,
     pub audit: AuditSink,
     /// Next audit sequence number (0 was the session start).
     pub seq: AtomicU64,
@@ -185,17 +190,22 @@ pub async fn upstream_to_client(
     mut inject: tokio::sync::mpsc::Receiver<Inject>,
 ) -> RelayEnd {
     let mut frames: Vec<Bytes> = Vec::with_capacity(16);
-    let expires_in = shared
-        .token_expires_at
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
-    let expiry = tokio::time::sleep(expires_in);
-    tokio::pin!(expiry);
+    let until = |t: SystemTime| t.duration_since(SystemTime::now()).unwrap_or_default();
+    let token_expiry = tokio::time::sleep(until(shared.token_expires_at));
+    tokio::pin!(token_expiry);
+    // Standing access has no end of its own: the token's bounds it.
+    let grant_expiry = tokio::time::sleep(until(
+        shared.access.until().unwrap_or(shared.token_expires_at),
+    ));
+    tokio::pin!(grant_expiry);
     loop {
         let frame = tokio::select! {
             biased;
-            _ = &mut expiry => {
+            _ = &mut token_expiry => {
                 return end_session(&mut client, "57P01", "access token expired; session ended").await;
+            }
+            _ = &mut grant_expiry => {
+                return end_session(&mut client, "57P01", "access grant ended; session ended").await;
             }
             Some(injected) = inject.recv() => match injected {
                 Inject::Fatal(message) => return end_session(&mut client, "08P01", &message).await,
@@ -207,8 +217,8 @@ pub async fn upstream_to_client(
                 }
             },
             changed = config.changed() => {
-                if changed.is_ok() && is_revoked(&config, &shared.token_id) {
-                    return end_session(&mut client, "57P01", "access token revoked; session ended").await;
+                if changed.is_ok() && let Some(why) = withdrawn(shared, &config) {
+                    return end_session(&mut client, "57P01", why).await;
                 }
                 continue;
             }
@@ -234,11 +244,24 @@ pub async fn upstream_to_client(
     }
 }
 
-fn is_revoked(config: &watch::Receiver<Option<Arc<RemoteConfig>>>, token_id: &str) -> bool {
-    config
-        .borrow()
-        .as_ref()
-        .is_some_and(|c| c.revoked_token_ids.contains(token_id))
+/// Why the latest config ends this session (its token or grant revoked, its
+/// standing access withdrawn), or `None`.
+fn withdrawn(
+    shared: &Shared,
+    config: &watch::Receiver<Option<Arc<RemoteConfig>>>,
+) -> Option<&'static str> {
+    let config = config.borrow();
+    let config = config.as_ref()?;
+    if config.revoked_token_ids.contains(&shared.token_id) {
+        return Some("access token revoked; session ended");
+    }
+    shared.access.withdrawn(
+        config,
+        &shared.identity,
+        &shared.groups,
+        &shared.resource,
+        shared.access_level.as_deref(),
+    )
 }
 
 async fn end_session(client: &mut ConnWrite, code: &str, message: &str) -> RelayEnd {

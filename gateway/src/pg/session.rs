@@ -211,11 +211,17 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
         return Err(handshake::refuse(&mut conn, "08004", &msg).await);
     }
 
-    let forwarded: Vec<(String, String)> = params
+    let mut forwarded: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| FORWARDED_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
         .cloned()
         .collect();
+    if grant.access_level.as_deref() == Some(countersign_policy::READ_ONLY) {
+        // PostgreSQL itself refuses writes in this session, also the ones a
+        // function does out of the classifier's sight; the policy's read-only
+        // check refuses every way of turning this off.
+        forwarded.push(("default_transaction_read_only".into(), "on".into()));
+    }
     let up_tls = gw.upstream_tls.get(&resource).cloned().flatten();
     let ready = match upstream::connect(&up, up_tls.as_ref(), &database, &forwarded).await {
         Ok(r) => r,
@@ -256,6 +262,8 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
         resource: grant.resource.clone(),
         token_id: grant.token_id.clone(),
         token_expires_at: grant.token_expires_at,
+        access_level: grant.access_level.clone(),
+        access: grant.access.clone(),
         audit: gw.audit.clone(),
         seq: AtomicU64::new(0),
         statements: AtomicU64::new(0),

@@ -1,14 +1,22 @@
 //! [`decide`]: a compiled policy applied to one statement string. The precedence it implements
 //! is documented in the `rules` module header.
 
+use super::access::{READ_ONLY, read_only_violation};
 use super::rule::Rule;
 use super::{Action, Decision, Policy, SessionContext};
 use crate::facts::StatementFacts;
+
+/// The rule name reported when a session with `read-only` access sent something that could
+/// write (see [`read_only_violation`]).
+pub const READ_ONLY_RULE: &str = "read-only-access";
 
 /// The rule name reported when `on_parse_error` decided.
 pub const ON_PARSE_ERROR: &str = "on_parse_error";
 
 /// Decides what happens to `sql`, whose facts are `facts`, for `session`.
+///
+/// A session at the `read-only` access level is first checked by [`read_only_violation`]:
+/// anything that could write is denied as rule [`READ_ONLY_RULE`] before any policy rule.
 ///
 /// Pure: no I/O, no clock, no global state. Allocates nothing beyond the returned
 /// [`Decision`] unless a rule matches (names go into `matched`) or a rule with a `regex`
@@ -21,6 +29,14 @@ pub fn decide(
     facts: &StatementFacts,
     sql: &str,
 ) -> Decision {
+    if session.access_level == Some(READ_ONLY)
+        && let Some(what) = read_only_violation(facts, sql)
+    {
+        return Decision::built_in_deny(
+            READ_ONLY_RULE,
+            &format!("{what} is not allowed with read-only access; request a read-write grant"),
+        );
+    }
     if let Some(err) = &facts.parse_error {
         return parse_failure(policy.on_parse_error, err);
     }

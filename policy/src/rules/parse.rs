@@ -7,6 +7,7 @@
 //! rule-level ones at the rule's `name` or `[[guardrail]]` header. Conditions are compiled in
 //! `conditions`.
 
+mod access;
 mod bindings;
 mod conditions;
 mod report;
@@ -24,7 +25,7 @@ use report::{Report, RuleCx, unknown_field};
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
-const TOP_FIELDS: &[&str] = &["on_parse_error", "guardrail", "binding"];
+const TOP_FIELDS: &[&str] = &["on_parse_error", "guardrail", "binding", "access", "grant"];
 const RULE_FIELDS: &[&str] = &[
     "name",
     "description",
@@ -67,6 +68,8 @@ pub(crate) fn parse(text: &str) -> Result<Policy, PolicyErrors> {
             }
             "guardrail" => policy.rules = guardrails(&mut report, value),
             "binding" => policy.bindings = bindings::bindings(&mut report, value),
+            "access" => policy.access = access::access(&mut report, value),
+            "grant" => policy.grants = access::grants(&mut report, value),
             other => report.at(key.span(), None, unknown_field(other, "", TOP_FIELDS)),
         }
     }
@@ -226,6 +229,14 @@ fn rule(
     })
 }
 
+/// Rule, section and access-level names: 1 to [`MAX_NAME_LEN`] of `a-z0-9._-`.
+fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+}
+
 /// Checks the rule name's syntax and uniqueness.
 fn rule_name(
     cx: &mut RuleCx<'_, '_>,
@@ -233,11 +244,7 @@ fn rule_name(
     seen: &mut HashMap<String, usize>,
 ) -> Option<String> {
     let name = cx.string("name", value)?;
-    let valid = (1..=MAX_NAME_LEN).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
-    if !valid {
+    if !valid_name(name) {
         cx.error(
             value.span(),
             format!(

@@ -25,6 +25,7 @@ pub mod dev_server;
 pub mod exposure;
 pub mod fixture;
 pub mod http;
+pub mod oidc;
 pub mod process;
 pub mod services;
 pub mod wire;

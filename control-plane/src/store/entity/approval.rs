@@ -17,6 +17,9 @@ pub struct Model {
     /// Approvals only: `None` covers this execution; `Some(n)` also covers the
     /// same statement shape for n minutes from the review's `decided_at`.
     pub scope_minutes: Option<i32>,
+    /// JSON array: the named approver groups the approver was in when deciding.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub approver_groups: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -33,6 +33,22 @@ pub struct Model {
     pub fingerprint: Option<String>,
     /// The policy rule's cap on an approval's scope, in minutes; 0: once only.
     pub max_approval_minutes: i32,
+    /// `statement` (a held statement) or `grant` (time-boxed access).
+    pub subject: String,
+    /// Grants: the access level requested.
+    pub access_level: Option<String>,
+    /// Grants: how long the grant lasts once approved, from `decided_at`.
+    pub duration_secs: Option<i64>,
+    /// Grants: why the requester needs access.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub reason: Option<String>,
+    /// Grants: an optional ticket reference.
+    pub ticket: Option<String>,
+    /// Each `group:` approver entry must be represented by a different approver.
+    pub one_from_each: bool,
+    /// Grants: when and by whom an approved grant was revoked.
+    pub revoked_at: Option<DateTimeUtc>,
+    pub revoked_by: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
