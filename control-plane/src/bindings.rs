@@ -10,8 +10,8 @@
 //! policy's `[[binding]]` sections (`created_by` = `policy:<version>`);
 //! applying a policy replaces the policy-made ones and leaves the others.
 //!
-//! Not guaranteed: `requester` bindings are stored and reported but not yet
-//! enforced anywhere (grants, which would use them, do not exist yet).
+//! A `requester` binding covering a resource is what lets someone request a
+//! grant on it (see [`crate::grants`]).
 
 use crate::service::{
     ControlPlane, Principal, ServiceError, validate_identity_name, validate_name,

@@ -565,6 +565,34 @@ mod tests {
     }
 
     #[test]
+    fn one_from_each_needs_a_distinct_approver_per_group() {
+        let mut r = review(2, &["group:dba", "group:sre"]);
+        r.one_from_each = true;
+        let now = Utc::now();
+        let both = person("bob@example.com", &["dba", "sre"]);
+        let dba = person("carol@example.com", &["dba"]);
+        let sre = person("dave@example.com", &["sre"]);
+        // Bob is in both groups but stands for only one of them.
+        let (change, _) = judge(&r, &both, Verdict::Approve, None, now, false);
+        assert_eq!(change.status, Some(ReviewStatus::Pending));
+        r.decisions.push(change.decision.unwrap());
+        // Another DBA makes k = 2 when Bob stands for sre: approved.
+        let (change, _) = judge(&r, &dba, Verdict::Approve, None, now, false);
+        assert_eq!(change.status, Some(ReviewStatus::Approved));
+        // Two DBAs alone are not enough.
+        let mut only_dba = review(2, &["group:dba", "group:sre"]);
+        only_dba.one_from_each = true;
+        let (change, _) = judge(&only_dba, &dba, Verdict::Approve, None, now, false);
+        only_dba.decisions.push(change.decision.unwrap());
+        let other_dba = person("erin@example.com", &["dba"]);
+        let (change, _) = judge(&only_dba, &other_dba, Verdict::Approve, None, now, false);
+        assert_eq!(change.status, Some(ReviewStatus::Pending));
+        only_dba.decisions.push(change.decision.unwrap());
+        let (change, _) = judge(&only_dba, &sre, Verdict::Approve, None, now, false);
+        assert_eq!(change.status, Some(ReviewStatus::Approved));
+    }
+
+    #[test]
     fn a_scope_must_fit_the_cap_and_windows_never_chain() {
         let r = review(2, &["group:dba"]);
         let bob = person("bob@example.com", &["dba"]);
