@@ -130,7 +130,8 @@ async fn live_policy_change_applies_to_an_open_psql_session() -> Result<()> {
         .await?
         .ok()?;
     assert!(
-        applied.stdout.contains("policy version 1 is active"),
+        // Version 1 is the starter policy `countersign dev` applies.
+        applied.stdout.contains("policy version 2 is active"),
         "{}",
         applied.combined()
     );
@@ -269,7 +270,7 @@ async fn garbage_policies_are_refused_and_the_active_policy_stays() -> Result<()
             );
         }
     }
-    // Version 1 is still the active policy, unchanged.
+    // Version 2 (after the dev starter policy) is still active, unchanged.
     let active = request(
         "GET",
         &format!("{server}/api/v1/policies/active"),
@@ -278,7 +279,7 @@ async fn garbage_policies_are_refused_and_the_active_policy_stays() -> Result<()
     )
     .await?
     .json()?;
-    assert_eq!(active["version"], 1);
+    assert_eq!(active["version"], 2);
     assert_eq!(active["text"], NO_DROP);
     let listed = request(
         "GET",
@@ -288,7 +289,7 @@ async fn garbage_policies_are_refused_and_the_active_policy_stays() -> Result<()
     )
     .await?
     .json()?;
-    assert_eq!(listed["policies"].as_array().map(Vec::len), Some(1));
+    assert_eq!(listed["policies"].as_array().map(Vec::len), Some(2));
 
     // And the gateway still enforces it.
     let out = countersign_testkit::Psql::new(&fx.server.default_params())
@@ -443,7 +444,7 @@ approvers = ["group:dba"]
         )),
         "{findings:?}"
     );
-    // Replay changes nothing: no policy was applied.
+    // Replay changes nothing: the dev starter policy (version 1) is still the active one.
     let active = request(
         "GET",
         &format!("{}/api/v1/policies/active", fx.server.http_url()),
@@ -451,6 +452,6 @@ approvers = ["group:dba"]
         None,
     )
     .await?;
-    assert_eq!(active.status, 404, "{}", active.body);
+    assert_eq!(active.json()?["version"], 1, "{}", active.body);
     Ok(())
 }
