@@ -233,6 +233,25 @@ async fn tokens_authenticate_revoke_and_open_sessions() {
             .issue_token("alice@example.com", &["dba".into()], None, "test")
             .await
             .unwrap();
+        // No policy: no access at all.
+        let denied = cp
+            .open_session(&session_request(
+                &issued.token,
+                "alice@example.com",
+                "pg-prod",
+            ))
+            .await
+            .unwrap_err();
+        assert!(
+            denied.to_string().contains("has no access"),
+            "{who}: {denied}"
+        );
+        cp.apply_policy(
+            "[[access]]\nname = \"dba\"\nmembers = [\"group:dba\"]\nlevel = \"read-write\"\n",
+            "test",
+        )
+        .await
+        .unwrap();
         let grant = cp
             .open_session(&session_request(
                 &issued.token,
