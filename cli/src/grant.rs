@@ -6,7 +6,7 @@
 //! revoked or already over; 1 for any error.
 
 use crate::client::{check, http, url};
-use crate::review::Auth;
+use crate::review::{Auth, decide};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use std::io::{IsTerminal, Write};
@@ -78,9 +78,15 @@ pub async fn run(cmd: GrantCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         GrantCommand::Request(args) => request(args).await,
         GrantCommand::List { auth, mine, format } => list(auth, mine, &format).await,
-        GrantCommand::Approve { auth, id, comment } => act(auth, &id, "approve", comment).await,
-        GrantCommand::Deny { auth, id, comment } => act(auth, &id, "deny", comment).await,
-        GrantCommand::Revoke { auth, id, comment } => act(auth, &id, "revoke", comment).await,
+        GrantCommand::Approve { auth, id, comment } => {
+            decide(auth, "grant", &id, "approve", comment).await
+        }
+        GrantCommand::Deny { auth, id, comment } => {
+            decide(auth, "grant", &id, "deny", comment).await
+        }
+        GrantCommand::Revoke { auth, id, comment } => {
+            decide(auth, "grant", &id, "revoke", comment).await
+        }
     }
 }
 
@@ -195,23 +201,5 @@ async fn list(auth: Auth, mine: bool, format: &str) -> anyhow::Result<ExitCode> 
             g["reason"].as_str().unwrap_or("").replace('\n', " ")
         );
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn act(
-    auth: Auth,
-    id: &str,
-    verb: &str,
-    comment: Option<String>,
-) -> anyhow::Result<ExitCode> {
-    let resp = http()?
-        .post(url(&auth.server, &format!("/api/v1/grants/{id}/{verb}")))
-        .bearer_auth(&auth.token)
-        .json(&serde_json::json!({ "comment": comment }))
-        .send()
-        .await
-        .context("contacting the control plane")?;
-    let grant: serde_json::Value = check(resp).await?.json().await?;
-    println!("grant {id}: {}", grant["status"].as_str().unwrap_or("?"));
     Ok(ExitCode::SUCCESS)
 }

@@ -81,25 +81,32 @@ pub async fn run(cmd: ReviewCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ReviewCommand::Approve { auth, id, comment } => decide(auth, &id, "approve", comment).await,
-        ReviewCommand::Deny { auth, id, comment } => decide(auth, &id, "deny", comment).await,
+        ReviewCommand::Approve { auth, id, comment } => {
+            decide(auth, "review", &id, "approve", comment).await
+        }
+        ReviewCommand::Deny { auth, id, comment } => {
+            decide(auth, "review", &id, "deny", comment).await
+        }
     }
 }
 
-async fn decide(
+/// Posts `verb` (`approve`, `deny`, `revoke`) with an optional comment to
+/// the `noun` (`review` or `grant`) `id`, as the caller, and prints its status.
+pub(crate) async fn decide(
     auth: Auth,
+    noun: &str,
     id: &str,
     verb: &str,
     comment: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let resp = http()?
-        .post(url(&auth.server, &format!("/api/v1/reviews/{id}/{verb}")))
+        .post(url(&auth.server, &format!("/api/v1/{noun}s/{id}/{verb}")))
         .bearer_auth(&auth.token)
         .json(&serde_json::json!({ "comment": comment }))
         .send()
         .await
         .context("contacting the control plane")?;
-    let review: serde_json::Value = check(resp).await?.json().await?;
-    println!("review {id}: {}", review["status"].as_str().unwrap_or("?"));
+    let body: serde_json::Value = check(resp).await?.json().await?;
+    println!("{noun} {id}: {}", body["status"].as_str().unwrap_or("?"));
     Ok(ExitCode::SUCCESS)
 }

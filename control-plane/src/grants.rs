@@ -29,12 +29,9 @@
 
 use crate::bindings::Role;
 use crate::notify::{Notice, escape, one_line};
-use crate::reviews::{
-    DecisionView, MAX_TEXT, check_len, eligible, same_identity, validate_approvers,
-};
+use crate::reviews::{DecisionView, MAX_TEXT, check_len, same_identity, validate_approvers};
 use crate::service::{ControlPlane, Principal, ServiceError, validate_name};
 use crate::store::StoreError;
-use crate::store::identities::IdentityKind;
 use crate::store::resources::Resource;
 use crate::store::reviews::{GrantTerms, ReviewChange, ReviewEvent, ReviewRecord, ReviewStatus};
 use chrono::{DateTime, Utc};
@@ -374,25 +371,13 @@ impl ControlPlane {
         let Some(r) = self.store().review(id).await?.filter(|r| r.grant.is_some()) else {
             return Ok(None);
         };
-        if !self.may_see_grant(who, &r).await? {
+        if !(self.is_party(who, &r).await? || self.require_auditor(who).is_ok()) {
             return Err(ServiceError::Forbidden(format!(
                 "{} may not see grant {id}",
                 who.name()
             )));
         }
         Ok(Some(self.grant_view(self.expire_if_due(r).await?)))
-    }
-
-    async fn may_see_grant(&self, who: &Principal, r: &ReviewRecord) -> Result<bool, ServiceError> {
-        let personal = match who {
-            Principal::Identity { identity, .. } => {
-                same_identity(&identity.email, &r.requester)
-                    || eligible(&r.approvers, identity)
-                    || self.bound_approver(identity, r).await?
-            }
-            Principal::Bootstrap => false,
-        };
-        Ok(personal || self.require_auditor(who).is_ok())
     }
 
     /// Approves or denies grant `id` as `who`. The same rules and errors as
@@ -425,14 +410,7 @@ impl ControlPlane {
         let Some(before) = self.store().review(id).await?.filter(|r| r.grant.is_some()) else {
             return Err(not_found(id));
         };
-        let allowed = match who {
-            Principal::Identity { identity, .. } => {
-                same_identity(&identity.email, &before.requester)
-                    || eligible(&before.approvers, identity)
-                    || self.bound_approver(identity, &before).await?
-            }
-            Principal::Bootstrap => false,
-        } || self.require_admin(who).is_ok();
+        let allowed = self.is_party(who, &before).await? || self.require_admin(who).is_ok();
         let now = Utc::now();
         let by = who.name().to_owned();
         let changed = self
@@ -489,45 +467,8 @@ impl ControlPlane {
         who: &Principal,
         mine: bool,
     ) -> Result<Vec<GrantView>, ServiceError> {
-        let found = if mine {
-            self.store()
-                .reviews_requested_by(true, who.name(), LIST_LIMIT)
-                .await?
-        } else {
-            let Principal::Identity { identity, .. } = who else {
-                return Ok(Vec::new());
-            };
-            if identity.kind == IdentityKind::Service {
-                return Ok(Vec::new());
-            }
-            let mut decidable = Vec::new();
-            for r in self
-                .store()
-                .pending_reviews(true, &identity.email, LIST_LIMIT)
-                .await?
-            {
-                let open_to_them = !same_identity(&r.requester, &identity.email)
-                    && !r
-                        .decisions
-                        .iter()
-                        .any(|d| same_identity(&d.approver, &identity.email));
-                if open_to_them
-                    && (eligible(&r.approvers, identity)
-                        || self.bound_approver(identity, &r).await?)
-                {
-                    decidable.push(r);
-                }
-            }
-            decidable
-        };
-        let mut out = Vec::with_capacity(found.len());
-        for r in found {
-            let r = self.expire_if_due(r).await?;
-            if mine || r.status == ReviewStatus::Pending {
-                out.push(self.grant_view(r));
-            }
-        }
-        Ok(out)
+        let found = self.list_requests(who, mine, true).await?;
+        Ok(found.into_iter().map(|r| self.grant_view(r)).collect())
     }
 
     /// Why `email` (with `groups`) may open a session on `resource`: its

@@ -365,14 +365,7 @@ impl ControlPlane {
         let Some(r) = self.store().review(id).await?.filter(|r| r.grant.is_none()) else {
             return Ok(None);
         };
-        let allowed = match who {
-            Principal::Identity { identity, .. } => {
-                same_identity(&identity.email, &r.requester)
-                    || eligible(&r.approvers, identity)
-                    || self.bound_approver(identity, &r).await?
-            }
-            Principal::Bootstrap => false,
-        } || self.require_auditor(who).is_ok();
+        let allowed = self.is_party(who, &r).await? || self.require_auditor(who).is_ok();
         if !allowed {
             return Err(ServiceError::Forbidden(format!(
                 "{} may not see review {id}",
@@ -517,9 +510,39 @@ impl ControlPlane {
         who: &Principal,
         mine: bool,
     ) -> Result<Vec<ReviewView>, ServiceError> {
+        let found = self.list_requests(who, mine, false).await?;
+        Ok(found.into_iter().map(|r| self.review_view(r)).collect())
+    }
+
+    /// Whether `who` is a party to review or grant `r`: its requester, or
+    /// someone who may decide it (named, or through an approver binding).
+    pub(crate) async fn is_party(
+        &self,
+        who: &Principal,
+        r: &ReviewRecord,
+    ) -> Result<bool, ServiceError> {
+        Ok(match who {
+            Principal::Identity { identity, .. } => {
+                same_identity(&identity.email, &r.requester)
+                    || eligible(&r.approvers, identity)
+                    || self.bound_approver(identity, r).await?
+            }
+            Principal::Bootstrap => false,
+        })
+    }
+
+    /// The reviews (`grants`: grants) `who` may decide now, or with `mine`
+    /// the ones `who` requested, newest first, expired ones marked so. See
+    /// [`ControlPlane::list_reviews`].
+    pub(crate) async fn list_requests(
+        &self,
+        who: &Principal,
+        mine: bool,
+        grants: bool,
+    ) -> Result<Vec<ReviewRecord>, ServiceError> {
         let found = if mine {
             self.store()
-                .reviews_requested_by(false, who.name(), LIST_LIMIT)
+                .reviews_requested_by(grants, who.name(), LIST_LIMIT)
                 .await?
         } else {
             let Principal::Identity { identity, .. } = who else {
@@ -532,7 +555,7 @@ impl ControlPlane {
             let mut decidable = Vec::new();
             for r in self
                 .store()
-                .pending_reviews(false, &identity.email, LIST_LIMIT)
+                .pending_reviews(grants, &identity.email, LIST_LIMIT)
                 .await?
             {
                 let open_to_them = !same_identity(&r.requester, &identity.email)
@@ -553,7 +576,7 @@ impl ControlPlane {
         for r in found {
             let r = self.expire_if_due(r).await?;
             if mine || r.status == ReviewStatus::Pending {
-                out.push(self.review_view(r));
+                out.push(r);
             }
         }
         Ok(out)
