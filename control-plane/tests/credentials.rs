@@ -347,7 +347,7 @@ async fn workload_tokens_are_checked_claim_by_claim() {
         let (status, body) = call(&cp, "PUT", &path, Some(ADMIN), Some(trust)).await;
         assert_eq!(status, StatusCode::OK, "{who}: {body}");
 
-        // A good token (EdDSA, then ES256) is exchanged, and the access token works.
+        // A good token (EdDSA, then ES256, then RS256) is exchanged, and the access token works.
         let (status, issued) = exchange(&cp, &issuer.sign(&issuer.claims()).unwrap()).await;
         assert_eq!(status, StatusCode::OK, "{who}: {issued}");
         let (identity, claims) = cp
@@ -361,6 +361,11 @@ async fn workload_tokens_are_checked_claim_by_claim() {
             .sign_with(&issuer.ec, Algorithm::ES256, "ec1", &issuer.claims())
             .unwrap();
         let (status, body) = exchange(&cp, &es).await;
+        assert_eq!(status, StatusCode::OK, "{who}: {body}");
+        let rs = issuer
+            .sign_with(&issuer.rs, Algorithm::RS256, "rs1", &issuer.claims())
+            .unwrap();
+        let (status, body) = exchange(&cp, &rs).await;
         assert_eq!(status, StatusCode::OK, "{who}: {body}");
 
         // Each mismatch is refused with its reason.
@@ -407,6 +412,13 @@ async fn workload_tokens_are_checked_claim_by_claim() {
                     .unwrap(),
                 "signature invalid",
             ),
+            // An RSA signature under the Ed25519 key's id.
+            (
+                issuer
+                    .sign_with(&issuer.rs, Algorithm::RS256, "ed1", &issuer.claims())
+                    .unwrap(),
+                "signing key does not fit the token's algorithm",
+            ),
             // The EC key used as if it were the Ed25519 one.
             (
                 issuer
@@ -433,7 +445,7 @@ async fn workload_tokens_are_checked_claim_by_claim() {
             .filter_map(|e| e.detail.as_ref())
             .filter(|d| d["action"] == "workload_exchanged")
             .collect();
-        assert_eq!(accepted.len(), 3, "{who}: {events:?}");
+        assert_eq!(accepted.len(), 4, "{who}: {events:?}");
         assert_eq!(
             accepted[0]["token_sub"], "repo:acme/app:ref:refs/heads/main",
             "{who}"
