@@ -164,6 +164,9 @@ pub struct GatewayConfig {
     /// Audit events held in memory while the control plane is unreachable. Default 100000.
     #[serde(default = "default_audit_buffer")]
     pub audit_buffer: usize,
+    /// Keys the `hash` mask style (`COUNTERSIGN_MASK_KEY`), at least 32 characters. Default:
+    /// a random key per process (hashes are then joinable within one run only).
+    pub mask_key: Option<Secret<String>>,
     /// Upstream databases, with the credentials only the gateway holds.
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamEntry>,
@@ -324,6 +327,7 @@ impl GatewayConfig {
         "handshake_timeout_secs",
         "review_timeout_secs",
         "audit_buffer",
+        "mask_key",
     ];
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -335,6 +339,13 @@ impl GatewayConfig {
         }
         if self.gateway_token.expose().is_empty() {
             errors.push("gateway_token is required".to_owned());
+        }
+        if self
+            .mask_key
+            .as_ref()
+            .is_some_and(|k| k.expose().len() < 32)
+        {
+            errors.push("mask_key must be at least 32 characters".to_owned());
         }
         if self.require_tls == Some(true) && self.tls.is_none() {
             errors.push("require_tls needs a [tls] section".to_owned());

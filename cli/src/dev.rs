@@ -212,6 +212,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         upstreams,
         handshake_timeout: args.handshake_timeout,
         audit_buffer: 100_000,
+        mask_key: None,
         review_timeout: args.review_timeout,
     })?;
     let gw_task = tokio::spawn({

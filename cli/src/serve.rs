@@ -85,6 +85,7 @@ pub async fn gateway(args: ConfigArg) -> anyhow::Result<ExitCode> {
         handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs),
         audit_buffer: cfg.audit_buffer,
         review_timeout: Duration::from_secs(cfg.review_timeout_secs),
+        mask_key: cfg.mask_key,
     };
     let listener = TcpListener::bind(settings.pg_addr)
         .await

@@ -417,6 +417,9 @@ impl TryFrom<pb::AuditEvent> for NewAuditEvent {
                     error: Some(s.error).filter(|t| !t.is_empty()),
                     decision: s.decision,
                     rule: Some(s.rule).filter(|t| !t.is_empty()),
+                    masking: s
+                        .masking
+                        .map(|m| serde_json::json!({"rules": m.rules, "detectors": m.detectors})),
                 }),
             ),
             Some(pb::audit_event::Event::SessionEnded(s)) => (

@@ -41,6 +41,7 @@ fn statement(session: &str, seq: u64, identity: &str, sql: &str) -> NewAuditEven
             error: None,
             decision: "allow".to_owned(),
             rule: None,
+            masking: None,
         }),
     }
 }

@@ -80,6 +80,8 @@ pub struct StatementEvent {
     pub error: Option<String>,
     pub decision: &'static str,
     pub rule: Option<String>,
+    /// Values masked in the results, by rule and detector.
+    pub masking: Option<crate::pg::mask::MaskStats>,
 }
 
 impl From<AuditEvent> for pb::AuditEvent {
@@ -117,6 +119,14 @@ impl From<AuditEvent> for pb::AuditEvent {
                 error: s.error.unwrap_or_default(),
                 decision: s.decision.to_owned(),
                 rule: s.rule.unwrap_or_default(),
+                masking: s.masking.map(|m| pb::MaskingSummary {
+                    rules: m.by_rule.into_iter().collect(),
+                    detectors: m
+                        .by_detector
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect(),
+                }),
             }),
             AuditBody::SessionEnded {
                 identity,

@@ -146,6 +146,10 @@ pub struct GatewaySettings {
     /// Most audit events held in memory while the control plane is unreachable;
     /// past this, sessions wait (fail closed) rather than run unaudited.
     pub audit_buffer: usize,
+    /// Keys the `hash` mask style. `None`: a random key per process, so hashes are
+    /// joinable within one gateway run only; set it to keep them stable across restarts
+    /// and gateways.
+    pub mask_key: Option<Secret<String>>,
 }
 
 #[cfg(test)]

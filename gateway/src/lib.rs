@@ -52,6 +52,10 @@ pub struct Inner {
     pub client_tls: Option<tokio_rustls::TlsAcceptor>,
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub upstream_tls: HashMap<String, Option<Arc<rustls::ClientConfig>>>,
+    /// Upstream catalogs for masking, by resource and database.
+    pub catalogs: Arc<pg::mask::catalog::CatalogCache>,
+    /// Keys the `hash` mask style.
+    pub mask_key: Arc<[u8]>,
 }
 
 impl Deref for Gateway {
@@ -94,6 +98,15 @@ impl Gateway {
         };
         let config = control::watch_config(control.clone(), hello);
         let (audit, audit_rx) = audit::AuditSink::new(settings.audit_buffer);
+        let mask_key: Arc<[u8]> = match &settings.mask_key {
+            Some(k) => k.expose().as_bytes().into(),
+            None => {
+                use rand::RngCore;
+                let mut key = [0u8; 32];
+                rand::rng().fill_bytes(&mut key);
+                key.as_slice().into()
+            }
+        };
         tokio::spawn(audit::run_uploader(control.clone(), audit_rx));
         Ok(Self {
             inner: Arc::new(Inner {
@@ -105,6 +118,8 @@ impl Gateway {
                 client_tls,
                 upstreams,
                 upstream_tls,
+                catalogs: Arc::default(),
+                mask_key,
             }),
         })
     }

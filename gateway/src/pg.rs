@@ -3,11 +3,13 @@
 //! Layout: `wire` (pure codec), `stream` (plain/TLS streams and the message
 //! reader), `handshake` (startup phase), `upstream` (connect and authenticate),
 //! `cancel` (CancelRequest routing), `track` (responses → statements),
-//! `relay` (the two directions), `session` (one connection end to end).
+//! `relay` (the two directions), `mask` (result masking), `session` (one connection end to
+//! end).
 
 pub mod cancel;
 pub mod handshake;
 pub mod inspect;
+pub mod mask;
 pub mod relay;
 pub mod review;
 pub mod session;

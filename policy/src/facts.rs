@@ -41,6 +41,7 @@
 //! - Trees nested deeper than `pg_query`'s decoder allows (roughly 45 levels of expression
 //!   nesting, e.g. `1+1+...+1` with 50 terms) are reported as parse errors.
 
+mod columns;
 mod error;
 mod kind;
 mod plpgsql;
@@ -54,6 +55,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde::{Deserialize, Serialize};
 
+pub use columns::ColumnRefs;
 pub use kind::StatementKind;
 pub use table::{CopyDirection, TableRef};
 
@@ -100,6 +102,9 @@ pub struct Statement {
     /// The run-time parameter named by `SET`, `RESET` or `SHOW`, lower-case (`None` for
     /// `RESET ALL`, `SHOW ALL` and every other kind).
     pub setting: Option<String>,
+    /// Column references by name, for masking (wrapped and nested statements included).
+    #[serde(default)]
+    pub columns: ColumnRefs,
 }
 
 impl Statement {
@@ -121,6 +126,7 @@ impl Statement {
             opaque: false,
             locks_rows: false,
             setting: None,
+            columns: ColumnRefs::default(),
         }
     }
 
@@ -158,6 +164,7 @@ impl Statement {
         self.set_role |= other.set_role;
         self.opaque |= other.opaque;
         self.locks_rows |= other.locks_rows;
+        self.columns.absorb(&other.columns);
     }
 }
 

@@ -19,12 +19,13 @@
 pub mod cache;
 pub mod facts;
 pub mod fingerprint;
+pub mod mask;
 pub mod rules;
 
 pub use cache::{CacheStats, FactsCache, MAX_CACHED_SQL_LEN};
 pub use facts::{
-    ClassifyOptions, CopyDirection, Statement, StatementFacts, StatementKind, TableRef, classify,
-    classify_with,
+    ClassifyOptions, ColumnRefs, CopyDirection, Statement, StatementFacts, StatementKind, TableRef,
+    classify, classify_with,
 };
 pub use fingerprint::fingerprint;
 pub use rules::{

@@ -165,6 +165,7 @@ pub struct Policy {
     bindings: Vec<BindingSpec>,
     access: Vec<AccessRule>,
     grants: Vec<GrantRule>,
+    masks: Vec<crate::mask::MaskRule>,
 }
 
 /// The roles a `[[binding]]` may grant.
@@ -199,6 +200,7 @@ impl Policy {
             bindings: Vec::new(),
             access: Vec::new(),
             grants: Vec::new(),
+            masks: Vec::new(),
         }
     }
 
@@ -242,6 +244,28 @@ impl Policy {
         self.grants
             .iter()
             .find(|g| g.allows(resource, environment, level))
+    }
+
+    /// The `[[mask]]` sections, in file order.
+    pub fn mask_rules(&self) -> &[crate::mask::MaskRule] {
+        &self.masks
+    }
+
+    /// The mask rules that apply to a session on `resource` in `environment` at `level`.
+    pub fn masking(
+        &self,
+        resource: &str,
+        environment: &str,
+        level: Option<&str>,
+    ) -> crate::mask::Masking {
+        crate::mask::Masking {
+            rules: self
+                .masks
+                .iter()
+                .filter(|m| m.applies(resource, environment, level))
+                .cloned()
+                .collect(),
+        }
     }
 
     /// What happens to statements that cannot be parsed.

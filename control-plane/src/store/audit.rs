@@ -75,6 +75,8 @@ pub struct StatementAudit {
     pub error: Option<String>,
     pub decision: String,
     pub rule: Option<String>,
+    /// Values masked in the results: `{"rules": {name: n}, "detectors": {name: n}}`.
+    pub masking: Option<serde_json::Value>,
 }
 
 /// An event as the API shows it.
@@ -170,6 +172,10 @@ pub(super) fn to_row(
             row.error = Set(s.error.clone());
             row.decision = Set(Some(s.decision.clone()));
             row.rule = Set(s.rule.clone());
+            row.detail = Set(s
+                .masking
+                .as_ref()
+                .map(|m| serde_json::json!({ "masking": m }).to_string()));
         }
         AuditBody::SessionEnded { reason, statements } => {
             row.event = Set("session_ended".to_owned());

@@ -21,6 +21,7 @@
 //! A `review` decision holds the message (a Query, or an Execute: preparing
 //! runs nothing) until people other than the requester decide it; see `review`.
 
+use super::mask::{self, MaskCtx};
 use super::relay::{RelayEnd, Shared};
 use super::track::{Pending, StatementInfo};
 use super::wire::Frame;
@@ -34,6 +35,7 @@ use countersign_policy::{
 };
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Statements whose facts a session keeps, by text.
@@ -43,11 +45,13 @@ const UNPARSABLE: &str = "COUNTERSIGN DENIED";
 /// A portal no client can have bound: what a denied Execute becomes.
 const NO_PORTAL: &str = "\u{1}countersign-denied";
 
-/// Names run by SQL-level `EXECUTE name`.
+/// Names run by SQL-level `EXECUTE name`, also when wrapped (`CREATE TABLE t AS EXECUTE p`,
+/// `EXPLAIN ANALYZE EXECUTE p`).
 fn executed_names(facts: &StatementFacts) -> impl Iterator<Item = &str> {
     facts
         .statements
         .iter()
+        .flat_map(|s| std::iter::once(s).chain(s.inner.as_deref()))
         .filter(|s| s.kind == StatementKind::Execute)
         .filter_map(|s| s.prepared_name.as_deref())
 }
@@ -79,6 +83,8 @@ pub struct Held {
     /// The message as the client sent it, forwarded on approval.
     pub frame: Bytes,
     pub parameter_count: u32,
+    /// The portal of a held Execute.
+    pub portal: Option<String>,
 }
 
 struct Portal {
@@ -234,9 +240,27 @@ impl Inspector {
         }
     }
 
+    /// The masking of `stmt` (with the prepared statements it `EXECUTE`s), when the session
+    /// has mask rules.
+    fn mask_ctx(&self, shared: &Shared, stmt: &StatementInfo) -> Option<Arc<MaskCtx>> {
+        if !shared.mask_active.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut stmts: Vec<&StatementInfo> = vec![stmt];
+        for name in executed_names(&stmt.facts) {
+            if let Some(prepared) = self.statements.get(name) {
+                stmts.push(prepared);
+            }
+        }
+        mask::statement_ctx(shared, &stmts)
+    }
+
     /// Looks at one client message; says what to forward for it.
     pub fn inspect(&mut self, shared: &Shared, frame: &Frame) -> Result<Verdict, RelayEnd> {
-        if !matches!(frame.tag, b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F') {
+        if !matches!(
+            frame.tag,
+            b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' | b'D'
+        ) {
             return Ok(Verdict::Forward);
         }
         let msg = FrontendMessage::parse(frame)
@@ -263,9 +287,14 @@ impl Inspector {
                             protocol: Protocol::Simple,
                             frame: frame.bytes.clone(),
                             parameter_count: 0,
+                            portal: None,
                         }));
                     }
                     Action::Allow => {}
+                }
+                let mask = self.mask_ctx(shared, &stmt);
+                if let Some(d) = mask_refusal(mask.as_deref()) {
+                    return Ok(self.deny(shared, &stmt, &d, Protocol::Simple, query_stand_in()));
                 }
                 self.note_prepared(&stmt);
                 shared.track(Pending::Simple {
@@ -273,11 +302,17 @@ impl Inspector {
                     rule: d.rule.map(Arc::from),
                     decision: "allow",
                     started: now,
+                    mask,
                 });
             }
             FrontendMessage::Parse { name, sql, .. } => {
                 let stmt = self.classify(sql);
-                let d = self.decide(shared, &stmt);
+                let mut d = self.decide(shared, &stmt);
+                if d.action != Action::Deny
+                    && let Some(refusal) = mask_refusal(self.mask_ctx(shared, &stmt).as_deref())
+                {
+                    d = refusal;
+                }
                 if d.action == Action::Deny {
                     // The server will not know this statement; later Binds to it fail.
                     self.statements.remove(name);
@@ -347,17 +382,29 @@ impl Inspector {
                             protocol: Protocol::Extended,
                             frame: frame.bytes.clone(),
                             parameter_count,
+                            portal: Some(portal.to_owned()),
                         }));
                     }
                     Action::Allow => {}
                 }
+                let mask = self.mask_ctx(shared, &stmt);
+                if let Some(d) = mask_refusal(mask.as_deref()) {
+                    let mut out = BytesMut::new();
+                    frontend::encode_execute(NO_PORTAL, 0, &mut out);
+                    return Ok(self.deny(shared, &stmt, &d, Protocol::Extended, out));
+                }
+                let describe = describe_first(shared, portal, &mask, &frame.bytes);
                 shared.track(Pending::Execute {
                     stmt,
                     rule: if named { d.rule.map(Arc::from) } else { None },
                     decision: "allow",
                     parameter_count,
                     started: now,
+                    mask,
                 });
+                if let Some(bytes) = describe {
+                    return Ok(Verdict::Replace(bytes));
+                }
             }
             FrontendMessage::Close { kind, name } => {
                 if kind == b'S' {
@@ -366,6 +413,19 @@ impl Inspector {
                 } else {
                     self.portals.remove(name);
                 }
+            }
+            FrontendMessage::Describe { kind, name }
+                if shared.mask_active.load(Ordering::Acquire) =>
+            {
+                let stmt = match kind {
+                    b'S' => self.statements.get(name).cloned(),
+                    _ => self.portals.get(name).map(|p| p.stmt.clone()),
+                };
+                let mask = stmt.and_then(|s| self.mask_ctx(shared, &s));
+                shared.track(Pending::Describe {
+                    mask,
+                    swallow: false,
+                });
             }
             FrontendMessage::Sync => shared.track(Pending::Sync),
             FrontendMessage::FunctionCall => {
@@ -391,6 +451,7 @@ impl Inspector {
                     rule: None,
                     decision: "allow",
                     started: now,
+                    mask: None,
                 });
             }
             _ => {}
@@ -400,8 +461,13 @@ impl Inspector {
 
     /// An approved held statement: track it and forward the original message.
     pub fn release(&mut self, shared: &Shared, held: Held) -> Verdict {
+        let mask = self.mask_ctx(shared, &held.stmt);
+        if let Some(d) = mask_refusal(mask.as_deref()) {
+            return self.reject(shared, &held, d.message.as_deref().unwrap_or("masked"));
+        }
         let rule = held.decision.rule.map(Arc::from);
         let started = Instant::now();
+        let mut frame = held.frame;
         let pending = match held.protocol {
             Protocol::Simple => {
                 self.note_prepared(&held.stmt);
@@ -410,18 +476,27 @@ impl Inspector {
                     rule,
                     decision: "review",
                     started,
+                    mask,
                 }
             }
-            Protocol::Extended => Pending::Execute {
-                stmt: held.stmt,
-                rule,
-                decision: "review",
-                parameter_count: held.parameter_count,
-                started,
-            },
+            Protocol::Extended => {
+                if let Some(bytes) =
+                    describe_first(shared, held.portal.as_deref().unwrap_or(""), &mask, &frame)
+                {
+                    frame = bytes;
+                }
+                Pending::Execute {
+                    stmt: held.stmt,
+                    rule,
+                    decision: "review",
+                    parameter_count: held.parameter_count,
+                    started,
+                    mask,
+                }
+            }
         };
         shared.track(pending);
-        Verdict::Replace(held.frame)
+        Verdict::Replace(frame)
     }
 
     /// A held statement that was not approved: it fails like a denial.
@@ -481,8 +556,37 @@ impl Inspector {
             error: Some(message),
             decision: "deny",
             rule: Some(rule.to_owned()),
+            masking: None,
         })));
         shared.statements_count_one();
         Verdict::Replace(stand_in.freeze())
     }
+}
+
+/// The denial a statement's masking asks for, if any.
+fn mask_refusal(mask: Option<&MaskCtx>) -> Option<Decision> {
+    let ctx = mask?;
+    let (rule, why) = ctx.stmt.refuse.as_ref()?;
+    let name = ctx.index.rule(*rule).map_or("mask", |r| r.name.as_str());
+    Some(Decision::built_in_deny(name, why))
+}
+
+/// Under masking, an Execute goes upstream behind a Describe of its portal, whose answer
+/// (tracked, and not passed on) tells the upstream half the columns and formats of the rows
+/// that follow. Returns the bytes to send instead of the Execute.
+fn describe_first(
+    shared: &Shared,
+    portal: &str,
+    mask: &Option<Arc<MaskCtx>>,
+    execute: &Bytes,
+) -> Option<Bytes> {
+    mask.as_ref()?;
+    let mut out = BytesMut::with_capacity(execute.len() + portal.len() + 6);
+    frontend::encode_describe(b'P', portal, &mut out);
+    out.extend_from_slice(execute);
+    shared.track(Pending::Describe {
+        mask: mask.clone(),
+        swallow: true,
+    });
+    Some(out.freeze())
 }

@@ -12,6 +12,7 @@
 //! nothing allowed is re-encoded. What it does not (yet): mask results.
 
 use super::inspect::{Inspector, Verdict};
+use super::mask::{MaskStats, RowMasker};
 use super::review::{self, HoldResult};
 use super::stream::{ConnRead, ConnWrite, MessageReader, ReadError, write_frames};
 use super::track::{Pending, Tracker};
@@ -69,6 +70,14 @@ pub struct Shared {
     /// For statement reviews.
     pub control: crate::control::ControlClient,
     pub review_timeout: std::time::Duration,
+    /// Masking (see `mask`): the session's index, rebuilt when the policy changes.
+    pub mask: Mutex<super::mask::MaskState>,
+    /// Whether the session has mask rules now: the upstream half's fast path.
+    pub mask_active: std::sync::atomic::AtomicBool,
+    pub mask_source: super::mask::catalog::CatalogSource,
+    pub catalogs: Arc<super::mask::catalog::CatalogCache>,
+    /// Keys the `hash` mask style.
+    pub mask_key: Arc<[u8]>,
 }
 
 /// What the client half asks the upstream half to send the client.
@@ -126,6 +135,17 @@ pub async fn client_to_upstream(
             Err(e @ ReadError::Wire(_)) => return fail_client(shared, RelayEnd::Client(e)).await,
             Err(e) => return RelayEnd::Client(e),
         };
+        // A new policy may bring or drop mask rules: from the next statement on.
+        if super::mask::stale(shared)
+            && let Err(e) = super::mask::refresh(shared, false).await
+        {
+            tracing::warn!(session = %shared.session_id, error = %e, "cannot update masking; ending session");
+            return fail_client(
+                shared,
+                RelayEnd::Ended(format!("masking cannot be set up: {e}")),
+            )
+            .await;
+        }
         let mut next = Some(frame);
         while let Some(frame) = next {
             let terminate = frame.tag == b'X';
@@ -190,6 +210,7 @@ pub async fn upstream_to_client(
     mut inject: tokio::sync::mpsc::Receiver<Inject>,
 ) -> RelayEnd {
     let mut frames: Vec<Bytes> = Vec::with_capacity(16);
+    let mut masking = Masking::default();
     let until = |t: SystemTime| t.duration_since(SystemTime::now()).unwrap_or_default();
     let token_expiry = tokio::time::sleep(until(shared.token_expires_at));
     tokio::pin!(token_expiry);
@@ -229,7 +250,19 @@ pub async fn upstream_to_client(
         };
         let mut next = Some(frame);
         while let Some(frame) = next {
-            match observe(shared, &frame).await {
+            let replacement = match frame.tag {
+                // Rows: the hot path. Untouched unless this result is masked.
+                b'D' => masking.row(shared, &frame),
+                _ => match masking.observe(shared, &frame).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(session = %shared.session_id, error = %e, "masking failed; ending session");
+                        return end_session(&mut client, "58000", &format!("masking failed: {e}"))
+                            .await;
+                    }
+                },
+            };
+            match replacement {
                 Some(replacement) => frames.push(replacement),
                 None => frames.push(frame.bytes),
             }
@@ -282,7 +315,12 @@ async fn end_session(client: &mut ConnWrite, code: &str, message: &str) -> Relay
 
 /// Feeds the response tracker with the messages that complete statements.
 /// Returns the bytes to send instead of `frame` when it answers a denial.
-async fn observe(shared: &Shared, frame: &super::wire::Frame) -> Option<Bytes> {
+async fn observe(
+    shared: &Shared,
+    frame: &super::wire::Frame,
+    withheld: bool,
+    stats: Option<&mut MaskStats>,
+) -> Option<Bytes> {
     if !matches!(frame.tag, b'C' | b'E' | b'I' | b's' | b'Z') {
         return None;
     }
@@ -302,19 +340,129 @@ async fn observe(shared: &Shared, frame: &super::wire::Frame) -> Option<Bytes> {
             BackendMessage::EmptyQueryResponse => t.execute_done_without_tag("EMPTY"),
             BackendMessage::PortalSuspended => t.execute_done_without_tag("SUSPENDED"),
             BackendMessage::ErrorResponse(e) => {
-                let text = format!(
-                    "{}: {}",
-                    e.code().unwrap_or("?????"),
-                    e.message().unwrap_or("")
-                );
+                let text = if withheld {
+                    super::mask::withheld_text(e.code().unwrap_or("?????"))
+                } else {
+                    format!(
+                        "{}: {}",
+                        e.code().unwrap_or("?????"),
+                        e.message().unwrap_or("")
+                    )
+                };
                 let (outcome, swap) = t.error(text);
-                replacement = swap;
+                replacement = swap.or_else(|| withheld.then(|| super::mask::withhold(frame)));
                 outcome
             }
             BackendMessage::ReadyForQuery { .. } => t.ready_for_query(),
             _ => None,
         }
     };
+    let outcome = outcome.map(|mut o| {
+        if let Some(stats) = stats.filter(|s| !s.is_empty()) {
+            o.masking = Some(stats.take());
+        }
+        o
+    });
     shared.record(outcome).await;
     replacement
+}
+
+/// The upstream half's masking state: the masker of the result being streamed.
+#[derive(Default)]
+struct Masking {
+    rows: Option<RowMasker>,
+    stats: MaskStats,
+}
+
+impl Masking {
+    /// A DataRow: masked when the current result is, or every column NULL when a session
+    /// under masking gets rows nothing described (fail closed).
+    fn row(&mut self, shared: &Shared, frame: &super::wire::Frame) -> Option<Bytes> {
+        match &self.rows {
+            Some(m) => m.row(frame, &mut self.stats),
+            None if shared.mask_active.load(Ordering::Acquire) => {
+                Some(super::mask::null_row(frame))
+            }
+            None => None,
+        }
+    }
+
+    /// Everything but DataRow: descriptions set up the masker, errors and notices of
+    /// masked statements lose their texts, completions feed audit.
+    async fn observe(
+        &mut self,
+        shared: &Shared,
+        frame: &super::wire::Frame,
+    ) -> Result<Option<Bytes>, String> {
+        let active = shared.mask_active.load(Ordering::Acquire);
+        if !active {
+            self.rows = None;
+            return Ok(observe(shared, frame, false, None).await);
+        }
+        match frame.tag {
+            b'T' | b'n' => return self.described(shared, frame).await,
+            b'N' => {
+                let withhold = current_mask(shared).is_some_and(|m| m.stmt.withhold_messages);
+                return Ok(withhold.then(|| super::mask::withhold(frame)));
+            }
+            b'C' | b'E' | b'I' | b's' | b'Z' => self.rows = None,
+            _ => return Ok(None),
+        }
+        let ddl = frame.tag == b'C' && is_ddl(frame);
+        let withheld =
+            frame.tag == b'E' && current_mask(shared).is_some_and(|m| m.stmt.withhold_messages);
+        let replacement = observe(shared, frame, withheld, Some(&mut self.stats)).await;
+        if ddl {
+            // A table or view may have changed under the masking: read the catalog again.
+            super::mask::refresh(shared, true).await?;
+        }
+        Ok(replacement)
+    }
+
+    /// A RowDescription or NoData.
+    async fn described(
+        &mut self,
+        shared: &Shared,
+        frame: &super::wire::Frame,
+    ) -> Result<Option<Bytes>, String> {
+        let found = shared.tracker.lock().ok().and_then(|mut t| t.described());
+        let Some((ctx, swallow)) = found else {
+            self.rows = None;
+            return Ok(None);
+        };
+        let drop_it = swallow.then(Bytes::new);
+        let (Some(mut ctx), b'T') = (ctx, frame.tag) else {
+            self.rows = None;
+            return Ok(drop_it);
+        };
+        let Ok(BackendMessage::RowDescription { fields }) = BackendMessage::parse(frame) else {
+            return Err("the server sent a malformed RowDescription".to_owned());
+        };
+        if fields
+            .iter()
+            .any(|f| f.table_oid != 0 && !ctx.index.knows(f.table_oid))
+        {
+            // A relation created since the catalog was read: read it again.
+            super::mask::refresh(shared, true).await?;
+            if let Some(index) = super::mask::current_index(shared) {
+                ctx = Arc::new(super::mask::MaskCtx {
+                    index,
+                    stmt: ctx.stmt.clone(),
+                });
+            }
+        }
+        let (masker, rewritten) = RowMasker::new(ctx, &fields);
+        self.rows = Some(masker);
+        Ok(drop_it.or(rewritten))
+    }
+}
+
+fn current_mask(shared: &Shared) -> Option<Arc<super::mask::MaskCtx>> {
+    shared.tracker.lock().ok()?.current_mask()
+}
+
+/// Whether a CommandComplete reports DDL (`CREATE ...`, `ALTER ...`, `DROP ...`).
+fn is_ddl(frame: &super::wire::Frame) -> bool {
+    let body = frame.body();
+    body.starts_with(b"CREATE") || body.starts_with(b"ALTER") || body.starts_with(b"DROP")
 }

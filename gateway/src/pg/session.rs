@@ -8,6 +8,7 @@
 
 use super::cancel::CancelTarget;
 use super::handshake::{self, Accepted, HandshakeError, Startup};
+use super::mask::{self, catalog::CatalogSource};
 use super::relay::{self, RelayEnd, Shared};
 use super::stream::{MessageReader, ReadError};
 use super::track::Tracker;
@@ -20,7 +21,7 @@ use bytes::BytesMut;
 use countersign_common::Secret;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -243,16 +244,6 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
         secret_key: ready.secret_key,
     });
 
-    let mut out = BytesMut::with_capacity(512);
-    backend::encode_auth_ok(&mut out);
-    for ps in &ready.parameter_status {
-        out.extend_from_slice(&ps.bytes);
-    }
-    backend::encode_backend_key_data(cancel_key.process_id, cancel_key.secret_key, &mut out);
-    backend::encode_ready_for_query(b'I', &mut out);
-    conn.write_all(&out).await?;
-    conn.flush().await?;
-
     let (inject_tx, inject_rx) = tokio::sync::mpsc::channel(4);
     let shared = Shared {
         session_id: grant.session_id.clone(),
@@ -271,7 +262,34 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
         inject: inject_tx,
         control: gw.control.clone(),
         review_timeout: gw.settings.review_timeout,
+        mask: Mutex::default(),
+        mask_active: AtomicBool::new(false),
+        mask_source: CatalogSource {
+            resource: grant.resource.clone(),
+            database: database.clone(),
+            upstream: up.clone(),
+            tls: gw.upstream_tls.get(&resource).cloned().flatten(),
+        },
+        catalogs: gw.catalogs.clone(),
+        mask_key: gw.mask_key.clone(),
     };
+    // Masking needs the upstream's catalog: without it, no session (fail closed).
+    if let Err(e) = mask::refresh(&shared, false).await {
+        tracing::warn!(resource = %resource, error = %e, "cannot set up masking; refusing session");
+        let msg = format!("masking for {resource} cannot be set up: {e}");
+        return Err(handshake::refuse(&mut conn, "58000", &msg).await);
+    }
+
+    let mut out = BytesMut::with_capacity(512);
+    backend::encode_auth_ok(&mut out);
+    for ps in &ready.parameter_status {
+        out.extend_from_slice(&ps.bytes);
+    }
+    backend::encode_backend_key_data(cancel_key.process_id, cancel_key.secret_key, &mut out);
+    backend::encode_ready_for_query(b'I', &mut out);
+    conn.write_all(&out).await?;
+    conn.flush().await?;
+
     let started = shared.next_event(AuditBody::SessionStarted {
         identity: grant.identity.clone(),
         resource: grant.resource.clone(),

@@ -14,6 +14,7 @@
 //!   client sees exactly what PostgreSQL does after any error: the
 //!   transaction is aborted, and in the extended protocol the server skips to Sync.
 
+use super::mask::MaskCtx;
 use crate::audit::{Protocol, StatementEvent};
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -53,6 +54,8 @@ pub enum Pending {
         /// "allow", or "review" for a statement released by approval.
         decision: &'static str,
         started: Instant,
+        /// The statement's masking, when the session has mask rules.
+        mask: Option<Arc<MaskCtx>>,
     },
     Execute {
         stmt: Arc<StatementInfo>,
@@ -60,6 +63,14 @@ pub enum Pending {
         decision: &'static str,
         parameter_count: u32,
         started: Instant,
+        mask: Option<Arc<MaskCtx>>,
+    },
+    /// A Describe, tracked only in sessions with mask rules: its RowDescription is rewritten
+    /// for masked columns, and one the gateway sent itself (ahead of an Execute, to learn the
+    /// portal's columns) is not passed on.
+    Describe {
+        mask: Option<Arc<MaskCtx>>,
+        swallow: bool,
     },
     /// A message the gateway replaced because policy denied it; `error` is
     /// the ErrorResponse the client gets instead of the server's.
@@ -84,6 +95,8 @@ pub struct Outcome {
     pub command_tag: Option<String>,
     pub rows: Option<u64>,
     pub error: Option<String>,
+    /// Values masked in the results (set by the upstream half).
+    pub masking: Option<super::mask::MaskStats>,
 }
 
 impl Outcome {
@@ -101,6 +114,7 @@ impl Outcome {
             error: self.error,
             decision: self.decision,
             rule: self.rule.map(|r| r.to_string()),
+            masking: self.masking,
         }
     }
 }
@@ -137,7 +151,7 @@ impl Tracker {
                 None
             }
             Pending::Execute { .. } => self.finish_execute(Some(tag.to_owned()), rows, None),
-            Pending::Sync | Pending::Denied { .. } => None,
+            Pending::Sync | Pending::Denied { .. } | Pending::Describe { .. } => None,
         }
     }
 
@@ -153,6 +167,17 @@ impl Tracker {
     /// completed statement, if any, and the bytes to send the client instead
     /// of the server's error when the error answers a denied message.
     pub fn error(&mut self, text: String) -> (Option<Outcome>, Option<Bytes>) {
+        if matches!(self.front_statement(), Some(Pending::Describe { .. })) {
+            // A failed Describe (or the Bind before it): the server now skips to Sync, and
+            // the Execute that follows, if any, carries the error in audit.
+            while let Some(Pending::Describe { .. }) = self.pending.front() {
+                self.pending.pop_front();
+            }
+            if !matches!(self.pending.front(), Some(Pending::Execute { .. })) {
+                self.skipping = true;
+                return (None, None);
+            }
+        }
         match self.front_statement() {
             Some(Pending::Simple { .. }) => {
                 self.simple.error = Some(text);
@@ -174,7 +199,31 @@ impl Tracker {
                 }
                 _ => (None, None),
             },
-            Some(Pending::Sync) | None => (None, None),
+            Some(Pending::Sync | Pending::Describe { .. }) | None => (None, None),
+        }
+    }
+
+    /// A RowDescription or NoData arrived: the mask of what it describes, and whether the
+    /// gateway asked for it itself (then it is not passed on). `None` when nothing tracked
+    /// explains it (sessions without mask rules track no Describe).
+    pub fn described(&mut self) -> Option<(Option<Arc<MaskCtx>>, bool)> {
+        match self.front_statement()? {
+            Pending::Simple { mask, .. } => Some((mask.clone(), false)),
+            Pending::Describe { .. } => match self.pending.pop_front() {
+                Some(Pending::Describe { mask, swallow }) => Some((mask, swallow)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The mask of the statement the next response belongs to.
+    pub fn current_mask(&mut self) -> Option<Arc<MaskCtx>> {
+        match self.front_statement()? {
+            Pending::Simple { mask, .. }
+            | Pending::Execute { mask, .. }
+            | Pending::Describe { mask, .. } => mask.clone(),
+            Pending::Sync | Pending::Denied { .. } => None,
         }
     }
 
@@ -193,6 +242,7 @@ impl Tracker {
                     rule,
                     decision,
                     started,
+                    ..
                 } => {
                     let r = std::mem::take(&mut self.simple);
                     let command_tag = (!r.tags.is_empty()).then(|| r.tags.join("; "));
@@ -206,11 +256,14 @@ impl Tracker {
                         command_tag,
                         rows: r.rows,
                         error: r.error,
+                        masking: None,
                     });
                 }
                 // Skipped after an earlier error: never executed, or a denial
                 // the server skipped (it was audited when it was decided).
-                Pending::Execute { .. } | Pending::Denied { simple: false, .. } => {}
+                Pending::Execute { .. }
+                | Pending::Denied { simple: false, .. }
+                | Pending::Describe { .. } => {}
             }
         }
         None
@@ -227,6 +280,7 @@ impl Tracker {
                     rule,
                     decision,
                     started,
+                    ..
                 } => Some((stmt, rule, decision, Protocol::Simple, 0, started)),
                 Pending::Execute {
                     stmt,
@@ -234,6 +288,7 @@ impl Tracker {
                     decision,
                     parameter_count,
                     started,
+                    ..
                 } if !skipping => Some((
                     stmt,
                     rule,
@@ -257,6 +312,7 @@ impl Tracker {
                     error: Some(
                         "session ended before the statement completed; outcome unknown".to_owned(),
                     ),
+                    masking: None,
                 },
             )
             .collect()
@@ -266,8 +322,11 @@ impl Tracker {
     fn front_statement(&mut self) -> Option<&Pending> {
         if self.skipping {
             // Drop Executes (and denials) the server skipped, up to the Sync.
-            while let Some(Pending::Execute { .. } | Pending::Denied { simple: false, .. }) =
-                self.pending.front()
+            while let Some(
+                Pending::Execute { .. }
+                | Pending::Denied { simple: false, .. }
+                | Pending::Describe { .. },
+            ) = self.pending.front()
             {
                 self.pending.pop_front();
             }
@@ -288,6 +347,7 @@ impl Tracker {
                 decision,
                 parameter_count,
                 started,
+                ..
             } => Some(Outcome {
                 stmt,
                 rule,
@@ -298,6 +358,7 @@ impl Tracker {
                 command_tag,
                 rows,
                 error,
+                masking: None,
             }),
             other => {
                 self.pending.push_front(other);
@@ -322,6 +383,7 @@ mod tests {
             decision: "allow",
             parameter_count: 1,
             started: Instant::now(),
+            mask: None,
         }
     }
 
@@ -333,6 +395,7 @@ mod tests {
             rule: None,
             decision: "allow",
             started: Instant::now(),
+            mask: None,
         });
         assert!(t.command_complete("INSERT 0 2", Some(2)).is_none());
         assert!(t.command_complete("SELECT 3", Some(3)).is_none());
@@ -382,6 +445,7 @@ mod tests {
             rule: None,
             decision: "allow",
             started: Instant::now(),
+            mask: None,
         });
         assert_eq!(t.error("42601: syntax error".into()).1.unwrap(), denial);
         assert!(t.ready_for_query().is_none());

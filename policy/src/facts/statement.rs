@@ -16,7 +16,7 @@ use super::error::ClassifyError;
 use super::kind::kind_of;
 use super::shape::Shape;
 use super::{ClassifyOptions, CopyDirection, Statement, TableRef};
-use super::{plpgsql, push_unique, scan, summary};
+use super::{columns, plpgsql, push_unique, scan, summary};
 
 /// How deep `DO` blocks may nest inside each other before the rest is reported as opaque.
 const MAX_DEPTH: u8 = 8;
@@ -124,6 +124,7 @@ pub(crate) fn classify_node(node: &NodeEnum, cx: &Cx) -> Result<Statement, Class
     }
     let shape = Shape::of(node)?;
     summary::fill(&scan::scan(&shape, skip), &mut stmt);
+    stmt.columns.absorb(&columns::column_refs(&shape));
     if let Some(inner) = inner.and_then(|n| n.node.as_ref()) {
         let inner = classify_node(inner, cx)?;
         stmt.absorb(&inner);

@@ -10,6 +10,7 @@
 mod access;
 mod bindings;
 mod conditions;
+mod mask;
 mod report;
 
 use std::collections::HashMap;
@@ -25,7 +26,14 @@ use report::{Report, RuleCx, unknown_field};
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
-const TOP_FIELDS: &[&str] = &["on_parse_error", "guardrail", "binding", "access", "grant"];
+const TOP_FIELDS: &[&str] = &[
+    "on_parse_error",
+    "guardrail",
+    "binding",
+    "access",
+    "grant",
+    "mask",
+];
 const RULE_FIELDS: &[&str] = &[
     "name",
     "description",
@@ -70,6 +78,7 @@ pub(crate) fn parse(text: &str) -> Result<Policy, PolicyErrors> {
             "binding" => policy.bindings = bindings::bindings(&mut report, value),
             "access" => policy.access = access::access(&mut report, value),
             "grant" => policy.grants = access::grants(&mut report, value),
+            "mask" => policy.masks = mask::masks(&mut report, value),
             other => report.at(key.span(), None, unknown_field(other, "", TOP_FIELDS)),
         }
     }

@@ -30,6 +30,9 @@ pub struct AuditEvent {
     pub command_tag: Option<String>,
     pub rows: Option<u64>,
     pub error: Option<serde_json::Value>,
+    /// Event-specific fields (for statements: `masking` counts).
+    #[serde(default)]
+    pub detail: Option<serde_json::Value>,
     /// RFC 3339
     pub at: String,
 }

@@ -250,6 +250,15 @@ pub fn encode_execute(portal: &str, max_rows: i32, out: &mut BytesMut) {
     });
 }
 
+/// A Describe ('D') of a portal (`b'P'`) or prepared statement (`b'S'`).
+pub fn encode_describe(kind: u8, name: &str, out: &mut BytesMut) {
+    write_message(out, Some(b'D'), |o| {
+        o.put_u8(kind);
+        put_cstr(o, name.as_bytes());
+        Ok(())
+    });
+}
+
 pub fn encode_query(sql: &str, out: &mut BytesMut) {
     write_message(out, Some(b'Q'), |o| {
         put_cstr(o, sql.as_bytes());

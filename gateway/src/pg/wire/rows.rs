@@ -48,6 +48,24 @@ pub(crate) fn parse_data_row<'a>(r: &mut Reader<'a>) -> Result<Vec<Option<&'a [u
     r.items(n, Reader::nullable_bytes)
 }
 
+/// A RowDescription. More than 65535 fields cannot be encoded (see `writer`).
+pub fn encode_row_description(fields: &[FieldDescription<'_>], out: &mut BytesMut) {
+    use bytes::BufMut;
+    write_message(out, Some(b'T'), |o| {
+        put_count16(o, fields.len())?;
+        for f in fields {
+            super::writer::put_cstr(o, f.name.as_bytes());
+            o.put_u32(f.table_oid);
+            o.put_i16(f.column_id);
+            o.put_u32(f.type_oid);
+            o.put_i16(f.type_size);
+            o.put_i32(f.type_modifier);
+            o.put_i16(f.format);
+        }
+        Ok(())
+    });
+}
+
 /// A DataRow. More than 65535 columns, or a message over 2 GiB, cannot be encoded; the
 /// row is then not written and the failure is logged (see `writer`).
 pub fn encode_data_row(columns: &[Option<&[u8]>], out: &mut BytesMut) {
@@ -65,6 +83,37 @@ mod tests {
 
     fn parse(tag: u8, body: &[u8]) -> Result<String, WireError> {
         BackendMessage::parse(&frame(tag, body)).map(|m| format!("{m:?}"))
+    }
+
+    #[test]
+    fn row_description_round_trips() {
+        let fields = vec![
+            FieldDescription {
+                name: "email",
+                table_oid: 16384,
+                column_id: 3,
+                type_oid: 25,
+                type_size: -1,
+                type_modifier: -1,
+                format: 1,
+            },
+            FieldDescription {
+                name: "",
+                table_oid: 0,
+                column_id: 0,
+                type_oid: 23,
+                type_size: 4,
+                type_modifier: -1,
+                format: 0,
+            },
+        ];
+        let mut out = BytesMut::new();
+        encode_row_description(&fields, &mut out);
+        let f = crate::pg::wire::test_util::frame(b'T', &out[5..]);
+        match BackendMessage::parse(&f).unwrap() {
+            BackendMessage::RowDescription { fields: got } => assert_eq!(got, fields),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

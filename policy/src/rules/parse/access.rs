@@ -29,7 +29,7 @@ const GRANT_FIELDS: &[&str] = &[
 const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The tables of an array-of-tables section, each with its header span.
-fn tables<'a, 'i>(
+pub(super) fn tables<'a, 'i>(
     report: &mut Report<'_>,
     value: &'a Value<'i>,
     section: &str,
@@ -57,7 +57,7 @@ fn tables<'a, 'i>(
 }
 
 /// Collects a section's fields by name; unknown ones are reported.
-fn fields<'a, 'i>(
+pub(super) fn fields<'a, 'i>(
     cx: &mut RuleCx<'_, '_>,
     table: &'a DeTable<'i>,
     section: &str,
@@ -73,12 +73,12 @@ fn fields<'a, 'i>(
     out
 }
 
-fn field<'a, 'i>(found: &[(&str, &'a Value<'i>)], name: &str) -> Option<&'a Value<'i>> {
+pub(super) fn field<'a, 'i>(found: &[(&str, &'a Value<'i>)], name: &str) -> Option<&'a Value<'i>> {
     found.iter().find(|(f, _)| *f == name).map(|(_, v)| *v)
 }
 
 /// The section's `name`: present, well-formed and unique within the section.
-fn section_name(
+pub(super) fn section_name(
     cx: &mut RuleCx<'_, '_>,
     value: Option<&Value<'_>>,
     header: Range<usize>,
@@ -109,7 +109,7 @@ fn section_name(
 }
 
 /// An access level name: like a rule name.
-fn level(cx: &mut RuleCx<'_, '_>, text: &str, span: Range<usize>) -> Option<String> {
+pub(super) fn level(cx: &mut RuleCx<'_, '_>, text: &str, span: Range<usize>) -> Option<String> {
     if super::valid_name(text) {
         Some(text.to_owned())
     } else {

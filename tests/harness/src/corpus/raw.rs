@@ -74,6 +74,19 @@ impl RawSession {
         }
     }
 
+    /// Reads up to and including ReadyForQuery, keeping every message (notices too).
+    pub async fn until_ready_all(&mut self) -> Result<Vec<Message>> {
+        let mut out = Vec::new();
+        loop {
+            let message = self.next().await?;
+            let ready = message.0 == b'Z';
+            out.push(message);
+            if ready {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Runs `sql` as a simple Query and fails unless it succeeds.
     pub async fn simple(&mut self, sql: &str) -> Result<Vec<Message>> {
         self.send(&[query_message(sql)]).await?;
@@ -117,6 +130,25 @@ pub fn parse_bind_execute(sql: &str) -> Vec<Vec<u8>> {
         message(b'P', &parse),
         message(b'B', &bind),
         message(b'E', &execute),
+    ]
+}
+
+/// Parse + Bind (every result column in binary when `binary`, else text) + Describe of the
+/// portal + Execute + Sync: what a driver sends for one extended-protocol query.
+pub fn extended_query(sql: &str, binary: bool) -> Vec<Vec<u8>> {
+    let mut parse = b"\0".to_vec();
+    parse.extend_from_slice(sql.as_bytes());
+    parse.extend_from_slice(&[0, 0, 0]);
+    // portal "", statement "", no parameter formats, no parameters, one result format.
+    let bind = [0u8, 0, 0, 0, 0, 0, 0, 1, 0, u8::from(binary)];
+    let describe = [b'P', 0];
+    let execute = [0u8, 0, 0, 0, 0];
+    vec![
+        message(b'P', &parse),
+        message(b'B', &bind),
+        message(b'D', &describe),
+        message(b'E', &execute),
+        sync(),
     ]
 }
 

@@ -1,0 +1,443 @@
+//! Masking on the wire: result sets are rewritten row by row as they stream through.
+//!
+//! The decisions are the policy crate's (`countersign_policy::mask`); this module applies
+//! them to PostgreSQL messages:
+//! - RowDescription: a masked column is reported as `text` (unless its style is `null`), so a
+//!   client decodes the mask in text and binary formats alike.
+//! - DataRow: masked columns get their style; other columns are scanned by the content
+//!   detectors: a text-typed value (and, in text format, any value) keeps its shape with each
+//!   match masked; a hit in a value whose type is not text-like becomes NULL, so the client's
+//!   type decoding never breaks. Lengths are recomputed.
+//! - ErrorResponse and NoticeResponse of statements touching masked relations: the texts
+//!   (message, detail, hint, context, query) are withheld; SQLSTATE and position stay.
+//!
+//! One row is held at a time; nothing buffers a whole result. Sessions without mask rules
+//! never come here.
+//!
+//! Not handled here: rows of an extended-protocol Execute arrive without a RowDescription, so
+//! the client half sends a Describe of the portal ahead of each Execute (see `inspect`) and
+//! the answer, swallowed, sets up the masker. `COPY ... TO STDOUT` touching a relation with
+//! masked columns is refused by the policy decision instead of being rewritten.
+
+pub mod catalog;
+
+use super::relay::Shared;
+use super::track::StatementInfo;
+use super::wire::Frame;
+use super::wire::backend::{self, BackendMessage, FieldDescription};
+use bytes::{BufMut, Bytes, BytesMut};
+use countersign_policy::Policy;
+use countersign_policy::mask::{Catalog, Field, MaskIndex, StatementMask, Style};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// `text`: what masked columns are reported as.
+const TEXT_OID: u32 = 25;
+/// What the client is told instead of a withheld error or notice text.
+const WITHHELD: &str =
+    "countersign: message withheld: the statement touches columns masked for this session";
+
+/// Types whose binary form is their text (UTF-8 bytes), so detectors can read them.
+fn binary_is_text(type_oid: u32) -> bool {
+    // text, varchar, bpchar, name, char, json, unknown, xml
+    matches!(type_oid, 25 | 1043 | 1042 | 19 | 18 | 114 | 705 | 142)
+}
+
+/// Types whose text form may carry detected content in place (strings, JSON, arrays of them).
+fn text_like(type_oid: u32) -> bool {
+    binary_is_text(type_oid) || matches!(type_oid, 3802 | 1009 | 1015 | 199 | 3807 | 1014)
+}
+
+/// A session's masking state, shared by its two halves.
+#[derive(Default)]
+pub struct MaskState {
+    /// The policy the index was built from (compared by pointer).
+    policy: Option<Arc<Policy>>,
+    catalog: Option<Arc<Catalog>>,
+    index: Option<Arc<MaskIndex>>,
+    /// Cursors declared over masked values, and the rule.
+    cursors: HashMap<String, usize>,
+}
+
+/// Brings the session's masking up to date with the current policy (and, with `reload`, a
+/// freshly read catalog). Errors mean masking cannot be guaranteed: the caller fails closed.
+pub async fn refresh(shared: &Shared, reload: bool) -> Result<(), String> {
+    let (policy, environment) = {
+        let config = shared.config.borrow();
+        match config.as_ref() {
+            Some(c) => (
+                c.policy.clone(),
+                c.resources
+                    .get(&*shared.resource)
+                    .map(|r| r.environment.clone())
+                    .unwrap_or_default(),
+            ),
+            None => return Ok(()),
+        }
+    };
+    let cached = {
+        let state = shared.mask.lock().map_err(|_| "masking state poisoned")?;
+        if !reload
+            && state
+                .policy
+                .as_ref()
+                .is_some_and(|p| Arc::ptr_eq(p, &policy))
+        {
+            return Ok(());
+        }
+        state.catalog.clone()
+    };
+    let masking = policy.masking(
+        &shared.resource,
+        &environment,
+        shared.access_level.as_deref(),
+    );
+    if masking.is_empty() {
+        let mut state = shared.mask.lock().map_err(|_| "masking state poisoned")?;
+        state.policy = Some(policy);
+        state.index = None;
+        shared.mask_active.store(false, Ordering::Release);
+        return Ok(());
+    }
+    let catalog = match cached {
+        Some(c) if !reload => c,
+        _ => shared.catalogs.get(&shared.mask_source, reload).await?,
+    };
+    let index = Arc::new(MaskIndex::new(masking, &catalog, shared.mask_key.to_vec()));
+    let mut state = shared.mask.lock().map_err(|_| "masking state poisoned")?;
+    state.policy = Some(policy);
+    state.catalog = Some(catalog);
+    state.index = Some(index);
+    shared.mask_active.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// The session's current index, if it has mask rules.
+pub fn current_index(shared: &Shared) -> Option<Arc<MaskIndex>> {
+    shared.mask.lock().ok()?.index.clone()
+}
+
+/// Whether the policy changed since the session's masking was built.
+pub fn stale(shared: &Shared) -> bool {
+    let config = shared.config.borrow();
+    let Some(c) = config.as_ref() else {
+        return false;
+    };
+    shared.mask.lock().map_or(true, |s| {
+        !s.policy.as_ref().is_some_and(|p| Arc::ptr_eq(p, &c.policy))
+    })
+}
+
+/// The masking of `stmt` (and of the prepared statements it `EXECUTE`s), or `None` when the
+/// session has no mask rules. Remembers cursors declared over masked values.
+pub fn statement_ctx(shared: &Shared, stmts: &[&StatementInfo]) -> Option<Arc<MaskCtx>> {
+    let mut state = shared.mask.lock().ok()?;
+    let index = state.index.clone()?;
+    let mut verdict = StatementMask::default();
+    for stmt in stmts {
+        let facts = std::iter::once(&stmt.facts).chain(stmt.alternative.as_ref());
+        for f in facts {
+            let cursors = &state.cursors;
+            let v = index.statement(f, &|name| cursors.get(name).copied());
+            verdict.tainted = verdict.tainted.or(v.tainted);
+            verdict.all_fields = verdict.all_fields.or(v.all_fields);
+            verdict.withhold_messages |= v.withhold_messages;
+            if verdict.refuse.is_none() {
+                verdict.refuse = v.refuse;
+            }
+        }
+    }
+    // A prepared statement's masked value written by the statement executing it.
+    if verdict.refuse.is_none()
+        && let Some(rule) = verdict.tainted
+        && stmts.first().is_some_and(|s| {
+            s.facts
+                .statements
+                .iter()
+                .any(countersign_policy::mask::writes)
+        })
+    {
+        verdict.refuse = Some(index.write_refusal(rule));
+    }
+    if let Some(rule) = verdict.tainted.or(verdict.all_fields) {
+        for stmt in stmts {
+            for s in &stmt.facts.statements {
+                if let Some(name) = &s.columns.declares_cursor {
+                    state.cursors.insert(name.clone(), rule);
+                }
+            }
+        }
+    }
+    Some(Arc::new(MaskCtx {
+        index,
+        stmt: verdict,
+    }))
+}
+
+/// A statement's masking: the session's index at the time, and the verdict.
+#[derive(Debug)]
+pub struct MaskCtx {
+    pub index: Arc<MaskIndex>,
+    pub stmt: StatementMask,
+}
+
+/// Values masked so far, by rule and by detector: what audit records (never the values).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MaskStats {
+    pub by_rule: BTreeMap<String, u64>,
+    pub by_detector: BTreeMap<&'static str, u64>,
+}
+
+impl MaskStats {
+    pub fn is_empty(&self) -> bool {
+        self.by_rule.is_empty() && self.by_detector.is_empty()
+    }
+
+    pub fn take(&mut self) -> MaskStats {
+        std::mem::take(self)
+    }
+
+    fn rule(&mut self, name: &str) {
+        *self.by_rule.entry(name.to_owned()).or_default() += 1;
+    }
+}
+
+struct Column {
+    /// The style and rule name masking the whole column.
+    mask: Option<(Style, Arc<str>)>,
+    type_oid: u32,
+    binary: bool,
+}
+
+/// Masks the rows of one result set.
+pub struct RowMasker {
+    ctx: Arc<MaskCtx>,
+    columns: Vec<Column>,
+    detect: bool,
+}
+
+impl RowMasker {
+    /// A masker for the result `fields` describe, and the RowDescription to send instead
+    /// (`None`: forward as received).
+    pub fn new(ctx: Arc<MaskCtx>, fields: &[FieldDescription<'_>]) -> (RowMasker, Option<Bytes>) {
+        let view: Vec<Field<'_>> = fields
+            .iter()
+            .map(|f| Field {
+                name: f.name,
+                table_oid: f.table_oid,
+                column: f.column_id,
+            })
+            .collect();
+        let rules = ctx.index.fields(&ctx.stmt, &view);
+        let mut rewritten = false;
+        let mut out_fields = fields.to_vec();
+        let mut columns = Vec::with_capacity(fields.len());
+        for (i, f) in fields.iter().enumerate() {
+            let rule = rules
+                .get(i)
+                .copied()
+                .flatten()
+                .and_then(|r| ctx.index.rule(r));
+            let mask = rule.map(|r| (r.style, Arc::<str>::from(r.name.as_str())));
+            if let (Some((style, _)), Some(out)) = (&mask, out_fields.get_mut(i))
+                && *style != Style::Null
+                && out.type_oid != TEXT_OID
+            {
+                out.type_oid = TEXT_OID;
+                out.type_size = -1;
+                out.type_modifier = -1;
+                rewritten = true;
+            }
+            columns.push(Column {
+                mask,
+                type_oid: f.type_oid,
+                binary: f.format == 1,
+            });
+        }
+        let detect = !ctx.index.detectors().is_empty();
+        let replacement = rewritten.then(|| {
+            let mut out = BytesMut::new();
+            backend::encode_row_description(&out_fields, &mut out);
+            out.freeze()
+        });
+        (
+            RowMasker {
+                ctx,
+                columns,
+                detect,
+            },
+            replacement,
+        )
+    }
+
+    /// Whether rows pass through untouched.
+    pub fn is_noop(&self) -> bool {
+        !self.detect && self.columns.iter().all(|c| c.mask.is_none())
+    }
+
+    /// The DataRow to send instead of `frame`, or `None` to forward it as received. A row
+    /// that does not parse, or does not match the description, is sent with every column
+    /// NULL (fail closed).
+    pub fn row(&self, frame: &Frame, stats: &mut MaskStats) -> Option<Bytes> {
+        if self.is_noop() {
+            return None;
+        }
+        let values = match BackendMessage::parse(frame) {
+            Ok(BackendMessage::DataRow { columns }) if columns.len() == self.columns.len() => {
+                columns
+            }
+            _ => return Some(all_null(self.columns.len())),
+        };
+        let key = self.ctx.index.key();
+        let mut changed = false;
+        let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(values.len());
+        for (value, col) in values.iter().zip(&self.columns) {
+            let Some(value) = value else {
+                out.push(None);
+                continue;
+            };
+            if let Some((style, rule)) = &col.mask {
+                stats.rule(rule);
+                changed = true;
+                out.push(if col.binary && !binary_is_text(col.type_oid) {
+                    // Binary bytes of another type are no text to keep a tail of.
+                    match style {
+                        Style::Null => None,
+                        Style::Hash => style.apply(key, value),
+                        _ => Style::Redact.apply(key, value),
+                    }
+                } else {
+                    style.apply(key, value)
+                });
+                continue;
+            }
+            if self.detect
+                && (!col.binary || binary_is_text(col.type_oid))
+                && let Some(masked) = self.detect_value(value, col, stats)
+            {
+                changed = true;
+                out.push(masked);
+                continue;
+            }
+            out.push(Some(value.to_vec()));
+        }
+        if !changed {
+            return None;
+        }
+        let refs: Vec<Option<&[u8]>> = out.iter().map(|v| v.as_deref()).collect();
+        let mut buf = BytesMut::with_capacity(frame.bytes.len() + 16);
+        backend::encode_data_row(&refs, &mut buf);
+        Some(buf.freeze())
+    }
+
+    /// `Some(new value)` when detectors find something in `value`.
+    fn detect_value(
+        &self,
+        value: &[u8],
+        col: &Column,
+        stats: &mut MaskStats,
+    ) -> Option<Option<Vec<u8>>> {
+        let detectors = self.ctx.index.detectors();
+        if !detectors.may_match(value) {
+            return None;
+        }
+        let text = std::str::from_utf8(value).ok()?;
+        let found = detectors.find(text);
+        if found.is_empty() {
+            return None;
+        }
+        let key = self.ctx.index.key();
+        let mut out = Vec::with_capacity(value.len());
+        let mut at = 0;
+        for (detector, range) in &found {
+            *stats.by_detector.entry(detector.name()).or_default() += 1;
+            let style = self
+                .ctx
+                .index
+                .detector_rule(*detector)
+                .and_then(|r| self.ctx.index.rule(r))
+                .map_or(Style::Redact, |r| r.style);
+            if style == Style::Null || !text_like(col.type_oid) {
+                return Some(None);
+            }
+            out.extend_from_slice(text.get(at..range.start)?.as_bytes());
+            let hit = text.get(range.clone())?;
+            out.extend_from_slice(&style.apply(key, hit.as_bytes()).unwrap_or_default());
+            at = range.end;
+        }
+        out.extend_from_slice(text.get(at..)?.as_bytes());
+        Some(Some(out))
+    }
+}
+
+/// `frame` (a DataRow) with every column NULL; an empty row when it does not parse.
+pub fn null_row(frame: &Frame) -> Bytes {
+    let n = match BackendMessage::parse(frame) {
+        Ok(BackendMessage::DataRow { columns }) => columns.len(),
+        _ => 0,
+    };
+    all_null(n)
+}
+
+fn all_null(n: usize) -> Bytes {
+    let nulls: Vec<Option<&[u8]>> = vec![None; n];
+    let mut buf = BytesMut::new();
+    backend::encode_data_row(&nulls, &mut buf);
+    buf.freeze()
+}
+
+/// An ErrorResponse or NoticeResponse with its texts withheld: severity, SQLSTATE and
+/// position are kept.
+pub fn withhold(frame: &Frame) -> Bytes {
+    let fields = match BackendMessage::parse(frame) {
+        Ok(BackendMessage::ErrorResponse(f) | BackendMessage::NoticeResponse(f)) => f,
+        _ => {
+            let mut out = BytesMut::new();
+            backend::encode_error(
+                &backend::ErrorNotice {
+                    severity: backend::Severity::Error,
+                    code: "XX000",
+                    message: WITHHELD,
+                    detail: None,
+                    hint: None,
+                },
+                &mut out,
+            );
+            return out.freeze();
+        }
+    };
+    let mut body = BytesMut::new();
+    let mut wrote_message = false;
+    for (code, value) in fields.fields() {
+        let value: &str = match code {
+            b'S' | b'V' | b'C' | b'P' | b'F' | b'L' | b'R' => value,
+            b'M' => {
+                wrote_message = true;
+                WITHHELD
+            }
+            // Detail, hint, context, internal query and position, schema/table/column/
+            // constraint names and anything unknown: dropped.
+            _ => continue,
+        };
+        body.put_u8(*code);
+        body.extend_from_slice(value.as_bytes());
+        body.put_u8(0);
+    }
+    if !wrote_message {
+        body.put_u8(b'M');
+        body.extend_from_slice(WITHHELD.as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut out = BytesMut::with_capacity(body.len() + 5);
+    out.put_u8(frame.tag);
+    out.put_i32(i32::try_from(body.len() + 4).unwrap_or(i32::MAX));
+    out.extend_from_slice(&body);
+    out.freeze()
+}
+
+/// Withheld error text, as audit records it.
+pub fn withheld_text(code: &str) -> String {
+    format!("{code}: {WITHHELD}")
+}
