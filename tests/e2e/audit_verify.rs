@@ -59,8 +59,10 @@ async fn verify(server: &DevServer) -> Result<CmdOutput> {
 
 #[tokio::test]
 async fn verify_passes_then_names_the_tampered_row() -> Result<()> {
-    let mut opts = DevServerOpts::default();
-    opts.extra_args = vec!["--audit-checkpoint-interval".into(), "1s".into()];
+    let opts = DevServerOpts {
+        extra_args: vec!["--audit-checkpoint-interval".into(), "1s".into()],
+        ..DevServerOpts::default()
+    };
     let fx = Fixture::start_with(BIN, "audit_verify", opts).await?;
     let alice = fx.gateway_as(ALICE, &fx.server.mint_token(ALICE, &[], None).await?);
     let mut psql = Psql::new(&alice);

@@ -421,10 +421,10 @@ impl Store {
                 Some(h) => Some(h.clone()),
                 None => self.stored_hash(session, link.to_seq).await?,
             };
-            if let Some(&i) = bad_seqs.get(&link.to_seq) {
-                if let Some((_, pointed)) = w.bad.get_mut(i) {
-                    *pointed = true;
-                }
+            if let Some(&i) = bad_seqs.get(&link.to_seq)
+                && let Some((_, pointed)) = w.bad.get_mut(i)
+            {
+                *pointed = true;
             }
             match target {
                 Some(h) if h == link.hash => {}
