@@ -510,3 +510,72 @@ async fn retention_purge_leaves_a_log_that_verifies() {
         );
     }
 }
+
+/// Ingest rate through the store on PostgreSQL, chained versus the plain
+/// idempotent `INSERT … ON CONFLICT DO NOTHING` used before the chain.
+/// `cargo test -p countersign-control-plane --test audit_chain -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn ingest_rate() {
+    use countersign_control_plane::store::entity::audit_event;
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    const SESSIONS: u64 = 50;
+    const PER_SESSION: u64 = 400;
+    const BATCH: usize = 500;
+    let stores = Backend::stores("cs_chain_rate").await;
+    let (_db, store) = stores.into_iter().next().unwrap();
+    let events: Vec<NewAuditEvent> = (0..PER_SESSION)
+        .flat_map(|seq| {
+            (0..SESSIONS).map(move |s| statement(&format!("rate-{s}"), seq, "SELECT 1"))
+        })
+        .collect();
+
+    let start = std::time::Instant::now();
+    for batch in events.chunks(BATCH) {
+        store.insert_audit_events(batch).await.unwrap();
+    }
+    let chained = events.len() as f64 / start.elapsed().as_secs_f64();
+
+    let now = Utc::now();
+    let start = std::time::Instant::now();
+    for batch in events.chunks(BATCH) {
+        for chunk in batch.chunks(256) {
+            let rows = chunk.iter().map(|e| audit_event::ActiveModel {
+                session_id: Set(format!("plain-{}", e.session_id)),
+                seq: Set(e.seq as i64),
+                at: Set(now),
+                event: Set("statement".to_owned()),
+                identity: Set(e.identity.clone()),
+                resource: Set(e.resource.clone()),
+                statement: Set(Some("SELECT 1".to_owned())),
+                kinds: Set("[\"select\"]".to_owned()),
+                protocol: Set(Some("simple".to_owned())),
+                parameter_count: Set(Some(0)),
+                duration_us: Set(Some(12)),
+                command_tag: Set(Some("SELECT 1".to_owned())),
+                rows: Set(Some(1)),
+                error: Set(None),
+                decision: Set(Some("allow".to_owned())),
+                rule: Set(None),
+                detail: Set(None),
+                received_at: Set(now),
+                prev_seq: Set(None),
+                prev_hash: Set(None),
+                chain_hash: Set(Some(String::new())),
+            });
+            audit_event::Entity::insert_many(rows.collect::<Vec<_>>())
+                .on_conflict_do_nothing_on([
+                    audit_event::Column::SessionId,
+                    audit_event::Column::Seq,
+                ])
+                .exec_without_returning(store.db_for_tests())
+                .await
+                .unwrap();
+        }
+    }
+    let plain = events.len() as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "postgres ingest, {} events, {SESSIONS} sessions, batches of {BATCH}: chained {chained:.0}/s, plain {plain:.0}/s",
+        events.len()
+    );
+}
