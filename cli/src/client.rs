@@ -48,6 +48,12 @@ pub enum TokenCommand {
 pub enum AuditCommand {
     /// Search audit events.
     Search(AuditSearchArgs),
+    /// Check the audit chain and checkpoints; exit 0 when intact, 3 when not.
+    Verify(crate::audit::VerifyArgs),
+    /// Stream audit events as JSONL.
+    Export(crate::audit::ExportArgs),
+    /// Show one session's events in order, with totals.
+    Timeline(crate::audit::TimelineArgs),
 }
 
 #[derive(Args)]
@@ -165,7 +171,12 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
-    let AuditCommand::Search(a) = cmd;
+    let a = match cmd {
+        AuditCommand::Search(a) => a,
+        AuditCommand::Verify(a) => return crate::audit::verify(a).await,
+        AuditCommand::Export(a) => return crate::audit::export(a).await,
+        AuditCommand::Timeline(a) => return crate::audit::timeline(a).await,
+    };
     if !matches!(a.format.as_str(), "table" | "jsonl") {
         bail!("--format must be table or jsonl");
     }

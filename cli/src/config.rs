@@ -46,6 +46,15 @@ pub struct ControlPlaneConfig {
     /// Where review events are sent (`[[notify]]`). Default: nowhere.
     #[serde(default, rename = "notify")]
     pub notify: Vec<NotifyEntry>,
+    /// How often each replica writes an audit checkpoint and runs the
+    /// retention purge. Default `60s`.
+    #[serde(default = "default_checkpoint_interval")]
+    pub audit_checkpoint_interval: String,
+    /// File holding the audit chain's HMAC key as hex (at least 32 bytes).
+    /// Default: a key generated once and kept in the store. Keeping it outside
+    /// the database means someone with only database access cannot re-chain
+    /// what they changed (see docs/audit.md).
+    pub audit_key_file: Option<PathBuf>,
 }
 
 /// A `[[notify]]` entry: a target for review events (opened, approved,
@@ -133,6 +142,9 @@ pub struct ResourceEntry {
     /// Default false.
     #[serde(default)]
     pub strict_audit: bool,
+    /// How long this resource's audit events are kept, e.g. `90d`; older
+    /// ones are purged. Default: kept forever.
+    pub audit_retention: Option<String>,
 }
 
 /// `countersign gateway --config FILE`.
@@ -186,6 +198,10 @@ pub struct UpstreamEntry {
     pub name: String,
     /// `postgres://user:password@host:port/db?sslmode=…`.
     pub url: Secret<String>,
+}
+
+fn default_checkpoint_interval() -> String {
+    "60s".to_owned()
 }
 
 fn default_http() -> SocketAddr {
@@ -263,6 +279,8 @@ impl ControlPlaneConfig {
         "public_url",
         "default_token_ttl",
         "max_token_ttl",
+        "audit_checkpoint_interval",
+        "audit_key_file",
     ];
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -281,6 +299,7 @@ impl ControlPlaneConfig {
         for (name, v) in [
             ("default_token_ttl", &self.default_token_ttl),
             ("max_token_ttl", &self.max_token_ttl),
+            ("audit_checkpoint_interval", &self.audit_checkpoint_interval),
         ] {
             if let Err(e) = parse_duration(v) {
                 errors.push(format!("{name}: {e}"));
@@ -297,9 +316,19 @@ impl ControlPlaneConfig {
         {
             errors.push(format!("signing_key_file {} does not exist", p.display()));
         }
+        if let Some(p) = &self.audit_key_file
+            && !p.exists()
+        {
+            errors.push(format!("audit_key_file {} does not exist", p.display()));
+        }
         for r in &self.resources {
             if let Err(e) = countersign_control_plane::service::validate_name("resource", &r.name) {
                 errors.push(e.to_string());
+            }
+            if let Some(keep) = &r.audit_retention
+                && let Err(e) = parse_duration(keep)
+            {
+                errors.push(format!("resource {}: audit_retention: {e}", r.name));
             }
         }
         for (i, n) in self.notify.iter().enumerate() {

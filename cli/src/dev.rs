@@ -59,6 +59,9 @@ pub struct DevArgs {
     /// Lifetime of the printed user token.
     #[arg(long, default_value = "12h", value_parser = countersign_common::parse_duration)]
     user_token_ttl: Duration,
+    /// How often an audit checkpoint is written (see docs/audit.md).
+    #[arg(long, env = "COUNTERSIGN_AUDIT_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = countersign_common::parse_duration)]
+    audit_checkpoint_interval: Duration,
 }
 
 /// Applied on first start when no `--policy` is given: without any policy
@@ -156,7 +159,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         Secret::new(gateway_token.clone()),
     );
     settings.public_url = format!("http://{http_addr}");
+    settings.audit_checkpoint_interval = args.audit_checkpoint_interval;
     let cp = ControlPlane::new(store, settings).await?;
+    cp.start_audit_jobs();
     if args.policy.is_none() && cp.store().latest_policy().await?.is_none() {
         let v = cp.apply_policy(STARTER_POLICY, "countersign-dev").await?;
         tracing::info!(

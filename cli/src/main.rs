@@ -4,6 +4,7 @@
 //! This crate only parses arguments and config, builds the services and runs
 //! them; the behaviour lives in the library crates.
 
+mod audit;
 mod binding;
 mod client;
 mod config;
@@ -47,7 +48,7 @@ enum Command {
     /// Mint and revoke access tokens.
     #[command(subcommand)]
     Token(client::TokenCommand),
-    /// Search the audit trail.
+    /// Search, verify and export the audit trail.
     #[command(subcommand)]
     Audit(client::AuditCommand),
     /// Run a database client through the gateway with your token.

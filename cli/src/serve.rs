@@ -4,6 +4,7 @@ use crate::config::{ControlPlaneConfig, GatewayConfig};
 use anyhow::Context;
 use clap::Args;
 use countersign_common::{Secret, parse_duration};
+use countersign_control_plane::store::audit::chain::AuditKey;
 use countersign_control_plane::store::resources::ResourceSpec;
 use countersign_control_plane::{ControlPlane, Settings, Store};
 use countersign_gateway::config::{ClientTls, GatewaySettings, Upstream};
@@ -22,7 +23,17 @@ pub struct ConfigArg {
 pub async fn control_plane(args: ConfigArg) -> anyhow::Result<ExitCode> {
     let cfg: ControlPlaneConfig = crate::config::load(&args.config, ControlPlaneConfig::FIELDS)?;
     cfg.validate()?;
-    let store = Store::connect(cfg.database_url.expose())
+    let audit_key = match &cfg.audit_key_file {
+        Some(path) => Some(
+            AuditKey::from_hex(
+                &std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            )
+            .with_context(|| format!("audit_key_file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let store = Store::connect_with_audit_key(cfg.database_url.expose(), audit_key)
         .await
         .context("connecting to the store")?;
     let mut settings = Settings::new(cfg.admin_token.clone(), cfg.gateway_token.clone());
@@ -35,6 +46,14 @@ pub async fn control_plane(args: ConfigArg) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| format!("http://{}", cfg.http_addr));
     settings.notifications = cfg.notification_targets()?;
+    settings.audit_checkpoint_interval =
+        parse_duration(&cfg.audit_checkpoint_interval).map_err(anyhow::Error::msg)?;
+    for r in &cfg.resources {
+        if let Some(keep) = &r.audit_retention {
+            let keep = parse_duration(keep).map_err(anyhow::Error::msg)?;
+            settings.audit_retention.push((r.name.clone(), keep));
+        }
+    }
     if let Some(path) = &cfg.signing_key_file {
         let pem =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -42,6 +61,7 @@ pub async fn control_plane(args: ConfigArg) -> anyhow::Result<ExitCode> {
     }
     let cp = ControlPlane::new(store, settings).await?;
     cp.start_bus();
+    cp.start_audit_jobs();
     for r in &cfg.resources {
         cp.upsert_resource(&ResourceSpec {
             name: r.name.clone(),

@@ -64,6 +64,9 @@ pub fn router(cp: ControlPlane) -> Router {
         .route("/api/v1/tokens", post(tokens::create))
         .route("/api/v1/tokens/{id}", delete(tokens::revoke))
         .route("/api/v1/audit", get(audit::search))
+        .route("/api/v1/audit/verify", get(audit::verify))
+        .route("/api/v1/audit/export", get(audit::export))
+        .route("/api/v1/sessions/{id}/timeline", get(audit::timeline))
         .route(
             "/api/v1/policies",
             get(policies::list).post(policies::apply),

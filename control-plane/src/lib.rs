@@ -13,12 +13,14 @@
 //!   in the service and in the database.
 //! - [`api`]: the admin HTTP API under `/api/v1` (axum), with its OpenAPI document.
 //! - [`grpc`]: `countersign.v1.GatewayService` for gateways (tonic).
+//! - [`audit`]: audit checkpoint and retention jobs, verify, timelines, export.
 //! - [`notify`]: review events sent to a signed webhook and to Slack.
 //!
 //! The control plane keeps no state of its own beyond the store, so any number
 //! of replicas can serve the same database.
 
 pub mod api;
+pub mod audit;
 pub mod bindings;
 pub mod bus;
 pub mod credentials;

@@ -55,6 +55,12 @@ pub struct Settings {
     /// Where review events (opened, approved, denied, expired) are sent.
     /// Default: nowhere.
     pub notifications: Vec<NotificationTarget>,
+    /// How often each replica writes an audit checkpoint (and runs the
+    /// retention purge). Default 60 s.
+    pub audit_checkpoint_interval: Duration,
+    /// Audit retention per resource name: events older than this are purged.
+    /// Resources not listed keep their audit forever. Default: none listed.
+    pub audit_retention: Vec<(String, Duration)>,
 }
 
 impl Settings {
@@ -72,6 +78,8 @@ impl Settings {
             public_url: "http://127.0.0.1:8080".to_owned(),
             approver_group: "countersign-approvers".to_owned(),
             notifications: Vec::new(),
+            audit_checkpoint_interval: Duration::from_secs(60),
+            audit_retention: Vec::new(),
         }
     }
 }

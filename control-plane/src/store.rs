@@ -37,12 +37,25 @@ pub enum StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Key of the audit chain; see [`audit::chain`].
+    audit_key: audit::chain::AuditKey,
 }
 
 impl Store {
-    /// Connects to `url` (`postgres://…` or `sqlite://PATH?mode=rwc`) and applies
-    /// pending migrations.
+    /// Connects to `url` (`postgres://…` or `sqlite://PATH?mode=rwc`), applies
+    /// pending migrations, loads the audit key (generating it into the
+    /// settings on first start, so every replica shares it) and chains any
+    /// audit events stored before the chain existed.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_audit_key(url, None).await
+    }
+
+    /// [`Store::connect`], with the audit key given (held outside the
+    /// database; see `docs/audit.md`) instead of kept in the store.
+    pub async fn connect_with_audit_key(
+        url: &str,
+        audit_key: Option<audit::chain::AuditKey>,
+    ) -> Result<Self, StoreError> {
         let mut options = ConnectOptions::new(url.to_owned());
         options
             .max_connections(if url.starts_with("sqlite") { 1 } else { 16 })
@@ -56,7 +69,24 @@ impl Store {
                 .await?;
         }
         Migrator::up(&db, None).await?;
-        Ok(Self { db })
+        let audit_key = match audit_key {
+            Some(key) => key,
+            None => audit::chain::AuditKey::from_hex(
+                &settings::setting_or_insert(
+                    &db,
+                    audit::chain::AUDIT_KEY_SETTING,
+                    &audit::chain::AuditKey::generate_hex(),
+                )
+                .await?,
+            )?,
+        };
+        let store = Self { db, audit_key };
+        audit::chain::seal_unchained(&store).await?;
+        Ok(store)
+    }
+
+    pub(crate) fn audit_key(&self) -> &audit::chain::AuditKey {
+        &self.audit_key
     }
 
     pub(crate) fn db(&self) -> &DatabaseConnection {

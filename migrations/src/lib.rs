@@ -13,6 +13,7 @@ mod m0004_service_credentials;
 mod m0005_role_bindings;
 mod m0006_approval_scope;
 mod m0007_grants;
+mod m0008_audit_chain;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_role_bindings::Migration),
             Box::new(m0006_approval_scope::Migration),
             Box::new(m0007_grants::Migration),
+            Box::new(m0008_audit_chain::Migration),
         ]
     }
 }

@@ -69,3 +69,109 @@ pub async fn search(
         events: cp.search_audit(&filter).await?,
     }))
 }
+
+/// Events per page an export reads from the store.
+const EXPORT_PAGE: u64 = 1000;
+
+#[utoipa::path(get, path = "/api/v1/audit/verify",
+    responses((status = 200, body = crate::store::audit::verify::VerifyReport,
+               description = "The report; `intact` is false when anything was found"),
+              (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn verify(
+    State(cp): State<ControlPlane>,
+    Caller(p): Caller,
+) -> Result<Json<crate::store::audit::verify::VerifyReport>, ApiError> {
+    cp.require_auditor(&p)?;
+    Ok(Json(cp.verify_audit().await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/timeline",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, body = crate::audit::Timeline), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn timeline(
+    State(cp): State<ControlPlane>,
+    Caller(p): Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<crate::audit::Timeline>, ApiError> {
+    cp.require_auditor(&p)?;
+    Ok(Json(cp.session_timeline(&id).await?))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// `jsonl` (the only format for now; the default).
+    pub format: Option<String>,
+    pub identity: Option<String>,
+    pub resource: Option<String>,
+    pub session_id: Option<String>,
+    pub event: Option<String>,
+    /// RFC 3339 lower bound on the event time.
+    pub since: Option<DateTime<Utc>>,
+    /// RFC 3339 upper bound (exclusive).
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[utoipa::path(get, path = "/api/v1/audit/export", params(ExportQuery),
+    responses((status = 200, content_type = "application/x-ndjson",
+               description = "One JSON event per line, oldest first, streamed"),
+              (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn export(
+    State(cp): State<ControlPlane>,
+    Caller(p): Caller,
+    query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    cp.require_auditor(&p)?;
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if let Some(f) = &q.format
+        && f != "jsonl"
+    {
+        return Err(ApiError::BadRequest(format!(
+            "unknown export format {f:?}; use jsonl"
+        )));
+    }
+    let filter = AuditFilter {
+        identity: q.identity,
+        resource: q.resource,
+        session_id: q.session_id,
+        event: q.event,
+        text: None,
+        since: q.since,
+        until: q.until,
+        limit: 0,
+    };
+    // Pages are read as the client takes them; an error mid-stream ends the
+    // body early, which the client sees as a truncated transfer.
+    let pages = futures_util::stream::try_unfold(
+        (cp, filter, None, false),
+        |(cp, filter, cursor, done)| async move {
+            if done {
+                return Ok::<_, std::io::Error>(None);
+            }
+            let (events, next) = cp
+                .audit_export_page(&filter, cursor.as_ref(), EXPORT_PAGE)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "audit export failed");
+                    std::io::Error::other("audit export failed")
+                })?;
+            let last = (events.len() as u64) < EXPORT_PAGE;
+            let mut chunk = Vec::new();
+            for e in &events {
+                serde_json::to_writer(&mut chunk, e).map_err(std::io::Error::other)?;
+                chunk.push(b'\n');
+            }
+            Ok(Some((chunk, (cp, filter, next, last))))
+        },
+    );
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(pages),
+    )
+        .into_response())
+}

@@ -1,16 +1,29 @@
-//! Audit events: stored idempotently by `(session_id, seq)` and searched.
+//! Audit events: stored idempotently by `(session_id, seq)`, hash-chained per
+//! session, checkpointed, verified, searched and exported.
 //!
 //! Inserting the same event twice is a no-op, so a gateway may resend a batch
 //! after a lost acknowledgement without doubling anything.
+//!
+//! Layout: [`chain`] (the per-session HMAC chain and the insert path),
+//! [`checkpoint`] (periodic and purge checkpoints), [`verify`] (the walk that
+//! names tampered rows), [`retention`] (the purge job).
+
+pub mod chain;
+pub mod checkpoint;
+pub mod retention;
+pub mod verify;
 
 use super::entity::audit_event;
 use super::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 use serde::Serialize;
 
-/// Rows per INSERT: keeps bound parameters well under SQLite's and PostgreSQL's limits.
-const INSERT_CHUNK: usize = 256;
+/// `t` cut to whole microseconds: what both backends store, and so what the
+/// chain hashes.
+pub(crate) fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
 
 /// One event as a gateway reports it.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,30 +132,34 @@ pub struct AuditFilter {
     pub limit: u64,
 }
 
-pub(super) fn to_row(
+/// The row `e` is stored as, before chaining (chain fields empty).
+pub(super) fn to_model(
     e: &NewAuditEvent,
     received_at: DateTime<Utc>,
-) -> Result<audit_event::ActiveModel, StoreError> {
+) -> Result<audit_event::Model, StoreError> {
     let seq = i64::try_from(e.seq).map_err(|_| StoreError::Corrupt(format!("seq {}", e.seq)))?;
-    let mut row = audit_event::ActiveModel {
-        session_id: Set(e.session_id.clone()),
-        seq: Set(seq),
-        at: Set(e.at),
-        event: Set(String::new()),
-        identity: Set(e.identity.clone()),
-        resource: Set(e.resource.clone()),
-        statement: Set(None),
-        kinds: Set("[]".to_owned()),
-        protocol: Set(None),
-        parameter_count: Set(None),
-        duration_us: Set(None),
-        command_tag: Set(None),
-        rows: Set(None),
-        error: Set(None),
-        decision: Set(None),
-        rule: Set(None),
-        detail: Set(None),
-        received_at: Set(received_at),
+    let mut row = audit_event::Model {
+        session_id: e.session_id.clone(),
+        seq,
+        at: micros(e.at),
+        event: String::new(),
+        identity: e.identity.clone(),
+        resource: e.resource.clone(),
+        statement: None,
+        kinds: "[]".to_owned(),
+        protocol: None,
+        parameter_count: None,
+        duration_us: None,
+        command_tag: None,
+        rows: None,
+        error: None,
+        decision: None,
+        rule: None,
+        detail: None,
+        received_at: micros(received_at),
+        prev_seq: None,
+        prev_hash: None,
+        chain_hash: None,
     };
     let json = |v: serde_json::Value| Some(v.to_string());
     match &e.body {
@@ -152,65 +169,61 @@ pub(super) fn to_row(
             application_name,
             tls,
         } => {
-            row.event = Set("session_started".to_owned());
-            row.detail = Set(json(serde_json::json!({
+            row.event = "session_started".to_owned();
+            row.detail = json(serde_json::json!({
                 "database": database,
                 "client_address": client_address,
                 "application_name": application_name,
                 "tls": tls,
-            })));
+            }));
         }
         AuditBody::Statement(s) => {
-            row.event = Set("statement".to_owned());
-            row.statement = Set(Some(s.statement.clone()));
-            row.kinds = Set(serde_json::Value::from(s.kinds.clone()).to_string());
-            row.protocol = Set(Some(s.protocol.clone()));
-            row.parameter_count = Set(Some(i32::try_from(s.parameter_count).unwrap_or(i32::MAX)));
-            row.duration_us = Set(Some(i64::try_from(s.duration_us).unwrap_or(i64::MAX)));
-            row.command_tag = Set(s.command_tag.clone());
-            row.rows = Set(s.rows.map(|r| i64::try_from(r).unwrap_or(i64::MAX)));
-            row.error = Set(s.error.clone());
-            row.decision = Set(Some(s.decision.clone()));
-            row.rule = Set(s.rule.clone());
-            row.detail = Set(s
+            row.event = "statement".to_owned();
+            row.statement = Some(s.statement.clone());
+            row.kinds = serde_json::Value::from(s.kinds.clone()).to_string();
+            row.protocol = Some(s.protocol.clone());
+            row.parameter_count = Some(i32::try_from(s.parameter_count).unwrap_or(i32::MAX));
+            row.duration_us = Some(i64::try_from(s.duration_us).unwrap_or(i64::MAX));
+            row.command_tag = s.command_tag.clone();
+            row.rows = s.rows.map(|r| i64::try_from(r).unwrap_or(i64::MAX));
+            row.error = s.error.clone();
+            row.decision = Some(s.decision.clone());
+            row.rule = s.rule.clone();
+            row.detail = s
                 .masking
                 .as_ref()
-                .map(|m| serde_json::json!({ "masking": m }).to_string()));
+                .map(|m| serde_json::json!({ "masking": m }).to_string());
         }
         AuditBody::SessionEnded { reason, statements } => {
-            row.event = Set("session_ended".to_owned());
-            row.detail = Set(json(serde_json::json!({
+            row.event = "session_ended".to_owned();
+            row.detail = json(serde_json::json!({
                 "reason": reason,
                 "statements": statements,
-            })));
+            }));
         }
         AuditBody::Review {
             action,
             review_id,
             detail,
         } => {
-            row.event = Set("review".to_owned());
-            row.detail = Set(json(action_detail(
+            row.event = "review".to_owned();
+            row.detail = json(action_detail(
                 action,
                 Some(("review_id", review_id)),
                 detail,
-            )));
+            ));
         }
         AuditBody::Grant {
             action,
             grant_id,
             detail,
         } => {
-            row.event = Set("grant".to_owned());
-            row.detail = Set(json(action_detail(
-                action,
-                Some(("grant_id", grant_id)),
-                detail,
-            )));
+            row.event = "grant".to_owned();
+            row.detail = json(action_detail(action, Some(("grant_id", grant_id)), detail));
         }
         AuditBody::Auth { action, detail } => {
-            row.event = Set("auth".to_owned());
-            row.detail = Set(json(action_detail(action, None, detail)));
+            row.event = "auth".to_owned();
+            row.detail = json(action_detail(action, None, detail));
         }
     }
     Ok(row)
@@ -266,26 +279,12 @@ fn to_view(m: audit_event::Model) -> Result<AuditEventView, StoreError> {
 }
 
 impl Store {
-    /// Stores events, skipping any already stored. Returns how many were new.
+    /// Stores and chains events, skipping any already stored. Returns how
+    /// many were new. Sessions lock only their own chain head (see [`chain`]).
     pub async fn insert_audit_events(&self, events: &[NewAuditEvent]) -> Result<u64, StoreError> {
-        let received_at = Utc::now();
-        let mut stored = 0;
-        for chunk in events.chunks(INSERT_CHUNK) {
-            let rows = chunk
-                .iter()
-                .map(|e| to_row(e, received_at))
-                .collect::<Result<Vec<_>, _>>()?;
-            let res = audit_event::Entity::insert_many(rows)
-                .on_conflict_do_nothing_on([
-                    audit_event::Column::SessionId,
-                    audit_event::Column::Seq,
-                ])
-                .exec_without_returning(self.db())
-                .await?;
-            if let sea_orm::TryInsertResult::Inserted(n) = res {
-                stored += n;
-            }
-        }
+        let txn = self.db().begin().await?;
+        let stored = chain::insert_chained(&txn, self.audit_key(), events).await?;
+        txn.commit().await?;
         Ok(stored)
     }
 
@@ -295,29 +294,7 @@ impl Store {
         filter: &AuditFilter,
     ) -> Result<Vec<AuditEventView>, StoreError> {
         use audit_event::Column as C;
-        let mut q = audit_event::Entity::find();
-        if let Some(v) = &filter.identity {
-            q = q.filter(C::Identity.eq(v.as_str()));
-        }
-        if let Some(v) = &filter.resource {
-            q = q.filter(C::Resource.eq(v.as_str()));
-        }
-        if let Some(v) = &filter.session_id {
-            q = q.filter(C::SessionId.eq(v.as_str()));
-        }
-        if let Some(v) = &filter.event {
-            q = q.filter(C::Event.eq(v.as_str()));
-        }
-        if let Some(v) = &filter.text {
-            q = q.filter(C::Statement.contains(v.as_str()));
-        }
-        if let Some(v) = filter.since {
-            q = q.filter(C::At.gte(v));
-        }
-        if let Some(v) = filter.until {
-            q = q.filter(C::At.lt(v));
-        }
-        let mut models = q
+        let mut models = filtered(filter)
             .order_by_desc(C::At)
             .order_by_desc(C::SessionId)
             .order_by_desc(C::Seq)
@@ -327,6 +304,100 @@ impl Store {
         models.reverse();
         models.into_iter().map(to_view).collect()
     }
+
+    /// One session's events in seq order, after `after_seq`, at most `limit`.
+    pub async fn session_events(
+        &self,
+        session_id: &str,
+        after_seq: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<AuditEventView>, StoreError> {
+        use audit_event::Column as C;
+        let mut q = audit_event::Entity::find().filter(C::SessionId.eq(session_id));
+        if let Some(s) = after_seq {
+            q = q.filter(C::Seq.gt(s));
+        }
+        q.order_by_asc(C::Seq)
+            .limit(limit)
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(to_view)
+            .collect()
+    }
+
+    /// Events matching `filter` (its `limit` ignored), oldest first, strictly
+    /// after `cursor`, at most `limit`: a keyset page for export.
+    pub async fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        cursor: Option<&AuditCursor>,
+        limit: u64,
+    ) -> Result<(Vec<AuditEventView>, Option<AuditCursor>), StoreError> {
+        keyset_page(self, filtered(filter), cursor, limit).await
+    }
+}
+
+/// The query for `filter`'s conditions.
+fn filtered(filter: &AuditFilter) -> sea_orm::Select<audit_event::Entity> {
+    use audit_event::Column as C;
+    let mut q = audit_event::Entity::find();
+    if let Some(v) = &filter.identity {
+        q = q.filter(C::Identity.eq(v.as_str()));
+    }
+    if let Some(v) = &filter.resource {
+        q = q.filter(C::Resource.eq(v.as_str()));
+    }
+    if let Some(v) = &filter.session_id {
+        q = q.filter(C::SessionId.eq(v.as_str()));
+    }
+    if let Some(v) = &filter.event {
+        q = q.filter(C::Event.eq(v.as_str()));
+    }
+    if let Some(v) = &filter.text {
+        q = q.filter(C::Statement.contains(v.as_str()));
+    }
+    if let Some(v) = filter.since {
+        q = q.filter(C::At.gte(v));
+    }
+    if let Some(v) = filter.until {
+        q = q.filter(C::At.lt(v));
+    }
+    q
+}
+
+/// One keyset page of `q` in `(at, session_id, seq)` order after `cursor`.
+async fn keyset_page(
+    store: &Store,
+    mut q: sea_orm::Select<audit_event::Entity>,
+    cursor: Option<&AuditCursor>,
+    limit: u64,
+) -> Result<(Vec<AuditEventView>, Option<AuditCursor>), StoreError> {
+    use audit_event::Column as C;
+    use sea_orm::Condition;
+    if let Some((at, session, seq)) = cursor {
+        q = q.filter(
+            Condition::any().add(C::At.gt(*at)).add(
+                Condition::all().add(C::At.eq(*at)).add(
+                    Condition::any().add(C::SessionId.gt(session.as_str())).add(
+                        Condition::all()
+                            .add(C::SessionId.eq(session.as_str()))
+                            .add(C::Seq.gt(*seq)),
+                    ),
+                ),
+            ),
+        );
+    }
+    let models = q
+        .order_by_asc(C::At)
+        .order_by_asc(C::SessionId)
+        .order_by_asc(C::Seq)
+        .limit(limit)
+        .all(store.db())
+        .await?;
+    let next = models.last().map(|m| (m.at, m.session_id.clone(), m.seq));
+    let views = models.into_iter().map(to_view).collect::<Result<_, _>>()?;
+    Ok((views, next))
 }
 
 /// Where a keyset scan over statement events stopped: `(at, session_id, seq)`.
@@ -343,32 +414,9 @@ impl Store {
         limit: u64,
     ) -> Result<(Vec<AuditEventView>, Option<AuditCursor>), StoreError> {
         use audit_event::Column as C;
-        use sea_orm::Condition;
-        let mut q = audit_event::Entity::find()
+        let q = audit_event::Entity::find()
             .filter(C::Event.eq("statement"))
             .filter(C::At.gte(since));
-        if let Some((at, session, seq)) = cursor {
-            q = q.filter(
-                Condition::any().add(C::At.gt(*at)).add(
-                    Condition::all().add(C::At.eq(*at)).add(
-                        Condition::any().add(C::SessionId.gt(session.as_str())).add(
-                            Condition::all()
-                                .add(C::SessionId.eq(session.as_str()))
-                                .add(C::Seq.gt(*seq)),
-                        ),
-                    ),
-                ),
-            );
-        }
-        let models = q
-            .order_by_asc(C::At)
-            .order_by_asc(C::SessionId)
-            .order_by_asc(C::Seq)
-            .limit(limit)
-            .all(self.db())
-            .await?;
-        let next = models.last().map(|m| (m.at, m.session_id.clone(), m.seq));
-        let views = models.into_iter().map(to_view).collect::<Result<_, _>>()?;
-        Ok((views, next))
+        keyset_page(self, q, cursor, limit).await
     }
 }

@@ -2,7 +2,10 @@
 
 pub mod api_key;
 pub mod approval;
+pub mod audit_checkpoint;
 pub mod audit_event;
+pub mod audit_head;
+pub mod audit_purge_permit;
 pub mod identity;
 pub mod identity_group;
 pub mod policy;

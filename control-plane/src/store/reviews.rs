@@ -11,7 +11,7 @@
 //! database adds two backstops of its own (see `m0003_reviews`): one decision
 //! per approver and review, and never one by the review's requester.
 
-use super::audit::{AuditBody, NewAuditEvent, to_row};
+use super::audit::{AuditBody, NewAuditEvent, chain};
 use super::entity::{approval, audit_event, review};
 use super::{Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -329,6 +329,7 @@ async fn with_decisions(
 /// among themselves; the retry covers anything else writing that session.
 async fn append_events(
     conn: &impl ConnectionTrait,
+    key: &chain::AuditKey,
     r: &ReviewRecord,
     events: &[ReviewEvent],
 ) -> Result<(), StoreError> {
@@ -348,36 +349,26 @@ async fn append_events(
             let seq = max.map_or(Ok(0), |m| {
                 u64::try_from(m + 1).map_err(|_| StoreError::Corrupt(format!("seq {m}")))
             })?;
-            let row = to_row(
-                &NewAuditEvent {
-                    session_id: session_id.clone(),
-                    seq,
-                    at: now,
-                    identity: e.identity.clone(),
-                    resource: r.resource.clone(),
-                    body: match r.grant {
-                        None => AuditBody::Review {
-                            action: e.action.to_owned(),
-                            review_id: r.id.clone(),
-                            detail: e.detail.clone(),
-                        },
-                        Some(_) => AuditBody::Grant {
-                            action: e.action.to_owned(),
-                            grant_id: r.id.clone(),
-                            detail: e.detail.clone(),
-                        },
+            let event = NewAuditEvent {
+                session_id: session_id.clone(),
+                seq,
+                at: now,
+                identity: e.identity.clone(),
+                resource: r.resource.clone(),
+                body: match r.grant {
+                    None => AuditBody::Review {
+                        action: e.action.to_owned(),
+                        review_id: r.id.clone(),
+                        detail: e.detail.clone(),
+                    },
+                    Some(_) => AuditBody::Grant {
+                        action: e.action.to_owned(),
+                        grant_id: r.id.clone(),
+                        detail: e.detail.clone(),
                     },
                 },
-                now,
-            )?;
-            let res = audit_event::Entity::insert(row)
-                .on_conflict_do_nothing_on([
-                    audit_event::Column::SessionId,
-                    audit_event::Column::Seq,
-                ])
-                .exec_without_returning(conn)
-                .await?;
-            if matches!(res, sea_orm::TryInsertResult::Inserted(n) if n > 0) {
+            };
+            if chain::insert_chained(conn, key, std::slice::from_ref(&event)).await? > 0 {
                 stored = true;
                 break;
             }
@@ -443,7 +434,7 @@ impl Store {
         .exec_without_returning(&txn)
         .await
         .map_err(|e| super::conflict_or(e, "review", &r.id))?;
-        append_events(&txn, r, events).await?;
+        append_events(&txn, self.audit_key(), r, events).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -604,6 +595,7 @@ impl Store {
                         tracing::warn!(review = %current.id, approver = %d.approver, %reason, "database refused a review decision");
                         append_events(
                             &txn,
+                            self.audit_key(),
                             &current,
                             &[ReviewEvent {
                                 identity: d.approver.clone(),
@@ -654,7 +646,7 @@ impl Store {
                     .exec(&txn)
                     .await?;
             }
-            append_events(&txn, &current, &change.events).await?;
+            append_events(&txn, self.audit_key(), &current, &change.events).await?;
         }
         let after = review::Entity::find_by_id(id).one(&txn).await?;
         let review = match after {

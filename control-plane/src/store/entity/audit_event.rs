@@ -31,6 +31,13 @@ pub struct Model {
     #[sea_orm(column_type = "Text", nullable)]
     pub detail: Option<String>,
     pub received_at: DateTimeUtc,
+    /// The session's event this one is chained to (`None` for the first).
+    pub prev_seq: Option<i64>,
+    /// `chain_hash` of that event, hex (`None` for the first).
+    pub prev_hash: Option<String>,
+    /// HMAC over `prev_hash` and this row's fields, hex. `None` only for rows
+    /// stored before chaining and not yet sealed.
+    pub chain_hash: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

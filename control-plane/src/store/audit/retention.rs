@@ -1,0 +1,117 @@
+//! The retention purge: removes a resource's expired events and leaves a
+//! `purge` checkpoint, so that verify still passes over what remains.
+//!
+//! Per session it removes a *prefix* in seq order: every event up to the
+//! first one that has not expired. An old event stored after a newer one
+//! (clock skew between gateways) waits until everything before it expires, so
+//! the purge never punches a hole into the middle of a chain.
+//!
+//! The deletes run in the same transaction as the checkpoint that records
+//! them, with a row in `audit_purge_permits` that the append-only trigger
+//! looks for; no other transaction sees that row, so nothing else can delete.
+
+use super::super::entity::{audit_event, audit_purge_permit};
+use super::super::{Store, StoreError};
+use super::checkpoint::{self, CheckpointEntry};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+
+/// Sessions purged per transaction.
+const SESSIONS_PER_TXN: u64 = 100;
+
+impl Store {
+    /// Purges events of `resource` stored with `at` before `cutoff`. Returns
+    /// how many events were removed.
+    pub async fn purge_audit(
+        &self,
+        resource: &str,
+        cutoff: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        use audit_event::Column as C;
+        let mut purged = 0;
+        let mut after = String::new();
+        loop {
+            let sessions: Vec<String> = audit_event::Entity::find()
+                .select_only()
+                .column(C::SessionId)
+                .distinct()
+                .filter(C::Resource.eq(resource))
+                .filter(C::At.lt(cutoff))
+                .filter(C::SessionId.gt(after.as_str()))
+                .order_by_asc(C::SessionId)
+                .limit(SESSIONS_PER_TXN)
+                .into_tuple()
+                .all(self.db())
+                .await?;
+            let Some(last) = sessions.last().cloned() else {
+                return Ok(purged);
+            };
+            let txn = self.db().begin().await?;
+            let permit = uuid::Uuid::new_v4().to_string();
+            audit_purge_permit::Entity::insert(audit_purge_permit::ActiveModel {
+                id: Set(permit.clone()),
+            })
+            .exec_without_returning(&txn)
+            .await?;
+            let mut entries = Vec::new();
+            let mut removed = 0;
+            for session in &sessions {
+                let first_kept: Option<i64> = audit_event::Entity::find()
+                    .select_only()
+                    .column_as(C::Seq.min(), "seq")
+                    .filter(C::SessionId.eq(session.as_str()))
+                    .filter(C::At.gte(cutoff))
+                    .into_tuple::<Option<i64>>()
+                    .one(&txn)
+                    .await?
+                    .flatten();
+                let mut delete = audit_event::Entity::delete_many()
+                    .filter(C::SessionId.eq(session.as_str()))
+                    .filter(C::At.lt(cutoff));
+                let through = match first_kept {
+                    Some(kept) => {
+                        delete = delete.filter(C::Seq.lt(kept));
+                        kept - 1
+                    }
+                    None => audit_event::Entity::find()
+                        .select_only()
+                        .column_as(C::Seq.max(), "seq")
+                        .filter(C::SessionId.eq(session.as_str()))
+                        .into_tuple::<Option<i64>>()
+                        .one(&txn)
+                        .await?
+                        .flatten()
+                        .unwrap_or(-1),
+                };
+                let n = delete.exec(&txn).await?.rows_affected;
+                if n > 0 {
+                    removed += n;
+                    entries.push(CheckpointEntry {
+                        session_id: session.clone(),
+                        seq: through,
+                        hash: None,
+                    });
+                }
+            }
+            if !entries.is_empty()
+                && checkpoint::append(&txn, self.audit_key(), "purge", &entries)
+                    .await?
+                    .is_none()
+            {
+                // Another replica wrote a checkpoint at the same moment: try
+                // these sessions again.
+                txn.rollback().await?;
+                continue;
+            }
+            audit_purge_permit::Entity::delete_by_id(permit)
+                .exec(&txn)
+                .await?;
+            txn.commit().await?;
+            purged += removed;
+            after = last;
+        }
+    }
+}
