@@ -55,6 +55,8 @@ pub struct MaskState {
     /// The policy the index was built from (compared by pointer).
     policy: Option<Arc<Policy>>,
     catalog: Option<Arc<Catalog>>,
+    /// When the catalog was taken: past `catalog::TTL`, it is taken again.
+    catalog_at: Option<std::time::Instant>,
     index: Option<Arc<MaskIndex>>,
     /// Cursors declared over masked values, and the rule.
     cursors: HashMap<String, usize>,
@@ -78,7 +80,11 @@ pub async fn refresh(shared: &Shared, reload: bool) -> Result<(), String> {
     };
     let cached = {
         let state = shared.mask.lock().map_err(|_| "masking state poisoned")?;
+        let fresh = state
+            .catalog_at
+            .is_none_or(|at| at.elapsed() < catalog::TTL);
         if !reload
+            && fresh
             && state
                 .policy
                 .as_ref()
@@ -86,7 +92,7 @@ pub async fn refresh(shared: &Shared, reload: bool) -> Result<(), String> {
         {
             return Ok(());
         }
-        state.catalog.clone()
+        state.catalog.clone().filter(|_| fresh)
     };
     let masking = policy.masking(
         &shared.resource,
@@ -108,6 +114,7 @@ pub async fn refresh(shared: &Shared, reload: bool) -> Result<(), String> {
     let mut state = shared.mask.lock().map_err(|_| "masking state poisoned")?;
     state.policy = Some(policy);
     state.catalog = Some(catalog);
+    state.catalog_at = Some(std::time::Instant::now());
     state.index = Some(index);
     shared.mask_active.store(true, Ordering::Release);
     Ok(())
@@ -118,7 +125,8 @@ pub fn current_index(shared: &Shared) -> Option<Arc<MaskIndex>> {
     shared.mask.lock().ok()?.index.clone()
 }
 
-/// Whether the policy changed since the session's masking was built.
+/// Whether the policy changed since the session's masking was built, or its catalog is
+/// older than `catalog::TTL` (DDL by other sessions shows within that time).
 pub fn stale(shared: &Shared) -> bool {
     let config = shared.config.borrow();
     let Some(c) = config.as_ref() else {
@@ -126,6 +134,7 @@ pub fn stale(shared: &Shared) -> bool {
     };
     shared.mask.lock().map_or(true, |s| {
         !s.policy.as_ref().is_some_and(|p| Arc::ptr_eq(p, &c.policy))
+            || s.catalog_at.is_some_and(|at| at.elapsed() >= catalog::TTL)
     })
 }
 
