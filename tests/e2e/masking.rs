@@ -17,8 +17,10 @@ use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;
 use countersign_testkit::corpus::raw::{self, RawSession};
 use countersign_testkit::corpus::{self, Entry, Protocol};
+use countersign_testkit::http::request;
 use countersign_testkit::wire::query_message;
 use countersign_testkit::{AuditQuery, DevServerOpts, Fixture, Psql, ensure_services};
+use serde_json::json;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_countersign");
@@ -141,6 +143,20 @@ fn error_text(messages: &[raw::Message]) -> Option<String> {
         })
 }
 
+/// Everything a tokio-postgres error tells the client: message, detail, hint, where.
+fn db_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!(
+            "{} {} {} {}",
+            db.message(),
+            db.detail().unwrap_or(""),
+            db.hint().unwrap_or(""),
+            db.where_().unwrap_or("")
+        ),
+        None => e.to_string(),
+    }
+}
+
 /// The entry's SQL with its setup, as one simple-protocol script.
 fn script(entry: &Entry) -> String {
     let mut parts = entry.setup.clone();
@@ -238,6 +254,65 @@ async fn run_entry(fx: &Fixture, entry: &Entry, needles: &[(String, Vec<u8>)]) -
                 needles,
             )?;
         }
+    }
+    // tokio-postgres: simple_query (text), and query (binary results) for single statements.
+    let (client, _conn) = fx.gateway().connect().await?;
+    for setup in &entry.setup {
+        let _ = client.simple_query(setup).await;
+    }
+    let mut seen = Vec::new();
+    match client.simple_query(&entry.sql).await {
+        Ok(messages) => {
+            for m in &messages {
+                if let tokio_postgres::SimpleQueryMessage::Row(row) = m {
+                    for i in 0..row.len() {
+                        seen.extend_from_slice(row.get(i).unwrap_or("").as_bytes());
+                        seen.push(b'|');
+                    }
+                }
+            }
+        }
+        Err(e) => seen.extend_from_slice(db_error(&e).as_bytes()),
+    }
+    let refusal = String::from_utf8_lossy(&seen).into_owned();
+    judge(
+        "tokio-postgres simple_query",
+        &seen,
+        refusal
+            .contains("denied by rule")
+            .then_some(refusal.as_str()),
+        entry,
+        needles,
+    )?;
+    if entry.runs(Protocol::Extended) {
+        let _ = client.simple_query("ROLLBACK").await;
+        let mut seen = Vec::new();
+        match client.query(entry.sql.as_str(), &[]).await {
+            Ok(rows) => {
+                for row in &rows {
+                    for (i, column) in row.columns().iter().enumerate() {
+                        // Text-like columns decode as strings; masked columns always do.
+                        if let Ok(v) = row.try_get::<_, Option<String>>(i) {
+                            seen.extend_from_slice(v.unwrap_or_default().as_bytes());
+                        } else {
+                            seen.extend_from_slice(column.type_().name().as_bytes());
+                        }
+                        seen.push(b'|');
+                    }
+                }
+            }
+            Err(e) => seen.extend_from_slice(db_error(&e).as_bytes()),
+        }
+        let refusal = String::from_utf8_lossy(&seen).into_owned();
+        judge(
+            "tokio-postgres query (binary)",
+            &seen,
+            refusal
+                .contains("denied by rule")
+                .then_some(refusal.as_str()),
+            entry,
+            needles,
+        )?;
     }
     // The session is still usable.
     session.send(&[query_message("ROLLBACK")]).await?;
@@ -388,5 +463,96 @@ async fn masking_is_audited_by_rule_and_detector_never_with_values() -> Result<(
     )?;
     let found = leaks(all.as_bytes(), &needles());
     ensure!(found.is_empty(), "audit holds {found:?}: {all}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn unmasking_takes_a_grant_someone_else_approved() -> Result<()> {
+    let fx = start().await?;
+    let alice = fx
+        .server
+        .mint_token("alice@example.com", &["eng"], None)
+        .await?;
+    let bob = fx
+        .server
+        .mint_token("bob@example.com", &["dba"], None)
+        .await?;
+    let sql = "SELECT email FROM customers WHERE id = 1";
+    let as_alice = fx.gateway_as("alice@example.com", &alice);
+    let masked = Psql::new(&as_alice).command(sql).output().await?;
+    ensure!(masked.trim() == "****", "{masked}");
+
+    let api =
+        |method: &'static str, path: String, token: String, body: Option<serde_json::Value>| {
+            let url = format!("{}{path}", fx.server.http_url());
+            async move { request(method, &url, Some(&token), body.as_ref()).await }
+        };
+    let created = api(
+        "POST",
+        "/api/v1/grants".to_owned(),
+        alice.clone(),
+        Some(
+            json!({"resource": "dev", "level": "unmask", "duration": "10m",
+                    "reason": "verify a customer's address (INC-7)"}),
+        ),
+    )
+    .await?;
+    let id = created.json()?["id"]
+        .as_str()
+        .with_context(|| format!("grant request: {created:?}"))?
+        .to_owned();
+    // alice cannot approve her own unmasking.
+    let own = api(
+        "POST",
+        format!("/api/v1/grants/{id}/approve"),
+        alice.clone(),
+        Some(json!({})),
+    )
+    .await?;
+    ensure!(own.status == 403, "self-approval: {own:?}");
+    let still = Psql::new(&as_alice).command(sql).output().await?;
+    ensure!(still.trim() == "****", "{still}");
+
+    let approved = api(
+        "POST",
+        format!("/api/v1/grants/{id}/approve"),
+        bob,
+        Some(json!({})),
+    )
+    .await?;
+    ensure!(approved.status == 200, "{approved:?}");
+    let clear = Psql::new(&as_alice).command(sql).output().await?;
+    ensure!(clear.trim() == "alice.smith@example.com", "{clear}");
+    // The grant's use is on record: requested, refused (self-approval), approved.
+    let query = AuditQuery {
+        resource: Some("dev".to_owned()),
+        ..AuditQuery::default()
+    };
+    let of_grant = |e: &countersign_testkit::AuditEvent| {
+        e.detail
+            .as_ref()
+            .and_then(|d| d.get("grant_id"))
+            .is_some_and(|g| g == id.as_str())
+    };
+    let events = fx
+        .server
+        .wait_for_audit(&query, Duration::from_secs(10), |events| {
+            events.iter().filter(|e| of_grant(e)).count() >= 3
+        })
+        .await?;
+    let actions: Vec<String> = events
+        .iter()
+        .filter(|e| of_grant(e))
+        .filter_map(|e| {
+            e.detail
+                .as_ref()?
+                .get("action")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    for want in ["requested", "refused", "approved"] {
+        ensure!(actions.iter().any(|a| a == want), "{want}: {actions:?}");
+    }
     Ok(())
 }
