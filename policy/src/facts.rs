@@ -55,7 +55,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde::{Deserialize, Serialize};
 
-pub use columns::ColumnRefs;
+pub use columns::{ColumnRefs, CopyOptions};
 pub use kind::StatementKind;
 pub use table::{CopyDirection, TableRef};
 

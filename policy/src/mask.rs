@@ -35,7 +35,10 @@ pub mod detect;
 mod index;
 pub mod style;
 
-pub use index::{Catalog, CatalogRelation, Field, MaskIndex, RelationKind, StatementMask, writes};
+pub use index::{
+    Catalog, CatalogRelation, CopyFormat, CopyMask, Field, MaskIndex, RelationKind, StatementMask,
+    writes,
+};
 pub use style::Style;
 
 use crate::rules::Glob;

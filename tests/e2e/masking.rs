@@ -203,6 +203,18 @@ fn judge(
     Ok(())
 }
 
+/// [`judge`] for a client's printed output, where a refusal shows as its message.
+fn judge_output(
+    how: &str,
+    output: &[u8],
+    entry: &Entry,
+    needles: &[(String, Vec<u8>)],
+) -> Result<()> {
+    let text = String::from_utf8_lossy(output);
+    let refusal = text.contains("denied by rule").then_some(text.as_ref());
+    judge(how, output, refusal, entry, needles)
+}
+
 async fn run_entry(fx: &Fixture, entry: &Entry, needles: &[(String, Vec<u8>)]) -> Result<()> {
     leaks_directly(fx, entry, needles).await?;
 
@@ -211,15 +223,7 @@ async fn run_entry(fx: &Fixture, entry: &Entry, needles: &[(String, Vec<u8>)]) -
         .on_error_stop(false)
         .run()
         .await?;
-    let text = psql.combined();
-    let refused = text.contains("denied by rule");
-    judge(
-        "psql",
-        text.as_bytes(),
-        refused.then_some(text.as_str()),
-        entry,
-        needles,
-    )?;
+    judge_output("psql", psql.combined().as_bytes(), entry, needles)?;
 
     let mut session = RawSession::connect(&fx.gateway()).await?;
     for setup in &entry.setup {
@@ -274,16 +278,7 @@ async fn run_entry(fx: &Fixture, entry: &Entry, needles: &[(String, Vec<u8>)]) -
         }
         Err(e) => seen.extend_from_slice(db_error(&e).as_bytes()),
     }
-    let refusal = String::from_utf8_lossy(&seen).into_owned();
-    judge(
-        "tokio-postgres simple_query",
-        &seen,
-        refusal
-            .contains("denied by rule")
-            .then_some(refusal.as_str()),
-        entry,
-        needles,
-    )?;
+    judge_output("tokio-postgres simple_query", &seen, entry, needles)?;
     if entry.runs(Protocol::Extended) {
         let _ = client.simple_query("ROLLBACK").await;
         let mut seen = Vec::new();
@@ -303,16 +298,7 @@ async fn run_entry(fx: &Fixture, entry: &Entry, needles: &[(String, Vec<u8>)]) -
             }
             Err(e) => seen.extend_from_slice(db_error(&e).as_bytes()),
         }
-        let refusal = String::from_utf8_lossy(&seen).into_owned();
-        judge(
-            "tokio-postgres query (binary)",
-            &seen,
-            refusal
-                .contains("denied by rule")
-                .then_some(refusal.as_str()),
-            entry,
-            needles,
-        )?;
+        judge_output("tokio-postgres query (binary)", &seen, entry, needles)?;
     }
     // The session is still usable.
     session.send(&[query_message("ROLLBACK")]).await?;
@@ -363,6 +349,9 @@ async fn unmasked_columns_come_back_as_they_are() -> Result<()> {
         "SELECT id, name FROM customers WHERE ssn = '219-09-9999'",
         "UPDATE customers SET city = city WHERE email = 'bob.jones@example.org'",
         "SELECT 1 AS one, 'plain text' AS t",
+        "COPY customers (id, name, city) TO STDOUT",
+        "COPY (SELECT id, city FROM customers ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER)",
+        "COPY orders TO STDOUT (FORMAT binary)",
     ];
     for sql in queries {
         let direct = Psql::new(&fx.direct()).command(sql).run().await?.ok()?;
@@ -387,6 +376,16 @@ async fn unmasked_columns_come_back_as_they_are() -> Result<()> {
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
     ensure!(a == b, "{a:?} != {b:?}");
+    // COPY keeps its format, with masked fields in place.
+    let copied = Psql::new(&fx.gateway())
+        .command("COPY customers (id, email, card_number, iban) TO STDOUT WITH (FORMAT csv)")
+        .output()
+        .await?;
+    let first = copied.lines().next().unwrap_or_default();
+    ensure!(
+        first.starts_with("\"1\",\"****\",\"****1111\",\"h:"),
+        "COPY csv: {copied}"
+    );
     // Masked columns arrive as text, masked, in binary format too.
     let rows = through
         .query("SELECT email, card_number FROM customers ORDER BY id", &[])

@@ -20,6 +20,7 @@
 //! masked columns is refused by the policy decision instead of being rewritten.
 
 pub mod catalog;
+pub mod copy;
 
 use super::relay::Shared;
 use super::track::StatementInfo;
@@ -152,6 +153,9 @@ pub fn statement_ctx(shared: &Shared, stmts: &[&StatementInfo]) -> Option<Arc<Ma
             verdict.tainted = verdict.tainted.or(v.tainted);
             verdict.all_fields = verdict.all_fields.or(v.all_fields);
             verdict.withhold_messages |= v.withhold_messages;
+            if verdict.copy.is_none() {
+                verdict.copy = v.copy;
+            }
             if verdict.refuse.is_none() {
                 verdict.refuse = v.refuse;
             }
@@ -207,7 +211,7 @@ impl MaskStats {
         std::mem::take(self)
     }
 
-    fn rule(&mut self, name: &str) {
+    pub(crate) fn rule(&mut self, name: &str) {
         *self.by_rule.entry(name.to_owned()).or_default() += 1;
     }
 }

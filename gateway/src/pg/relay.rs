@@ -19,7 +19,7 @@ use super::track::{Pending, Tracker};
 use super::wire::backend::{self, BackendMessage, ErrorNotice, Severity};
 use crate::audit::{AuditBody, AuditEvent, AuditSink};
 use crate::control::RemoteConfig;
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -371,6 +371,8 @@ async fn observe(
 #[derive(Default)]
 struct Masking {
     rows: Option<RowMasker>,
+    /// The `COPY ... TO` stream being masked.
+    copy: Option<super::mask::copy::CopyMasker>,
     stats: MaskStats,
 }
 
@@ -405,7 +407,40 @@ impl Masking {
                 let withhold = current_mask(shared).is_some_and(|m| m.stmt.withhold_messages);
                 return Ok(withhold.then(|| super::mask::withhold(frame)));
             }
-            b'C' | b'E' | b'I' | b's' | b'Z' => self.rows = None,
+            b'H' => {
+                let plan = current_mask(shared).and_then(|m| {
+                    let plan = m.stmt.copy.clone()?;
+                    Some(super::mask::copy::CopyMasker::new(m.index.clone(), plan))
+                });
+                if plan.is_none() {
+                    return Err("a COPY stream arrived without a masking plan".to_owned());
+                }
+                self.copy = plan;
+                return Ok(None);
+            }
+            b'd' => {
+                let Some(copy) = self.copy.as_mut() else {
+                    return Err("COPY data arrived outside a COPY".to_owned());
+                };
+                let masked = copy
+                    .row(frame.body(), &mut self.stats)
+                    .map_err(|e| e.to_string())?;
+                return Ok(masked.map(|body| {
+                    let mut out = BytesMut::with_capacity(body.len() + 5);
+                    out.put_u8(b'd');
+                    out.put_i32(i32::try_from(body.len() + 4).unwrap_or(i32::MAX));
+                    out.extend_from_slice(&body);
+                    out.freeze()
+                }));
+            }
+            b'c' => {
+                self.copy = None;
+                return Ok(None);
+            }
+            b'C' | b'E' | b'I' | b's' | b'Z' => {
+                self.rows = None;
+                self.copy = None;
+            }
             _ => return Ok(None),
         }
         let ddl = frame.tag == b'C' && is_ddl(frame);

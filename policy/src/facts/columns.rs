@@ -54,6 +54,27 @@ pub struct ColumnRefs {
     pub declares_cursor: Option<String>,
     /// `FETCH` or `MOVE` on the named cursor.
     pub fetches_cursor: Option<String>,
+    /// `COPY`: its direction, relation, column list and options.
+    pub copy: Option<CopyOptions>,
+}
+
+/// What a `COPY` statement says about the rows it streams.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyOptions {
+    /// `COPY ... TO` (rows go to the client) rather than `FROM`.
+    pub to: bool,
+    /// The relation copied; `None` for `COPY (query)`.
+    pub relation: Option<String>,
+    /// The column list, empty when none is given.
+    pub columns: Vec<String>,
+    /// `text` (the default), `csv` or `binary`, lower case.
+    pub format: String,
+    pub delimiter: Option<String>,
+    pub null: Option<String>,
+    pub quote: Option<String>,
+    pub escape: Option<String>,
+    /// `HEADER` (any value but false).
+    pub header: bool,
 }
 
 impl ColumnRefs {
@@ -85,6 +106,9 @@ impl ColumnRefs {
         }
         if self.fetches_cursor.is_none() {
             self.fetches_cursor.clone_from(&other.fetches_cursor);
+        }
+        if self.copy.is_none() {
+            self.copy.clone_from(&other.copy);
         }
     }
 }
@@ -137,12 +161,11 @@ fn visit(shape: &Shape, filter: bool, out: &mut ColumnRefs) {
                 }
                 // `COPY t (a, b) TO ...` names its columns as plain strings.
                 "CopyStmt" => {
-                    for item in shape.field("attlist").map(Shape::items).unwrap_or_default() {
-                        let name = item.str_field("sval");
-                        if !name.is_empty() {
-                            push(&mut out.values, name);
-                        }
+                    let copy = copy_options(shape);
+                    for name in &copy.columns {
+                        push(&mut out.values, name);
                     }
+                    out.copy = Some(copy);
                 }
                 "DeclareCursorStmt" => {
                     out.declares_cursor = Some(shape.str_field("portalname").to_owned());
@@ -184,4 +207,53 @@ fn column_ref(shape: &Shape, filter: bool, out: &mut ColumnRefs) {
     } else {
         push(&mut out.values, last);
     }
+}
+
+fn copy_options(shape: &Shape) -> CopyOptions {
+    let mut copy = CopyOptions {
+        to: !shape.field("is_from").is_some_and(Shape::as_bool),
+        relation: shape
+            .field("relation")
+            .map(|r| r.str_field("relname").to_owned())
+            .filter(|r| !r.is_empty()),
+        columns: shape
+            .field("attlist")
+            .map(Shape::items)
+            .unwrap_or_default()
+            .iter()
+            .map(|i| i.str_field("sval").to_owned())
+            .filter(|n| !n.is_empty())
+            .collect(),
+        format: "text".to_owned(),
+        ..CopyOptions::default()
+    };
+    for option in shape.field("options").map(Shape::items).unwrap_or_default() {
+        let arg = option.field("arg");
+        let text = arg.map(|a| a.str_field("sval").to_owned());
+        match option.str_field("defname") {
+            "format" => copy.format = text.unwrap_or_default().to_lowercase(),
+            "delimiter" => copy.delimiter = text,
+            "null" => copy.null = text,
+            "quote" => copy.quote = text,
+            "escape" => copy.escape = text,
+            "header" => {
+                // `HEADER`, `HEADER true`, `HEADER match`, `HEADER 1` all mean a header line.
+                copy.header = match arg {
+                    None => true,
+                    Some(a) if a.name() == "Boolean" => {
+                        a.field("boolval").is_some_and(Shape::as_bool)
+                    }
+                    Some(a) if a.name() == "Integer" => {
+                        a.field("ival").and_then(Shape::as_int) != Some(0)
+                    }
+                    Some(a) => !matches!(
+                        a.str_field("sval").to_lowercase().as_str(),
+                        "false" | "off" | "0" | "no"
+                    ),
+                };
+            }
+            _ => {}
+        }
+    }
+    copy
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::detect::{Detector, Detectors};
 use super::{MaskRule, Masking};
-use crate::facts::{Statement, StatementFacts, StatementKind};
+use crate::facts::{CopyOptions, Statement, StatementFacts, StatementKind};
 
 /// Built-in functions that carry a value out of the statement into session or server state
 /// (settings, notifications, large objects): with a masked value, refused like a write.
@@ -82,6 +82,32 @@ pub struct StatementMask {
     pub withhold_messages: bool,
     /// The statement must not run: the rule and why.
     pub refuse: Option<(usize, String)>,
+    /// A `COPY ... TO`: how its rows are laid out and which columns are masked.
+    pub copy: Option<CopyMask>,
+}
+
+/// The layout of a `COPY ... TO` stream and the masking of its columns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyMask {
+    pub format: CopyFormat,
+    pub delimiter: u8,
+    /// How NULL is written (text and CSV).
+    pub null: Vec<u8>,
+    pub quote: u8,
+    pub escape: u8,
+    /// The first row is a header line (CSV).
+    pub header: bool,
+    /// Every column is masked under this rule.
+    pub all: Option<usize>,
+    /// The rule masking each column, in order, when `all` is `None`.
+    pub columns: Vec<Option<usize>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyFormat {
+    Text,
+    Csv,
+    Binary,
 }
 
 impl StatementMask {
@@ -99,6 +125,9 @@ pub struct MaskIndex {
     attrs: HashMap<(u32, i16), usize>,
     /// Relations holding a masked column: the first such column's rule.
     relation_rule: HashMap<u32, usize>,
+    /// Each relation's columns in order, by name; `None` when several schemas hold a
+    /// relation of that name.
+    relation_columns: HashMap<String, Option<Vec<String>>>,
     known: HashSet<u32>,
     /// Relation name → its masked columns and their rules.
     by_relation: HashMap<String, Vec<(String, usize)>>,
@@ -160,6 +189,18 @@ impl MaskIndex {
             key,
             attrs,
             relation_rule: HashMap::new(),
+            relation_columns: {
+                let mut out: HashMap<String, Option<Vec<String>>> = HashMap::new();
+                for rel in &catalog.relations {
+                    let mut columns = rel.columns.clone();
+                    columns.sort_by_key(|(attnum, _)| *attnum);
+                    let names = columns.into_iter().map(|(_, n)| n).collect();
+                    out.entry(rel.name.clone())
+                        .and_modify(|e| *e = None)
+                        .or_insert(Some(names));
+                }
+                out
+            },
             known,
             by_relation,
         };
@@ -332,19 +373,9 @@ impl MaskIndex {
         if !holders.is_empty() || tainted.is_some() {
             out.withhold_messages = true;
         }
-        // COPY TO streams whole rows without a RowDescription: refused rather than guessed.
-        if let (Some((crate::facts::CopyDirection::To, _, _)), Some(rule)) =
-            (st.copy, tainted.or(first_rule))
-            && out.refuse.is_none()
-        {
-            let name = self.rule(rule).map_or("", |r| r.name.as_str());
-            out.refuse = Some((
-                rule,
-                format!(
-                    "COPY TO of a relation with columns masked by rule {name:?} is refused; \
-                     SELECT the rows instead, and they are masked"
-                ),
-            ));
+        // COPY TO streams rows without a RowDescription: the plan says which columns to mask.
+        if let Some(copy) = refs.copy.as_ref().filter(|c| c.to) {
+            out.copy = Some(self.copy_plan(copy, tainted));
         }
         let unprovable = st.opaque
             || matches!(st.kind, StatementKind::Do | StatementKind::Call)
@@ -381,6 +412,89 @@ impl MaskIndex {
                  masked sessions can only read them"
             ),
         )
+    }
+
+    /// The plan of a `COPY ... TO`. Columns of a copied relation are decided by name (its
+    /// masked columns, and `names` rules); a copied query has every column masked when it is
+    /// tainted, or when any `names` rule exists (its column names are not known here); so
+    /// has a relation the catalog does not know unambiguously, when it holds masked columns.
+    fn copy_plan(&self, copy: &CopyOptions, tainted: Option<usize>) -> CopyMask {
+        let format = match copy.format.as_str() {
+            "csv" => CopyFormat::Csv,
+            "binary" => CopyFormat::Binary,
+            _ => CopyFormat::Text,
+        };
+        let byte = |v: &Option<String>, default: u8| {
+            v.as_deref()
+                .and_then(|s| s.as_bytes().first().copied())
+                .unwrap_or(default)
+        };
+        let delimiter = byte(
+            &copy.delimiter,
+            if format == CopyFormat::Csv {
+                b','
+            } else {
+                b'\t'
+            },
+        );
+        let quote = byte(&copy.quote, b'"');
+        let escape = byte(&copy.escape, quote);
+        let null = copy.null.clone().unwrap_or_else(|| {
+            if format == CopyFormat::Csv {
+                String::new()
+            } else {
+                "\\N".to_owned()
+            }
+        });
+        let name_rule = |name: &str| {
+            self.names
+                .iter()
+                .find(|(_, g)| g.matches(name))
+                .map(|(r, _)| *r)
+        };
+        let first_name_rule = self.names.first().map(|(r, _)| *r);
+        let (all, columns) = match &copy.relation {
+            None => (tainted.or(first_name_rule), Vec::new()),
+            Some(rel) => {
+                let masked = self.by_relation.get(rel);
+                let names = if copy.columns.is_empty() {
+                    self.relation_columns.get(rel).cloned().flatten()
+                } else {
+                    Some(copy.columns.clone())
+                };
+                match names {
+                    Some(names) => (
+                        None,
+                        names
+                            .iter()
+                            .map(|n| {
+                                masked
+                                    .and_then(|m| m.iter().find(|(c, _)| c == n))
+                                    .map(|(_, r)| *r)
+                                    .or_else(|| name_rule(n))
+                            })
+                            .collect(),
+                    ),
+                    None => (
+                        masked
+                            .and_then(|m| m.first())
+                            .map(|(_, r)| *r)
+                            .or(first_name_rule),
+                        Vec::new(),
+                    ),
+                }
+            }
+        };
+        CopyMask {
+            format,
+            delimiter,
+            null: null.into_bytes(),
+            quote,
+            escape,
+            header: copy.header,
+            all,
+            columns,
+        }
     }
 
     /// The rule masking each output column of a result, if any (detectors aside).
