@@ -212,7 +212,13 @@ impl MaskStats {
     }
 
     pub(crate) fn rule(&mut self, name: &str) {
-        *self.by_rule.entry(name.to_owned()).or_default() += 1;
+        // Counted once per masked value: no allocation but the first time.
+        match self.by_rule.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                self.by_rule.insert(name.to_owned(), 1);
+            }
+        }
     }
 }
 
@@ -304,16 +310,27 @@ impl RowMasker {
         };
         let key = self.ctx.index.key();
         let mut changed = false;
-        let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(values.len());
+        // The new row is written as we go: tag, length (patched below), column count.
+        let mut out = BytesMut::with_capacity(frame.bytes.len() + 32);
+        out.put_u8(b'D');
+        out.put_i32(0);
+        out.put_i16(i16::try_from(values.len()).unwrap_or(i16::MAX));
+        let put = |out: &mut BytesMut, v: Option<&[u8]>| match v {
+            None => out.put_i32(-1),
+            Some(v) => {
+                out.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
+                out.extend_from_slice(v);
+            }
+        };
         for (value, col) in values.iter().zip(&self.columns) {
             let Some(value) = value else {
-                out.push(None);
+                put(&mut out, None);
                 continue;
             };
             if let Some((style, rule)) = &col.mask {
                 stats.rule(rule);
                 changed = true;
-                out.push(if col.binary && !binary_is_text(col.type_oid) {
+                let masked = if col.binary && !binary_is_text(col.type_oid) {
                     // Binary bytes of another type are no text to keep a tail of.
                     match style {
                         Style::Null => None,
@@ -322,7 +339,8 @@ impl RowMasker {
                     }
                 } else {
                     style.apply(key, value)
-                });
+                };
+                put(&mut out, masked.as_deref());
                 continue;
             }
             if self.detect
@@ -330,18 +348,19 @@ impl RowMasker {
                 && let Some(masked) = self.detect_value(value, col, stats)
             {
                 changed = true;
-                out.push(masked);
+                put(&mut out, masked.as_deref());
                 continue;
             }
-            out.push(Some(value.to_vec()));
+            put(&mut out, Some(value));
         }
         if !changed {
             return None;
         }
-        let refs: Vec<Option<&[u8]>> = out.iter().map(|v| v.as_deref()).collect();
-        let mut buf = BytesMut::with_capacity(frame.bytes.len() + 16);
-        backend::encode_data_row(&refs, &mut buf);
-        Some(buf.freeze())
+        let len = i32::try_from(out.len() - 1).unwrap_or(i32::MAX);
+        if let Some(slot) = out.get_mut(1..5) {
+            slot.copy_from_slice(&len.to_be_bytes());
+        }
+        Some(out.freeze())
     }
 
     /// `Some(new value)` when detectors find something in `value`.
