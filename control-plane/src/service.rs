@@ -527,6 +527,25 @@ impl ControlPlane {
             groups: claims.groups.clone(),
         };
         self.inner.store.insert_session(&session).await?;
+        if let crate::grants::AccessBasis::Grant { id, .. } = &access.basis {
+            // Each use of a grant (an unmasking one above all) is on the grant's record.
+            let used = crate::store::reviews::ReviewEvent {
+                identity: session.identity.clone(),
+                action: "used",
+                detail: serde_json::json!({
+                    "session_id": session.id,
+                    "level": access.level,
+                    "database": session.database_name,
+                    "client_address": session.client_address,
+                    "application_name": session.application_name,
+                }),
+            };
+            let change = crate::store::reviews::ReviewChange {
+                events: vec![used],
+                ..Default::default()
+            };
+            self.inner.store.change_review(id, |_| (change, ())).await?;
+        }
         let policy_version = self
             .inner
             .store

@@ -60,7 +60,8 @@ pub enum AuditBody {
     },
     /// A grant's life: stored under session id `grant:<grant_id>`.
     Grant {
-        /// `requested`, `approved`, `denied`, `refused`, `expired` or `revoked`.
+        /// `requested`, `approved`, `denied`, `refused`, `expired`, `revoked` or `used`
+        /// (a session opened under the grant).
         action: String,
         grant_id: String,
         /// Action-specific fields; an object.

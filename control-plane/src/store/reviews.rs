@@ -174,7 +174,8 @@ const SUBJECT_GRANT: &str = "grant";
 pub struct ReviewEvent {
     /// Who acted (the requester for `opened` and `expired`).
     pub identity: String,
-    /// `opened`, `approved`, `denied`, `refused` or `expired`.
+    /// `opened`, `approved`, `denied`, `refused` or `expired`; for grants also
+    /// `requested`, `revoked` and `used` (a session opened under the grant).
     pub action: &'static str,
     pub detail: serde_json::Value,
 }
