@@ -246,25 +246,18 @@ async fn two_of_two_groups_approve_and_revocation_ends_the_live_session() -> Res
         .await?;
     assert!(ok.contains("INSERT 0 1"), "{ok}");
 
-    // A live session ends within a second or so of the revocation.
+    // A live session ends within a second of the revocation: the gateway closes it.
     let (client, conn) = params.connect().await?;
     client.simple_query("SELECT 1").await?;
     let r = decide(&fx, &bob, &id, "revoke").await?;
     assert_eq!(r.json()?["status"], "revoked", "{}", r.body);
     let revoked_at = Instant::now();
-    eventually(Duration::from_secs(5), || async {
-        match client.simple_query("SELECT 1").await {
-            Ok(_) => bail!("session still open"),
-            Err(_) => Ok(()),
-        }
-    })
-    .await?;
+    tokio::time::timeout(Duration::from_secs(1), conn)
+        .await
+        .context("the session was still open 1 s after the revocation")??;
     let elapsed = revoked_at.elapsed();
-    assert!(
-        elapsed < Duration::from_millis(2500),
-        "session ended {elapsed:?} after revocation"
-    );
-    let _ = conn.await;
+    eprintln!("session closed {elapsed:?} after the revocation");
+    assert!(client.simple_query("SELECT 1").await.is_err());
     let after = Psql::new(&params).command("SELECT 1").run().await?;
     assert!(
         !after.success() && after.stderr.contains("has no access"),
