@@ -164,6 +164,8 @@ pub struct GatewayConfig {
     /// PostgreSQL listen address. Default `0.0.0.0:6432`.
     #[serde(default = "default_pg")]
     pub pg_addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP). Default: not served.
+    pub metrics_addr: Option<SocketAddr>,
     /// Refuse clients without TLS. Default true when `tls` is set.
     pub require_tls: Option<bool>,
     pub tls: Option<TlsEntry>,
@@ -352,6 +354,7 @@ impl GatewayConfig {
         "control_plane_url",
         "gateway_token",
         "pg_addr",
+        "metrics_addr",
         "require_tls",
         "handshake_timeout_secs",
         "review_timeout_secs",

@@ -110,7 +110,20 @@ pub async fn gateway(args: ConfigArg) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(settings.pg_addr)
         .await
         .with_context(|| format!("binding {}", settings.pg_addr))?;
+    let metrics = match cfg.metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?,
+        ),
+        None => None,
+    };
     let gw = countersign_gateway::Gateway::start(settings)?;
+    if let Some(listener) = metrics {
+        tracing::info!(metrics = %listener.local_addr()?, "gateway metrics listening");
+        let gw = gw.clone();
+        tokio::spawn(async move { gw.serve_metrics(listener, crate::shutdown_signal()).await });
+    }
     tracing::info!(pg = %listener.local_addr()?, "gateway listening");
     gw.serve_pg(listener, crate::shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)

@@ -26,10 +26,40 @@ use axum::{Json, Router};
 
 pub use openapi::ApiDoc;
 
+/// `GET /readyz`: 200 when the store answers, else 503.
+async fn readyz(axum::extract::State(cp): axum::extract::State<ControlPlane>) -> Response {
+    match cp.ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store does not answer\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text. Unauthenticated, like `/healthz`: it
+/// holds counts, never identities or statements.
+async fn metrics(axum::extract::State(cp): axum::extract::State<ControlPlane>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        cp.metrics_text().await,
+    )
+        .into_response()
+}
+
 /// Builds the HTTP router.
 pub fn router(cp: ControlPlane) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route(
             "/api/v1/identities",

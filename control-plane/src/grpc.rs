@@ -249,7 +249,17 @@ impl GatewayService for Gateways {
         let (tx, rx) = mpsc::channel(4);
         let mut changes = self.cp.config_changes();
         let poll = self.cp.settings().config_poll_interval;
+        let watching = self.cp.metrics().gateways_watching.clone();
         tokio::spawn(async move {
+            // Counted while this task runs, whichever way it ends.
+            struct Watching(prometheus_client::metrics::gauge::Gauge);
+            impl Drop for Watching {
+                fn drop(&mut self) {
+                    self.0.dec();
+                }
+            }
+            watching.inc();
+            let _watching = Watching(watching);
             let mut last = first.clone();
             let mut version = 0u64;
             if tx.send(Ok(first)).await.is_err() {
@@ -327,6 +337,7 @@ impl GatewayService for Gateways {
                 }))
             }
             Err(e) => {
+                self.cp.metrics().sessions_refused.inc();
                 tracing::info!(user = %req.user, resource = %req.resource, client = %req.client_address, reason = %e, "session refused");
                 Err(status_of(e))
             }

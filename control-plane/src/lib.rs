@@ -26,6 +26,7 @@ pub mod bus;
 pub mod credentials;
 pub mod grants;
 pub mod grpc;
+pub mod metrics;
 pub mod notify;
 pub mod replay;
 pub mod reviews;

@@ -199,6 +199,7 @@ struct Inner {
     credentials: crate::credentials::Credentials,
     /// The active policy, parsed, with its version (see `grants`).
     policy_cache: std::sync::Mutex<Option<(u64, Arc<countersign_policy::Policy>)>>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl ControlPlane {
@@ -234,6 +235,7 @@ impl ControlPlane {
                 notifier,
                 credentials: crate::credentials::Credentials::default(),
                 policy_cache: std::sync::Mutex::new(None),
+                metrics: crate::metrics::Metrics::default(),
             }),
         })
     }
@@ -527,6 +529,7 @@ impl ControlPlane {
             groups: claims.groups.clone(),
         };
         self.inner.store.insert_session(&session).await?;
+        self.inner.metrics.sessions_authenticated.inc();
         if let crate::grants::AccessBasis::Grant { id, .. } = &access.basis {
             // Each use of a grant (an unmasking one above all) is on the grant's record.
             let used = crate::store::reviews::ReviewEvent {
@@ -577,8 +580,31 @@ impl ControlPlane {
         Ok(version)
     }
 
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// The metrics text, with scrape-time gauges brought up to date.
+    pub async fn metrics_text(&self) -> String {
+        if let Ok(Some(p)) = self.inner.store.latest_policy().await {
+            self.inner
+                .metrics
+                .policy_version
+                .set(i64::try_from(p.version).unwrap_or(i64::MAX));
+        }
+        self.inner.metrics.encode()
+    }
+
+    /// Whether this replica can serve: its store answers.
+    pub async fn ready(&self) -> Result<(), ServiceError> {
+        self.inner.store.ping().await?;
+        Ok(())
+    }
+
     pub async fn ingest_audit(&self, events: &[NewAuditEvent]) -> Result<u64, ServiceError> {
-        Ok(self.inner.store.insert_audit_events(events).await?)
+        let stored = self.inner.store.insert_audit_events(events).await?;
+        self.inner.metrics.audit_events_ingested.inc_by(stored);
+        Ok(stored)
     }
 
     pub async fn search_audit(

@@ -93,6 +93,11 @@ impl Store {
         &self.db
     }
 
+    /// A round trip to the database.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        Ok(self.db.ping().await?)
+    }
+
     /// The raw connection, for tests that must bypass the store (for example
     /// to show that the database itself refuses a self-approval).
     #[doc(hidden)]

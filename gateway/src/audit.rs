@@ -167,6 +167,11 @@ impl AuditSink {
     pub async fn record(&self, event: AuditEvent) -> bool {
         self.tx.send(event).await.is_ok()
     }
+
+    /// Events queued and not yet taken by the uploader.
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
 }
 
 /// Ships queued events to the control plane until the queue closes and drains.

@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod config;
 pub mod control;
+pub mod metrics;
 pub mod pg;
 pub mod tls;
 
@@ -56,6 +57,7 @@ pub struct Inner {
     pub catalogs: Arc<pg::mask::catalog::CatalogCache>,
     /// Keys the `hash` mask style.
     pub mask_key: Arc<[u8]>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Deref for Gateway {
@@ -120,11 +122,28 @@ impl Gateway {
                 upstream_tls,
                 catalogs: Arc::default(),
                 mask_key,
+                metrics: Arc::default(),
             }),
         })
     }
 
     /// Accepts PostgreSQL clients on `listener` until `shutdown` resolves.
+    /// Brings the scrape-time gauges up to date.
+    pub fn refresh_gauges(&self) {
+        let m = &self.metrics;
+        m.audit_queue_depth
+            .set(i64::try_from(self.audit.depth()).unwrap_or(i64::MAX));
+        if let Some(c) = self.config.borrow().as_ref() {
+            m.policy_version
+                .set(i64::try_from(c.policy_version).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
+    pub async fn serve_metrics(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        metrics::serve(self.clone(), listener, shutdown).await;
+    }
+
     pub async fn serve_pg(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {

@@ -60,6 +60,7 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
         .await?;
     let dir = tempfile::tempdir()?;
     let (http, grpc, pg) = (free_port()?, free_port()?, free_port()?);
+    let metrics = free_port()?;
 
     let cp_config = dir.path().join("control-plane.toml");
     std::fs::write(
@@ -77,7 +78,7 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
         format!(
             "gateway_id = \"gw-prod-1\"\nenvironment = \"prod\"\n\
              control_plane_url = \"http://127.0.0.1:{grpc}\"\ngateway_token = \"{GATEWAY}\"\n\
-             pg_addr = \"127.0.0.1:{pg}\"\n\n[[upstream]]\nname = \"pg-prod\"\nurl = \"{}\"\n",
+             pg_addr = \"127.0.0.1:{pg}\"\nmetrics_addr = \"127.0.0.1:{metrics}\"\n\n[[upstream]]\nname = \"pg-prod\"\nurl = \"{}\"\n",
             upstream.upstream_url()
         ),
     )?;
@@ -212,6 +213,54 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
             .all(|e| e["resource"] == "pg-prod" && e["identity"] == "alice@example.com")
     );
     assert_eq!(events[0]["kinds"], serde_json::json!(["insert"]));
+
+    // Both processes report to Prometheus, and say they are ready.
+    let gw_metrics = format!("http://127.0.0.1:{metrics}");
+    for (base, path) in [
+        (&gw_metrics, "/healthz"),
+        (&gw_metrics, "/readyz"),
+        (&server, "/readyz"),
+    ] {
+        let r =
+            countersign_testkit::http::request("GET", &format!("{base}{path}"), None, None).await?;
+        assert_eq!(r.status, 200, "{base}{path}: {}", r.body);
+    }
+    let gw_text =
+        countersign_testkit::http::request("GET", &format!("{gw_metrics}/metrics"), None, None)
+            .await?
+            .body;
+    for line in [
+        "countersign_gateway_sessions_active 0",
+        "countersign_gateway_statements_total{decision=\"allow\"} 2",
+        "countersign_gateway_policy_version 1",
+    ] {
+        assert!(gw_text.contains(line), "{line} missing in\n{gw_text}");
+    }
+    assert!(
+        gw_text.contains("countersign_gateway_sessions_total "),
+        "{gw_text}"
+    );
+    assert!(
+        gw_text.contains("countersign_gateway_sessions_refused_total "),
+        "{gw_text}"
+    );
+    let cp_text =
+        countersign_testkit::http::request("GET", &format!("{server}/metrics"), None, None)
+            .await?
+            .body;
+    for line in [
+        "countersign_control_plane_gateways_watching 1",
+        "countersign_control_plane_policy_version 1",
+    ] {
+        assert!(cp_text.contains(line), "{line} missing in\n{cp_text}");
+    }
+    // No identity or statement text ever reaches a metric.
+    for text in [&gw_text, &cp_text] {
+        assert!(
+            !text.contains("alice") && !text.contains("orders"),
+            "{text}"
+        );
+    }
 
     // A resource from another environment is not served by this gateway.
     let bad = Psql::new(&conn.clone().with_dbname("pg-staging"))

@@ -543,6 +543,7 @@ impl Inspector {
             simple: protocol == Protocol::Simple,
         });
         tracing::info!(session = %shared.session_id, rule, "statement denied");
+        shared.metrics.statement("deny");
         self.decision_event = Some(shared.next_event(AuditBody::Statement(StatementEvent {
             identity: shared.identity.clone(),
             resource: shared.resource.clone(),

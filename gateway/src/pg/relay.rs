@@ -78,6 +78,7 @@ pub struct Shared {
     pub catalogs: Arc<super::mask::catalog::CatalogCache>,
     /// Keys the `hash` mask style.
     pub mask_key: Arc<[u8]>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What the client half asks the upstream half to send the client.
@@ -112,6 +113,12 @@ impl Shared {
     pub(super) async fn record(&self, outcome: Option<super::track::Outcome>) {
         if let Some(o) = outcome {
             self.statements.fetch_add(1, Ordering::Relaxed);
+            self.metrics.statement(o.decision);
+            if let Some(m) = &o.masking {
+                self.metrics
+                    .masked_values
+                    .inc_by(m.by_rule.values().chain(m.by_detector.values()).sum());
+            }
             let event = self.next_event(AuditBody::Statement(
                 o.into_event(&self.identity, &self.resource),
             ));

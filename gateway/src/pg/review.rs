@@ -72,7 +72,13 @@ pub async fn hold(shared: &Shared, held: &Held) -> HoldResult {
         &mut notice,
     );
     let _ = shared.inject.send(Inject::Notice(notice.freeze())).await;
-    match shared.control.wait_review(&ticket.id, deadline).await {
+    let waited = std::time::Instant::now();
+    let outcome = shared.control.wait_review(&ticket.id, deadline).await;
+    shared
+        .metrics
+        .review_wait_seconds
+        .observe(waited.elapsed().as_secs_f64());
+    match outcome {
         ReviewOutcome::Approved => HoldResult::Approved,
         ReviewOutcome::Denied { by, comment } => {
             let comment = if comment.is_empty() {

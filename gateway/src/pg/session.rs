@@ -68,7 +68,9 @@ pub async fn run(gw: Gateway, tcp: TcpStream, peer: SocketAddr) {
             return;
         }
     };
+    let metrics = gw.metrics.clone();
     if let Err(e) = serve(gw, startup, peer).await {
+        metrics.sessions_refused.inc();
         tracing::info!(%peer, error = %e, "session refused");
     }
 }
@@ -227,6 +229,10 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
     let ready = match upstream::connect(&up, up_tls.as_ref(), &database, &forwarded).await {
         Ok(r) => r,
         Err(e) => {
+            gw.metrics
+                .upstream_connect_errors
+                .get_or_create(&crate::metrics::Metrics::resource(&resource))
+                .inc();
             tracing::warn!(resource = %resource, error = %e, "upstream connection failed");
             let code = match &e {
                 upstream::UpstreamError::Refused { code, .. } => code.clone(),
@@ -272,6 +278,7 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
         },
         catalogs: gw.catalogs.clone(),
         mask_key: gw.mask_key.clone(),
+        metrics: gw.metrics.clone(),
     };
     // Masking needs the upstream's catalog: without it, no session (fail closed).
     if let Err(e) = mask::refresh(&shared, false).await {
@@ -299,6 +306,8 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
         tls,
     });
     gw.audit.record(started).await;
+    gw.metrics.sessions_total.inc();
+    gw.metrics.sessions_active.inc();
     tracing::info!(session = %grant.session_id, identity = %grant.identity, resource = %resource, %peer, tls, "session started");
 
     let (client_read, client_write) = conn.split();
@@ -311,6 +320,7 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
         end = relay::upstream_to_client(&shared, up_reader, client_write, gw.config.clone(), inject_rx) => end,
     };
     drop(cancel_key);
+    gw.metrics.sessions_active.dec();
     finish(&shared, &end).await;
     Ok(())
 }
