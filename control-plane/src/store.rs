@@ -68,7 +68,14 @@ impl Store {
             db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;")
                 .await?;
         }
-        Migrator::up(&db, None).await?;
+        // Replicas starting together migrate one at a time: the first applies what is
+        // missing, the others then find nothing to do.
+        let lock = MigrationLock::acquire(url).await?;
+        let migrated = Migrator::up(&db, None).await;
+        if let Err(e) = migrated {
+            lock.release().await;
+            return Err(e.into());
+        }
         let audit_key = match audit_key {
             Some(key) => key,
             None => audit::chain::AuditKey::from_hex(
@@ -81,7 +88,9 @@ impl Store {
             )?,
         };
         let store = Self { db, audit_key };
-        audit::chain::seal_unchained(&store).await?;
+        let sealed = audit::chain::seal_unchained(&store).await;
+        lock.release().await;
+        sealed?;
         Ok(store)
     }
 
@@ -120,5 +129,41 @@ fn conflict_or(err: DbErr, what: &'static str, key: &str) -> StoreError {
             key: key.to_owned(),
         },
         _ => StoreError::Db(err),
+    }
+}
+
+/// A PostgreSQL session-level advisory lock, held on a connection of its own while a replica
+/// migrates the store; nothing on SQLite (one process owns the file).
+struct MigrationLock(Option<DatabaseConnection>);
+
+/// The advisory lock key: "cs-migr" as a number, unlikely to clash with an application's.
+const MIGRATION_LOCK_KEY: i64 = 0x0063_732d_6d69_6772;
+
+impl MigrationLock {
+    async fn acquire(url: &str) -> Result<MigrationLock, StoreError> {
+        use sea_orm::ConnectionTrait;
+        if !url.starts_with("postgres") {
+            return Ok(MigrationLock(None));
+        }
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(1)
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(10))
+            .sqlx_logging(false);
+        let conn = Database::connect(options).await?;
+        conn.execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+            .await?;
+        Ok(MigrationLock(Some(conn)))
+    }
+
+    async fn release(self) {
+        use sea_orm::ConnectionTrait;
+        if let Some(conn) = self.0 {
+            let _ = conn
+                .execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+                .await;
+            let _ = conn.close().await;
+        }
     }
 }

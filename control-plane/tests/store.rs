@@ -331,3 +331,33 @@ async fn tokens_authenticate_revoke_and_open_sessions() {
         store.close().await.unwrap();
     }
 }
+
+/// Replicas starting at once on an empty PostgreSQL database: one migrates under the
+/// advisory lock, the others wait and find nothing left to do; all of them come up.
+#[tokio::test]
+async fn replicas_starting_together_migrate_once() {
+    countersign_testkit::ensure_services().unwrap();
+    let db = countersign_testkit::TestDb::create("cs_migrate_race")
+        .await
+        .unwrap();
+    let url = db.url();
+    let starts = (0..4).map(|_| Store::connect(&url));
+    let stores = futures_util::future::join_all(starts).await;
+    for store in &stores {
+        assert!(store.is_ok(), "{:?}", store.as_ref().err());
+    }
+    let client = db.client().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE version = 'm0008_audit_chain') \
+             FROM seaql_migrations",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (all, newest): (i64, i64) = (row.get(0), row.get(1));
+    assert!(
+        all >= 8 && newest == 1,
+        "{all} migrations recorded, newest {newest}"
+    );
+}
