@@ -12,10 +12,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// `countersign control-plane --config FILE`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ControlPlaneConfig {
     /// PostgreSQL URL of the store (`COUNTERSIGN_DATABASE_URL`). Required.
+    #[schemars(with = "String")]
     pub database_url: Secret<String>,
     /// HTTP API address. Default `0.0.0.0:8080`.
     #[serde(default = "default_http")]
@@ -24,8 +25,10 @@ pub struct ControlPlaneConfig {
     #[serde(default = "default_grpc")]
     pub grpc_addr: SocketAddr,
     /// Bootstrap admin bearer token (`COUNTERSIGN_ADMIN_TOKEN`). Required, at least 32 characters.
+    #[schemars(with = "String")]
     pub admin_token: Secret<String>,
     /// Token gateways present (`COUNTERSIGN_GATEWAY_TOKEN`). Required, at least 32 characters.
+    #[schemars(with = "String")]
     pub gateway_token: Secret<String>,
     /// Redis URL for change events between replicas (`COUNTERSIGN_REDIS_URL`), e.g.
     /// `redis://127.0.0.1:6379`. Optional: without it replicas poll the store.
@@ -59,7 +62,7 @@ pub struct ControlPlaneConfig {
 
 /// A `[[notify]]` entry: a target for review events (opened, approved,
 /// denied, expired).
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyEntry {
     /// `webhook` (JSON POST signed with HMAC-SHA256) or `slack` (an incoming
@@ -70,10 +73,11 @@ pub struct NotifyEntry {
     pub url: String,
     /// Signing key of a `webhook`: required there, at least 16 characters;
     /// not allowed for `slack`.
+    #[schemars(with = "Option<String>")]
     pub secret: Option<Secret<String>>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NotifyKind {
     Webhook,
@@ -129,7 +133,7 @@ impl NotifyEntry {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceEntry {
     pub name: String,
@@ -148,11 +152,13 @@ pub struct ResourceEntry {
 }
 
 /// `countersign gateway --config FILE`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// This gateway's name. Default: the host name, or `gateway`.
     #[serde(default = "default_gateway_id")]
+    // The default depends on the host: the schema says so rather than baking one in.
+    #[schemars(extend("default" = "$HOSTNAME"))]
     pub gateway_id: String,
     /// The environment served. Default `default`.
     #[serde(default = "default_env")]
@@ -160,6 +166,7 @@ pub struct GatewayConfig {
     /// Control plane gRPC URL (`COUNTERSIGN_CONTROL_PLANE_URL`). Required.
     pub control_plane_url: String,
     /// Token for the control plane (`COUNTERSIGN_GATEWAY_TOKEN`). Required.
+    #[schemars(with = "String")]
     pub gateway_token: Secret<String>,
     /// PostgreSQL listen address. Default `0.0.0.0:6432`.
     #[serde(default = "default_pg")]
@@ -180,25 +187,27 @@ pub struct GatewayConfig {
     pub audit_buffer: usize,
     /// Keys the `hash` mask style (`COUNTERSIGN_MASK_KEY`), at least 32 characters. Default:
     /// a random key per process (hashes are then joinable within one run only).
+    #[schemars(with = "Option<String>")]
     pub mask_key: Option<Secret<String>>,
     /// Upstream databases, with the credentials only the gateway holds.
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamEntry>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsEntry {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamEntry {
     /// The resource name clients use as dbname.
     pub name: String,
     /// `postgres://user:password@host:port/db?sslmode=…`.
+    #[schemars(with = "String")]
     pub url: Secret<String>,
 }
 
@@ -401,9 +410,49 @@ impl GatewayConfig {
     }
 }
 
+/// The JSON schema of a config file: `control-plane` or `gateway`.
+pub fn schema(which: &str) -> anyhow::Result<String> {
+    let schema = match which {
+        "control-plane" => schemars::schema_for!(ControlPlaneConfig),
+        "gateway" => schemars::schema_for!(GatewayConfig),
+        other => anyhow::bail!("no config named {other:?}; use control-plane or gateway"),
+    };
+    Ok(serde_json::to_string_pretty(&schema)? + "\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compose_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/compose");
+        let cp: ControlPlaneConfig = load(&dir.join("control-plane.toml"), &[]).unwrap();
+        cp.validate().unwrap();
+        assert_eq!(cp.redis_url.as_deref(), Some("redis://redis:6379"));
+        let gw: GatewayConfig = load(&dir.join("gateway.toml"), &[]).unwrap();
+        gw.validate().unwrap();
+        assert_eq!(gw.upstreams.len(), 1);
+        assert!(gw.metrics_addr.is_some());
+    }
+
+    /// `deploy/schema/*.schema.json` match the config types. To refresh them after a
+    /// change: `countersign config schema gateway > deploy/schema/gateway.schema.json`
+    /// (and the same for control-plane).
+    #[test]
+    fn generated_schemas_are_current() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/schema");
+        for which in ["control-plane", "gateway"] {
+            let path = dir.join(format!("{which}.schema.json"));
+            let want = schema(which).unwrap();
+            let have = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                have == want,
+                "{} is out of date: run `countersign config schema {which} > deploy/schema/{which}.schema.json`",
+                path.display()
+            );
+        }
+    }
 
     fn examples() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples")

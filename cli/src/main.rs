@@ -68,6 +68,16 @@ enum Command {
     /// Add, list and remove role bindings.
     #[command(subcommand)]
     Binding(binding::BindingCommand),
+    /// Config file tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the JSON schema of a config file (`control-plane` or `gateway`); the same as
+    /// deploy/schema/NAME.schema.json.
+    Schema { which: String },
 }
 
 fn init_logging(format: &str) -> anyhow::Result<()> {
@@ -116,6 +126,10 @@ fn main() -> ExitCode {
             Command::Review(cmd) => review::run(cmd).await,
             Command::Grant(cmd) => grant::run(cmd).await,
             Command::Binding(cmd) => binding::run(cmd).await,
+            Command::Config(ConfigCommand::Schema { which }) => {
+                print!("{}", config::schema(&which)?);
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {
