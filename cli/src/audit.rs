@@ -2,7 +2,6 @@
 
 use crate::client::{ServerArgs, check, url};
 use anyhow::Context;
-use chrono::Utc;
 use clap::Args;
 use countersign_common::parse_duration;
 use std::io::Write;
@@ -110,20 +109,15 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
 
 /// Streams JSONL from the server to stdout or `--output`.
 pub async fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
-    let mut query: Vec<(&str, String)> = vec![("format", "jsonl".to_owned())];
-    for (k, v) in [
-        ("identity", &a.identity),
-        ("resource", &a.resource),
-        ("session_id", &a.session_id),
-    ] {
-        if let Some(v) = v {
-            query.push((k, v.clone()));
-        }
-    }
-    if let Some(since) = a.since {
-        let since = chrono::Duration::from_std(since).context("--since is too long")?;
-        query.push(("since", (Utc::now() - since).to_rfc3339()));
-    }
+    let query = crate::client::audit_query(
+        vec![("format", "jsonl".to_owned())],
+        [
+            ("identity", &a.identity),
+            ("resource", &a.resource),
+            ("session_id", &a.session_id),
+        ],
+        a.since,
+    )?;
     let mut resp = check(
         long_http()?
             .get(url(&a.server, "/api/v1/audit/export"))

@@ -180,21 +180,16 @@ pub async fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     if !matches!(a.format.as_str(), "table" | "jsonl") {
         bail!("--format must be table or jsonl");
     }
-    let mut query: Vec<(&str, String)> = vec![("limit", a.limit.to_string())];
-    for (k, v) in [
-        ("identity", &a.identity),
-        ("resource", &a.resource),
-        ("event", &a.event),
-        ("text", &a.text),
-    ] {
-        if let Some(v) = v {
-            query.push((k, v.clone()));
-        }
-    }
-    if let Some(since) = a.since {
-        let since = chrono::Duration::from_std(since).context("--since is too long")?;
-        query.push(("since", (Utc::now() - since).to_rfc3339()));
-    }
+    let query = audit_query(
+        vec![("limit", a.limit.to_string())],
+        [
+            ("identity", &a.identity),
+            ("resource", &a.resource),
+            ("event", &a.event),
+            ("text", &a.text),
+        ],
+        a.since,
+    )?;
     let resp = http()?
         .get(url(&a.server, "/api/v1/audit"))
         .bearer_auth(&a.token)
@@ -268,4 +263,23 @@ pub async fn connect(a: ConnectArgs) -> anyhow::Result<ExitCode> {
         Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
         None => ExitCode::FAILURE,
     })
+}
+
+/// Query parameters of an audit request: `base`, the filters that are set, and `since`
+/// (a duration back from now) as an RFC 3339 time.
+pub(crate) fn audit_query<'a, const N: usize>(
+    mut query: Vec<(&'a str, String)>,
+    filters: [(&'a str, &Option<String>); N],
+    since: Option<std::time::Duration>,
+) -> anyhow::Result<Vec<(&'a str, String)>> {
+    for (k, v) in filters {
+        if let Some(v) = v {
+            query.push((k, v.clone()));
+        }
+    }
+    if let Some(since) = since {
+        let since = chrono::Duration::from_std(since).context("--since is too long")?;
+        query.push(("since", (Utc::now() - since).to_rfc3339()));
+    }
+    Ok(query)
 }

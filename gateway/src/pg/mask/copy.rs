@@ -108,6 +108,28 @@ impl CopyMasker {
         changed
     }
 
+    /// A text or CSV line: fields joined by the delimiter, NULL as the plan's NULL string,
+    /// each value written by `value`.
+    fn join_line(
+        &self,
+        fields: &[Field],
+        size: usize,
+        value: impl Fn(&[u8], &mut BytesMut),
+    ) -> Bytes {
+        let mut out = BytesMut::with_capacity(size + 16);
+        for (n, field) in fields.iter().enumerate() {
+            if n > 0 {
+                out.put_u8(self.plan.delimiter);
+            }
+            match field {
+                None => out.extend_from_slice(&self.plan.null),
+                Some(v) => value(v, &mut out),
+            }
+        }
+        out.put_u8(b'\n');
+        out.freeze()
+    }
+
     fn text_row(&self, data: &[u8], stats: &mut MaskStats) -> Result<Option<Bytes>, CopyError> {
         let body = data
             .strip_suffix(b"\n")
@@ -131,18 +153,9 @@ impl CopyMasker {
         if !self.mask_fields(&mut fields, true, stats) {
             return Ok(None);
         }
-        let mut out = BytesMut::with_capacity(data.len() + 16);
-        for (n, field) in fields.iter().enumerate() {
-            if n > 0 {
-                out.put_u8(delimiter);
-            }
-            match field {
-                None => out.extend_from_slice(&self.plan.null),
-                Some(v) => escape_text(v, delimiter, &mut out),
-            }
-        }
-        out.put_u8(b'\n');
-        Ok(Some(out.freeze()))
+        Ok(Some(self.join_line(&fields, data.len(), |v, out| {
+            escape_text(v, delimiter, out)
+        })))
     }
 
     fn csv_row(&self, data: &[u8], stats: &mut MaskStats) -> Result<Option<Bytes>, CopyError> {
@@ -194,28 +207,17 @@ impl CopyMasker {
         if !self.mask_fields(&mut fields, true, stats) {
             return Ok(None);
         }
-        let mut out = BytesMut::with_capacity(data.len() + 16);
-        for (n, field) in fields.iter().enumerate() {
-            if n > 0 {
-                out.put_u8(delimiter);
-            }
-            match field {
-                None => out.extend_from_slice(&self.plan.null),
-                Some(v) => {
-                    // Always quoted: a masked value may hold anything.
-                    out.put_u8(quote);
-                    for b in v {
-                        if *b == quote || *b == escape {
-                            out.put_u8(escape);
-                        }
-                        out.put_u8(*b);
-                    }
-                    out.put_u8(quote);
+        // Always quoted: a masked value may hold anything.
+        Ok(Some(self.join_line(&fields, data.len(), |v, out| {
+            out.put_u8(quote);
+            for b in v {
+                if *b == quote || *b == escape {
+                    out.put_u8(escape);
                 }
+                out.put_u8(*b);
             }
-        }
-        out.put_u8(b'\n');
-        Ok(Some(out.freeze()))
+            out.put_u8(quote);
+        })))
     }
 
     fn binary_row(&self, data: &[u8], stats: &mut MaskStats) -> Result<Option<Bytes>, CopyError> {
