@@ -11,6 +11,7 @@ use clap::Args;
 use countersign_common::Secret;
 use countersign_control_plane::store::resources::ResourceSpec;
 use countersign_control_plane::{ControlPlane, Settings, Store};
+use countersign_gateway::audit::SpoolSettings;
 use countersign_gateway::config::{ClientTls, GatewaySettings, Upstream};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -216,7 +217,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         require_tls: false,
         upstreams,
         handshake_timeout: args.handshake_timeout,
-        audit_buffer: 100_000,
+        spool: SpoolSettings {
+            dir: dir.join("spool"),
+            max_bytes: 1 << 30,
+            fsync_interval: Duration::from_millis(10),
+            segment_bytes: SpoolSettings::SEGMENT_BYTES,
+        },
         mask_key: None,
         review_timeout: args.review_timeout,
     })?;

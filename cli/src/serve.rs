@@ -7,6 +7,7 @@ use countersign_common::{Secret, parse_duration};
 use countersign_control_plane::store::audit::chain::AuditKey;
 use countersign_control_plane::store::resources::ResourceSpec;
 use countersign_control_plane::{ControlPlane, Settings, Store};
+use countersign_gateway::audit::SpoolSettings;
 use countersign_gateway::config::{ClientTls, GatewaySettings, Upstream};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,7 +104,12 @@ pub async fn gateway(args: ConfigArg) -> anyhow::Result<ExitCode> {
         }),
         upstreams,
         handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs),
-        audit_buffer: cfg.audit_buffer,
+        spool: SpoolSettings {
+            dir: cfg.spool_dir,
+            max_bytes: cfg.spool_max_bytes,
+            fsync_interval: Duration::from_millis(cfg.spool_fsync_interval_ms),
+            segment_bytes: SpoolSettings::SEGMENT_BYTES,
+        },
         review_timeout: Duration::from_secs(cfg.review_timeout_secs),
         mask_key: cfg.mask_key,
     };
