@@ -217,12 +217,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         require_tls: false,
         upstreams,
         handshake_timeout: args.handshake_timeout,
-        spool: SpoolSettings {
-            dir: dir.join("spool"),
-            max_bytes: 1 << 30,
-            fsync_interval: Duration::from_millis(10),
-            segment_bytes: SpoolSettings::SEGMENT_BYTES,
-        },
+        spool: SpoolSettings::new(dir.join("spool"), 1 << 30, Duration::from_millis(10)),
         mask_key: None,
         review_timeout: args.review_timeout,
     })?;

@@ -104,12 +104,11 @@ pub async fn gateway(args: ConfigArg) -> anyhow::Result<ExitCode> {
         }),
         upstreams,
         handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs),
-        spool: SpoolSettings {
-            dir: cfg.spool_dir,
-            max_bytes: cfg.spool_max_bytes,
-            fsync_interval: Duration::from_millis(cfg.spool_fsync_interval_ms),
-            segment_bytes: SpoolSettings::SEGMENT_BYTES,
-        },
+        spool: SpoolSettings::new(
+            cfg.spool_dir,
+            cfg.spool_max_bytes,
+            Duration::from_millis(cfg.spool_fsync_interval_ms),
+        ),
         review_timeout: Duration::from_secs(cfg.review_timeout_secs),
         mask_key: cfg.mask_key,
     };

@@ -38,11 +38,17 @@ struct Deployment {
     pg: u16,
     cp: Option<Child>,
     gw: Option<Child>,
+    gw_log: PathBuf,
     starts: usize,
 }
 
 impl Deployment {
     async fn start() -> Result<Self> {
+        Self::start_with("").await
+    }
+
+    /// With `gateway_extra` lines added to the gateway's config.
+    async fn start_with(gateway_extra: &str) -> Result<Self> {
         ensure_services()?;
         let store = TestDb::create("cs_kill_store").await?;
         let app = TestDb::create("cs_kill_app").await?;
@@ -64,7 +70,7 @@ impl Deployment {
             format!(
                 "gateway_id = \"gw-kill\"\nenvironment = \"prod\"\n\
                  control_plane_url = \"http://127.0.0.1:{grpc}\"\ngateway_token = \"{GATEWAY}\"\n\
-                 pg_addr = \"127.0.0.1:{pg}\"\nspool_dir = \"{}\"\n\n\
+                 pg_addr = \"127.0.0.1:{pg}\"\nspool_dir = \"{}\"\n{gateway_extra}\n\
                  [[upstream]]\nname = \"pg-prod\"\nurl = \"{}\"\n",
                 dir.path().join("spool").display(),
                 app.upstream_url()
@@ -78,6 +84,7 @@ impl Deployment {
             pg,
             cp: None,
             gw: None,
+            gw_log: PathBuf::new(),
             starts: 0,
         };
         d.start_control_plane().await?;
@@ -134,6 +141,7 @@ impl Deployment {
             &["gateway", "--config", config.to_str().context("path")?],
             &log,
         )?);
+        self.gw_log = log.clone();
         wait_port(self.pg, &log).await
     }
 
@@ -304,7 +312,8 @@ fn parse_insert(statement: &str) -> Result<(i32, i32)> {
     let inner = statement
         .trim()
         .strip_prefix("INSERT INTO ledger VALUES (")
-        .and_then(|s| s.trim_end_matches(';').strip_suffix(')'))
+        .and_then(|s| s.split_once(')'))
+        .map(|(values, _)| values)
         .with_context(|| format!("not a ledger insert: {statement:?}"))?;
     let (c, n) = inner.split_once(',').context("two values")?;
     Ok((c.trim().parse()?, n.trim().parse()?))
@@ -411,5 +420,68 @@ async fn kill_the_gateway_during_writes_and_restart_it_over_its_spool() -> Resul
     assert_eq!(d.audited().await?.rows, audited.rows);
     // The segments of the killed run are deleted once acknowledged.
     d.spool_drained().await?;
+    d.verify().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_refuses_statements_until_the_control_plane_takes_them() -> Result<()> {
+    let mut d = Deployment::start_with("spool_max_bytes = 1048576\n").await?;
+    let (client, _task) = d.conn().await?.connect().await?;
+    Deployment::kill(&mut d.cp).await?;
+    // 8 KiB statements: the 1 MiB spool fills after a few dozen.
+    let pad = "x".repeat(8 * 1024);
+    let mut inserted = 0;
+    let refused = loop {
+        let sql = format!("INSERT INTO ledger VALUES (9, {}) -- {pad}", inserted + 1);
+        match client.simple_query(&sql).await {
+            Ok(_) => inserted += 1,
+            Err(e) => break e,
+        }
+        ensure!(inserted < 1_000, "the spool never filled");
+    };
+    let code = |e: &tokio_postgres::Error| {
+        e.as_db_error()
+            .map(|d| (d.code().code().to_owned(), d.message().to_owned()))
+    };
+    let (sqlstate, message) = code(&refused).context("a database error")?;
+    assert_eq!(sqlstate, "53100", "{message}");
+    assert!(message.contains("audit spool full"), "{message}");
+    assert!(inserted > 10, "{inserted}");
+    // The session stays open, and refuses statements while the spool is full.
+    let again = client.simple_query("SELECT 1").await;
+    assert_eq!(
+        again.as_ref().err().and_then(code).map(|c| c.0).as_deref(),
+        Some("53100")
+    );
+    assert!(!client.is_closed());
+    let log = std::fs::read_to_string(&d.gw_log)?;
+    assert!(log.contains("audit spool full"), "{log}");
+
+    // Once the control plane is back and acknowledges, statements run again.
+    d.start_control_plane().await?;
+    let last = inserted + 1;
+    eventually(Duration::from_secs(60), || {
+        let client = &client;
+        async move {
+            client
+                .simple_query(&format!("INSERT INTO ledger VALUES (9, {last})"))
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let ledger = d.ledger().await?;
+    assert_eq!(ledger.len(), last);
+    let audited = eventually(Duration::from_secs(30), || async {
+        let a = d.audited().await?;
+        ensure!(a.rows >= last, "{} of {last} audited", a.rows);
+        Ok(a)
+    })
+    .await?;
+    assert_eq!(
+        audited.ok, ledger,
+        "refused statements neither ran nor left a row"
+    );
+    assert_eq!(audited.rows, last);
     d.verify().await
 }

@@ -10,9 +10,10 @@ use prost::Message;
 
 /// Header bytes before the kind: length and CRC.
 const HEADER: usize = 8;
-/// The largest record accepted when reading back. PostgreSQL messages are at most
-/// 1 GiB; statements bigger than this are not spooled (see `Spool::append`).
-pub const MAX_RECORD: usize = 64 * 1024 * 1024;
+/// The largest record. PostgreSQL messages go up to 1 GiB, but a statement whose
+/// event is bigger than this is refused (it could not be spooled, nor uploaded: the
+/// control plane takes messages up to 64 MiB).
+pub const MAX_RECORD: usize = 32 * 1024 * 1024;
 
 const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 

@@ -80,8 +80,19 @@ pub struct SpoolSettings {
 }
 
 impl SpoolSettings {
-    /// The usual segment size: 16 MiB.
+    /// The largest segment: 16 MiB.
     pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+
+    /// Settings with segments of 16 MiB, or an eighth of `max_bytes` if smaller, so
+    /// that a full spool always has closed segments to free once they are acknowledged.
+    pub fn new(dir: PathBuf, max_bytes: u64, fsync_interval: Duration) -> Self {
+        Self {
+            dir,
+            max_bytes,
+            fsync_interval,
+            segment_bytes: Self::SEGMENT_BYTES.min(max_bytes / 8).max(4096),
+        }
+    }
 }
 
 struct Writer {

@@ -28,6 +28,8 @@ use std::time::Duration;
 
 /// Most events sent in one batch.
 const BATCH_EVENTS: usize = 1_000;
+/// Most event bytes in one batch (the control plane takes messages up to 64 MiB).
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// How long the uploader waits to fill a batch once it has one event.
 const BATCH_WAIT: Duration = Duration::from_millis(20);
 /// How long an idle uploader waits before looking at the spool again anyway.
@@ -63,6 +65,25 @@ struct Outgoing {
     segments: [Option<u64>; 2],
 }
 
+/// The batch being filled.
+#[derive(Default)]
+struct Batch {
+    items: Vec<Outgoing>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, o: Outgoing) {
+        use prost::Message;
+        self.bytes += o.event.encoded_len();
+        self.items.push(o);
+    }
+
+    fn full(&self) -> bool {
+        self.items.len() >= BATCH_EVENTS || self.bytes >= BATCH_BYTES
+    }
+}
+
 struct Uploader {
     spool: Arc<Spool>,
     segments: VecDeque<Segment>,
@@ -92,16 +113,16 @@ pub async fn run(spool: Arc<Spool>, client: ControlClient) {
     let mut uploader = client.audit_uploader();
     let mut batch_id = 0u64;
     loop {
-        let mut batch: Vec<Outgoing> = Vec::new();
+        let mut batch = Batch::default();
         let mut deadline = None;
         loop {
             up.read(&mut batch);
             up.orphans(&mut batch);
-            if batch.len() >= BATCH_EVENTS {
+            if batch.full() {
                 break;
             }
             if up.caught_up() {
-                if batch.is_empty() {
+                if batch.items.is_empty() {
                     // Nothing to send: wait for the writer.
                     let _ = tokio::time::timeout(IDLE_WAIT, written.changed()).await;
                     continue;
@@ -116,11 +137,11 @@ pub async fn run(spool: Arc<Spool>, client: ControlClient) {
             }
         }
         batch_id += 1;
-        let events = batch.iter().map(|o| o.event.clone()).collect();
+        let events = batch.items.iter().map(|o| o.event.clone()).collect();
         uploader
             .send_until_acked(pb::AuditBatch { batch_id, events })
             .await;
-        for o in &batch {
+        for o in &batch.items {
             for s in o.segments.iter().flatten() {
                 up.resolve(*s);
             }
@@ -141,8 +162,8 @@ impl Uploader {
     }
 
     /// Reads records into `batch` until it is full or nothing more is written.
-    fn read(&mut self, batch: &mut Vec<Outgoing>) {
-        while batch.len() < BATCH_EVENTS {
+    fn read(&mut self, batch: &mut Batch) {
+        while !batch.full() {
             let w = self.spool.position();
             let Some(cursor) = self.cursor_mut() else {
                 return;
@@ -231,7 +252,7 @@ impl Uploader {
         self.cursor = None;
     }
 
-    fn take(&mut self, segment: u64, kind: Kind, event: pb::AuditEvent, batch: &mut Vec<Outgoing>) {
+    fn take(&mut self, segment: u64, kind: Kind, event: pb::AuditEvent, batch: &mut Batch) {
         let key = (event.session_id.clone(), event.seq);
         match kind {
             Kind::Intent => {
@@ -258,7 +279,7 @@ impl Uploader {
     }
 
     /// Intents whose statement's outcome will never be written.
-    fn orphans(&mut self, batch: &mut Vec<Outgoing>) {
+    fn orphans(&mut self, batch: &mut Batch) {
         let recovering = !self.to_read.is_empty()
             || self
                 .cursor
