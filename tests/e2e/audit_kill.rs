@@ -44,11 +44,12 @@ struct Deployment {
 
 impl Deployment {
     async fn start() -> Result<Self> {
-        Self::start_with("").await
+        Self::start_with("", "").await
     }
 
-    /// With `gateway_extra` lines added to the gateway's config.
-    async fn start_with(gateway_extra: &str) -> Result<Self> {
+    /// With `resource_extra` lines added to the resource in the control plane's config,
+    /// and `gateway_extra` lines to the gateway's.
+    async fn start_with(resource_extra: &str, gateway_extra: &str) -> Result<Self> {
         ensure_services()?;
         let store = TestDb::create("cs_kill_store").await?;
         let app = TestDb::create("cs_kill_app").await?;
@@ -61,7 +62,7 @@ impl Deployment {
             format!(
                 "http_addr = \"127.0.0.1:{http}\"\ngrpc_addr = \"127.0.0.1:{grpc}\"\n\
                  database_url = \"{}\"\nadmin_token = \"{ADMIN}\"\n\
-                 gateway_token = \"{GATEWAY}\"\n\n[[resource]]\nname = \"pg-prod\"\nenvironment = \"prod\"\n",
+                 gateway_token = \"{GATEWAY}\"\n\n[[resource]]\nname = \"pg-prod\"\nenvironment = \"prod\"\n{resource_extra}",
                 store.url()
             ),
         )?;
@@ -382,7 +383,16 @@ async fn kill_the_control_plane_during_pgbench() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_the_gateway_during_writes_and_restart_it_over_its_spool() -> Result<()> {
-    let mut d = Deployment::start().await?;
+    kill_the_gateway(Deployment::start().await?).await
+}
+
+/// The same on a `strict_audit` resource, whose statements wait for the fsync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_the_gateway_on_a_strict_resource() -> Result<()> {
+    kill_the_gateway(Deployment::start_with("strict_audit = true\n", "").await?).await
+}
+
+async fn kill_the_gateway(mut d: Deployment) -> Result<()> {
     let conn = d.conn().await?;
     let bench = d.pgbench(&conn, &["-T", "60"]);
     d.wait_for_rows(2_000, &bench).await?;
@@ -425,7 +435,7 @@ async fn kill_the_gateway_during_writes_and_restart_it_over_its_spool() -> Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_refuses_statements_until_the_control_plane_takes_them() -> Result<()> {
-    let mut d = Deployment::start_with("spool_max_bytes = 1048576\n").await?;
+    let mut d = Deployment::start_with("", "spool_max_bytes = 1048576\n").await?;
     let (client, _task) = d.conn().await?.connect().await?;
     Deployment::kill(&mut d.cp).await?;
     // 8 KiB statements: the 1 MiB spool fills after a few dozen.
