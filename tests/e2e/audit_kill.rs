@@ -1,8 +1,8 @@
 //! Kill tests for the audit trail, with the real binaries in production mode
 //! (`countersign control-plane` on PostgreSQL and `countersign gateway`, each its own
-//! process): `kill -9` either one under a pgbench write load, start it again, and the
-//! audit rows must equal the statements that ran, with no duplicates, and
-//! `countersign audit verify` must pass.
+//! process): `kill -9` either one under a pgbench write load and start it again, stop
+//! the audit store for 30 s, fill the spool. The audit rows must equal the statements
+//! that ran, with no duplicates, and `countersign audit verify` must pass.
 //!
 //! The workload inserts `(client_id, n)` into `ledger`, with `n` counting per pgbench
 //! client, in the simple protocol: each statement's text names the row it inserted, so
@@ -11,6 +11,7 @@
 #![cfg(test)]
 
 use anyhow::{Context, Result, bail, ensure};
+use countersign_testkit::cluster::PrivateCluster;
 use countersign_testkit::{
     CmdOutput, ConnParams, TestDb, check_pgbench_run, ensure_services, eventually, free_port,
     pgbench,
@@ -29,10 +30,33 @@ const CLIENTS: usize = 4;
 const SCRIPT: &str = "\\set n :n + 1\nINSERT INTO ledger VALUES (:client_id, :n);\n";
 const ORPHAN: &str = "gateway stopped before the outcome was known";
 
+/// The control plane's store: a database on the shared cluster, or a private cluster
+/// that can be stopped.
+enum Store {
+    Shared(TestDb),
+    Private(PrivateCluster),
+}
+
+impl Store {
+    fn url(&self) -> String {
+        match self {
+            Self::Shared(db) => db.url(),
+            Self::Private(c) => c.postgres_url(),
+        }
+    }
+
+    async fn client(&self) -> Result<tokio_postgres::Client> {
+        match self {
+            Self::Shared(db) => db.client().await,
+            Self::Private(c) => Ok(c.params("postgres").connect().await?.0),
+        }
+    }
+}
+
 /// A control plane and a gateway as separate processes, restartable.
 struct Deployment {
     dir: tempfile::TempDir,
-    store: TestDb,
+    store: Store,
     app: TestDb,
     http: u16,
     pg: u16,
@@ -47,11 +71,21 @@ impl Deployment {
         Self::start_with("", "").await
     }
 
+    /// With the control plane's store on a private cluster.
+    async fn start_on(cluster: PrivateCluster) -> Result<Self> {
+        Self::start_in(Store::Private(cluster), "", "").await
+    }
+
     /// With `resource_extra` lines added to the resource in the control plane's config,
     /// and `gateway_extra` lines to the gateway's.
     async fn start_with(resource_extra: &str, gateway_extra: &str) -> Result<Self> {
         ensure_services()?;
-        let store = TestDb::create("cs_kill_store").await?;
+        let store = Store::Shared(TestDb::create("cs_kill_store").await?);
+        Self::start_in(store, resource_extra, gateway_extra).await
+    }
+
+    async fn start_in(store: Store, resource_extra: &str, gateway_extra: &str) -> Result<Self> {
+        ensure_services()?;
         let app = TestDb::create("cs_kill_app").await?;
         app.execute("CREATE TABLE ledger (client int, n int, PRIMARY KEY (client, n))")
             .await?;
@@ -493,5 +527,53 @@ async fn a_full_spool_refuses_statements_until_the_control_plane_takes_them() ->
         "refused statements neither ran nor left a row"
     );
     assert_eq!(audited.rows, last);
+    d.verify().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_the_audit_store_for_30_seconds_under_load() -> Result<()> {
+    let cluster = tokio::task::spawn_blocking(PrivateCluster::start).await??;
+    let d = Deployment::start_on(cluster).await?;
+    let conn = d.conn().await?;
+    let bench = d.pgbench(&conn, &["-T", "45"]);
+    d.wait_for_rows(1_000, &bench).await?;
+    let Store::Private(cluster) = &d.store else {
+        bail!("the store is not a private cluster");
+    };
+    tokio::task::block_in_place(|| cluster.stop())?;
+    let stopped_at = d.ledger_count().await?;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // Statements kept running while the store was down.
+    let during = d.ledger_count().await? - stopped_at;
+    tokio::task::block_in_place(|| cluster.start_again())?;
+    let out = bench.await??;
+    ensure!(out.success(), "{out:?}");
+    ensure!(
+        out.stdout.contains("number of failed transactions: 0 "),
+        "{out:?}"
+    );
+    assert!(during > 1_000, "{during} rows while the store was down");
+
+    let ledger = d.ledger().await?;
+    let audited = eventually(Duration::from_secs(90), || async {
+        let a = d.audited().await?;
+        ensure!(
+            a.rows >= ledger.len(),
+            "{} of {} audited",
+            a.rows,
+            ledger.len()
+        );
+        Ok(a)
+    })
+    .await?;
+    eprintln!(
+        "store stopped for 30 s: {} rows inserted ({during} meanwhile), {} audited",
+        ledger.len(),
+        audited.rows
+    );
+    assert_eq!(audited.rows, ledger.len(), "no duplicates");
+    assert!(audited.orphaned.is_empty());
+    assert_eq!(audited.ok, ledger);
+    d.spool_drained().await?;
     d.verify().await
 }
