@@ -182,9 +182,20 @@ pub struct GatewayConfig {
     /// Seconds a statement held for review waits for a decision. Default 600.
     #[serde(default = "default_review_timeout")]
     pub review_timeout_secs: u64,
-    /// Audit events held in memory while the control plane is unreachable. Default 100000.
-    #[serde(default = "default_audit_buffer")]
-    pub audit_buffer: usize,
+    /// Directory of the durable audit spool. Default `/var/lib/countersign/spool`.
+    /// Keep it on local disk, and keep it across restarts: what is in it and not yet
+    /// acknowledged is uploaded when the gateway starts again.
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: PathBuf,
+    /// Most bytes the spool may hold; once full, new statements are refused until the
+    /// control plane has acknowledged enough. Default 1073741824 (1 GiB).
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
+    /// How often written audit records are fsynced (group commit), in milliseconds.
+    /// Resources with `strict_audit` wait for the fsync before a statement is
+    /// forwarded. Default 10.
+    #[serde(default = "default_spool_fsync_interval_ms")]
+    pub spool_fsync_interval_ms: u64,
     /// Keys the `hash` mask style (`COUNTERSIGN_MASK_KEY`), at least 32 characters. Default:
     /// a random key per process (hashes are then joinable within one run only).
     #[schemars(with = "Option<String>")]
@@ -245,8 +256,14 @@ fn default_handshake() -> u64 {
 fn default_review_timeout() -> u64 {
     600
 }
-fn default_audit_buffer() -> usize {
-    100_000
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("/var/lib/countersign/spool")
+}
+fn default_spool_max_bytes() -> u64 {
+    1 << 30
+}
+fn default_spool_fsync_interval_ms() -> u64 {
+    10
 }
 
 /// Reads a TOML file, applies `COUNTERSIGN_<FIELD>` overrides for `fields`, and parses.
@@ -367,7 +384,9 @@ impl GatewayConfig {
         "require_tls",
         "handshake_timeout_secs",
         "review_timeout_secs",
-        "audit_buffer",
+        "spool_dir",
+        "spool_max_bytes",
+        "spool_fsync_interval_ms",
         "mask_key",
     ];
 
@@ -387,6 +406,12 @@ impl GatewayConfig {
             .is_some_and(|k| k.expose().len() < 32)
         {
             errors.push("mask_key must be at least 32 characters".to_owned());
+        }
+        if self.spool_max_bytes < 1 << 20 {
+            errors.push("spool_max_bytes must be at least 1048576 (1 MiB)".to_owned());
+        }
+        if self.spool_fsync_interval_ms == 0 || self.spool_fsync_interval_ms > 60_000 {
+            errors.push("spool_fsync_interval_ms must be between 1 and 60000".to_owned());
         }
         if self.require_tls == Some(true) && self.tls.is_none() {
             errors.push("require_tls needs a [tls] section".to_owned());

@@ -11,6 +11,7 @@ use clap::Args;
 use countersign_common::Secret;
 use countersign_control_plane::store::resources::ResourceSpec;
 use countersign_control_plane::{ControlPlane, Settings, Store};
+use countersign_gateway::audit::SpoolSettings;
 use countersign_gateway::config::{ClientTls, GatewaySettings, Upstream};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -59,6 +60,13 @@ pub struct DevArgs {
     /// Lifetime of the printed user token.
     #[arg(long, default_value = "12h", value_parser = countersign_common::parse_duration)]
     user_token_ttl: Duration,
+    /// Mark the dev resources `strict_audit`: each statement waits for the fsync of its
+    /// audit record before it is forwarded.
+    #[arg(long, env = "COUNTERSIGN_STRICT_AUDIT")]
+    strict_audit: bool,
+    /// How often the gateway's audit spool (`DATA_DIR/spool`) is fsynced.
+    #[arg(long, env = "COUNTERSIGN_SPOOL_FSYNC_INTERVAL", default_value = "10ms", value_parser = countersign_common::parse_duration)]
+    spool_fsync_interval: Duration,
     /// How often an audit checkpoint is written (see docs/audit.md).
     #[arg(long, env = "COUNTERSIGN_AUDIT_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = countersign_common::parse_duration)]
     audit_checkpoint_interval: Duration,
@@ -183,7 +191,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             name: up.name.clone(),
             kind: "postgres".to_owned(),
             environment: "default".to_owned(),
-            strict_audit: false,
+            strict_audit: args.strict_audit,
         })
         .await?;
     }
@@ -216,7 +224,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         require_tls: false,
         upstreams,
         handshake_timeout: args.handshake_timeout,
-        audit_buffer: 100_000,
+        spool: SpoolSettings::new(dir.join("spool"), 1 << 30, args.spool_fsync_interval),
         mask_key: None,
         review_timeout: args.review_timeout,
     })?;

@@ -7,6 +7,7 @@ use countersign_common::{Secret, parse_duration};
 use countersign_control_plane::store::audit::chain::AuditKey;
 use countersign_control_plane::store::resources::ResourceSpec;
 use countersign_control_plane::{ControlPlane, Settings, Store};
+use countersign_gateway::audit::SpoolSettings;
 use countersign_gateway::config::{ClientTls, GatewaySettings, Upstream};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,7 +104,11 @@ pub async fn gateway(args: ConfigArg) -> anyhow::Result<ExitCode> {
         }),
         upstreams,
         handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs),
-        audit_buffer: cfg.audit_buffer,
+        spool: SpoolSettings::new(
+            cfg.spool_dir,
+            cfg.spool_max_bytes,
+            Duration::from_millis(cfg.spool_fsync_interval_ms),
+        ),
         review_timeout: Duration::from_secs(cfg.review_timeout_secs),
         mask_key: cfg.mask_key,
     };

@@ -1,25 +1,27 @@
-//! Audit events as the gateway produces them, and the uploader that ships them.
+//! Audit events as the gateway produces them, the durable spool they go
+//! through, and the uploader that ships them.
 //!
-//! Sessions hand events to an [`AuditSink`] (a bounded in-memory queue) and
-//! never wait on the network. The uploader batches them onto the control
-//! plane's `PublishAudit` stream and resends a batch until it is acknowledged;
-//! the control plane stores events idempotently by `(session_id, seq)`, so a
-//! resend never doubles an event.
-//!
-//! Not guaranteed yet: the queue lives in memory, so events not yet
-//! acknowledged are lost if the gateway process dies. When the queue is full,
-//! sessions wait for room, so statements stop rather than run unaudited.
+//! Sessions hand events to an [`AuditSink`], which appends them to the spool
+//! (`spool`: segment files, group-committed fsync, bounded) and never waits on
+//! the network. A statement is spooled twice: an *intent* before it is
+//! forwarded upstream, and its *final* event (same `(session_id, seq)`) when
+//! it completes. The uploader (`upload`) reads the spool, sends finals in
+//! batches on the control plane's `PublishAudit` stream, resends until
+//! acknowledged, and deletes a segment once all of it is. The control plane
+//! stores events idempotently by `(session_id, seq)`, so a resend never
+//! doubles an event. See docs/audit.md ("The gateway's spool").
+
+pub mod record;
+pub mod spool;
+mod upload;
 
 use crate::control::ControlClient;
 use countersign_proto::v1 as pb;
+use record::Kind;
+pub use spool::{Admit, Spool, SpoolError, SpoolSettings};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
-
-/// Most events sent in one batch.
-const BATCH_EVENTS: usize = 1_000;
-/// How long the uploader waits to fill a batch once it has one event.
-const BATCH_WAIT: Duration = Duration::from_millis(20);
+pub use upload::ORPHAN_ERROR;
 
 /// One audited fact about a session.
 #[derive(Clone, Debug)]
@@ -149,51 +151,68 @@ impl From<AuditEvent> for pb::AuditEvent {
     }
 }
 
-/// Where sessions put their events. Cheap to clone.
-#[derive(Clone, Debug)]
+/// Where sessions put their events: the durable spool. Cheap to clone.
+#[derive(Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<AuditEvent>,
+    spool: Arc<Spool>,
 }
 
 impl AuditSink {
-    /// A sink and the receiving end for [`run_uploader`].
-    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<AuditEvent>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Self { tx }, rx)
+    /// Opens the spool and starts its fsync task and the uploader. Must be
+    /// called inside a Tokio runtime.
+    pub fn start(settings: SpoolSettings, client: ControlClient) -> Result<Self, SpoolError> {
+        let spool = Spool::open(settings)?;
+        tokio::spawn(spool.clone().run_fsync());
+        tokio::spawn(upload::run(spool.clone(), client));
+        Ok(Self { spool })
     }
 
-    /// Queues an event, waiting for room when the queue is full. Returns false
-    /// only if the uploader is gone (the gateway is shutting down).
+    /// Spools an event that completes admitted work (a session's start or end,
+    /// a statement's outcome, a denial): written even when the spool is full.
+    /// Returns false if it could not be written (logged).
     pub async fn record(&self, event: AuditEvent) -> bool {
-        self.tx.send(event).await.is_ok()
-    }
-
-    /// Events queued and not yet taken by the uploader.
-    pub fn depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
-    }
-}
-
-/// Ships queued events to the control plane until the queue closes and drains.
-pub async fn run_uploader(client: ControlClient, mut rx: mpsc::Receiver<AuditEvent>) {
-    let mut batch_id = 0u64;
-    let mut uploader = client.audit_uploader();
-    loop {
-        let Some(first) = rx.recv().await else {
-            return;
-        };
-        let mut events = Vec::with_capacity(64);
-        events.push(pb::AuditEvent::from(first));
-        let deadline = tokio::time::Instant::now() + BATCH_WAIT;
-        while events.len() < BATCH_EVENTS {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(e)) => events.push(e.into()),
-                Ok(None) | Err(_) => break,
+        let (session, seq) = (event.session_id.clone(), event.seq);
+        match self.spool.append(Kind::Final, &event.into(), Admit::Always) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(%session, seq, error = %e, "audit event lost: cannot write it to the spool");
+                false
             }
         }
-        batch_id += 1;
-        uploader
-            .send_until_acked(pb::AuditBatch { batch_id, events })
-            .await;
+    }
+
+    /// Bytes the spool holds (events not yet acknowledged, in whole segments).
+    pub fn spooled_bytes(&self) -> u64 {
+        self.spool.used()
+    }
+
+    /// Spools a statement's intent before it is forwarded. Refused when the
+    /// spool is full. Returns the record's number, for [`Self::wait_synced`].
+    pub fn intend(&self, event: AuditEvent) -> Result<u64, SpoolError> {
+        self.spool
+            .append(Kind::Intent, &event.into(), Admit::Checked)
+    }
+
+    /// The statement of intent `seq` never ran (the server skipped it).
+    pub fn cancel(&self, session_id: &str, seq: u64) {
+        let event = pb::AuditEvent {
+            session_id: session_id.to_owned(),
+            seq,
+            at: 0,
+            event: None,
+        };
+        if let Err(e) = self.spool.append(Kind::Cancel, &event, Admit::Always) {
+            tracing::error!(session = session_id, seq, error = %e, "cannot write an audit cancel to the spool");
+        }
+    }
+
+    /// Waits until an fsync covers record `n`.
+    pub async fn wait_synced(&self, n: u64) {
+        self.spool.wait_synced(n).await;
+    }
+
+    /// A session of this process started: its intents are not orphans while it runs.
+    pub fn session_started(&self, session_id: &str) {
+        self.spool.session_started(session_id);
     }
 }

@@ -143,9 +143,9 @@ pub struct GatewaySettings {
     pub handshake_timeout: Duration,
     /// How long a statement held for review waits for a decision.
     pub review_timeout: Duration,
-    /// Most audit events held in memory while the control plane is unreachable;
-    /// past this, sessions wait (fail closed) rather than run unaudited.
-    pub audit_buffer: usize,
+    /// The durable audit spool: directory, size bound (past it, new statements
+    /// are refused: fail closed) and fsync interval.
+    pub spool: crate::audit::SpoolSettings,
     /// Keys the `hash` mask style. `None`: a random key per process, so hashes are
     /// joinable within one gateway run only; set it to keep them stable across restarts
     /// and gateways.

@@ -6,10 +6,11 @@
 //!
 //! Layout: [`config`] (settings and upstreams), [`tls`] (rustls both ways),
 //! [`control`] (the gRPC client: sessions, config watch, audit upload),
-//! [`audit`] (typed events and the uploader), [`pg`] (the PostgreSQL relay).
+//! [`audit`] (typed events, the durable spool and the uploader), [`pg`] (the PostgreSQL relay).
 //!
-//! The gateway keeps nothing that matters if it dies: sessions end, and the
-//! control plane holds identities, policy and the audit trail.
+//! The gateway keeps nothing that matters if it dies but its audit spool:
+//! sessions end, the control plane holds identities, policy and the audit
+//! trail, and a restart over the same spool uploads what was not yet acknowledged.
 
 pub mod audit;
 pub mod config;
@@ -34,6 +35,8 @@ pub enum GatewayError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    #[error(transparent)]
+    Spool(#[from] audit::SpoolError),
     #[error("resource {0:?} is configured twice")]
     DuplicateResource(String),
 }
@@ -99,7 +102,7 @@ impl Gateway {
             resources: settings.upstreams.iter().map(|u| u.name.clone()).collect(),
         };
         let config = control::watch_config(control.clone(), hello);
-        let (audit, audit_rx) = audit::AuditSink::new(settings.audit_buffer);
+        let audit = audit::AuditSink::start(settings.spool.clone(), control.clone())?;
         let mask_key: Arc<[u8]> = match &settings.mask_key {
             Some(k) => k.expose().as_bytes().into(),
             None => {
@@ -109,7 +112,6 @@ impl Gateway {
                 key.as_slice().into()
             }
         };
-        tokio::spawn(audit::run_uploader(control.clone(), audit_rx));
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,
@@ -131,8 +133,8 @@ impl Gateway {
     /// Brings the scrape-time gauges up to date.
     pub fn refresh_gauges(&self) {
         let m = &self.metrics;
-        m.audit_queue_depth
-            .set(i64::try_from(self.audit.depth()).unwrap_or(i64::MAX));
+        m.audit_spool_bytes
+            .set(i64::try_from(self.audit.spooled_bytes()).unwrap_or(i64::MAX));
         if let Some(c) = self.config.borrow().as_ref() {
             m.policy_version
                 .set(i64::try_from(c.policy_version).unwrap_or(i64::MAX));

@@ -33,7 +33,7 @@ pub struct Metrics {
     pub review_wait_seconds: Histogram,
     pub upstream_connect_errors: Family<ResourceLabel, Counter>,
     pub masked_values: Counter,
-    pub audit_queue_depth: Gauge,
+    pub audit_spool_bytes: Gauge,
     pub audit_events_uploaded: Counter,
     pub policy_version: Gauge,
 }
@@ -56,7 +56,7 @@ impl Metrics {
             review_wait_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 18)),
             upstream_connect_errors: Family::default(),
             masked_values: Counter::default(),
-            audit_queue_depth: Gauge::default(),
+            audit_spool_bytes: Gauge::default(),
             audit_events_uploaded: Counter::default(),
             policy_version: Gauge::default(),
             registry: Registry::default(),
@@ -97,9 +97,9 @@ impl Metrics {
             m.masked_values.clone(),
         );
         registry.register(
-            "audit_queue_depth",
-            "Audit events waiting to be acknowledged by the control plane",
-            m.audit_queue_depth.clone(),
+            "audit_spool_bytes",
+            "Bytes of audit events in the spool, not yet acknowledged by the control plane",
+            m.audit_spool_bytes.clone(),
         );
         registry.register(
             "audit_events_uploaded",

@@ -78,7 +78,8 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
         format!(
             "gateway_id = \"gw-prod-1\"\nenvironment = \"prod\"\n\
              control_plane_url = \"http://127.0.0.1:{grpc}\"\ngateway_token = \"{GATEWAY}\"\n\
-             pg_addr = \"127.0.0.1:{pg}\"\nmetrics_addr = \"127.0.0.1:{metrics}\"\n\n[[upstream]]\nname = \"pg-prod\"\nurl = \"{}\"\n",
+             pg_addr = \"127.0.0.1:{pg}\"\nmetrics_addr = \"127.0.0.1:{metrics}\"\nspool_dir = \"{}\"\n\n[[upstream]]\nname = \"pg-prod\"\nurl = \"{}\"\n",
+            dir.path().join("spool").display(),
             upstream.upstream_url()
         ),
     )?;

@@ -116,8 +116,9 @@ impl Cluster {
             &gw_config,
             format!(
                 "environment = \"prod\"\ncontrol_plane_url = \"http://127.0.0.1:{}\"\ngateway_token = \"{GATEWAY}\"\n\
-                 pg_addr = \"127.0.0.1:{pg}\"\nreview_timeout_secs = 60\n\n[[upstream]]\nname = \"pg-prod\"\nurl = \"{}\"\n",
+                 pg_addr = \"127.0.0.1:{pg}\"\nreview_timeout_secs = 60\nspool_dir = \"{}\"\n\n[[upstream]]\nname = \"pg-prod\"\nurl = \"{}\"\n",
                 grpc[0],
+                dir.path().join("spool").display(),
                 app.upstream_url()
             ),
         )?;

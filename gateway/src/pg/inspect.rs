@@ -103,6 +103,13 @@ fn query_stand_in() -> BytesMut {
     out
 }
 
+/// What a denied Execute becomes.
+fn execute_stand_in() -> BytesMut {
+    let mut out = BytesMut::new();
+    frontend::encode_execute(NO_PORTAL, 0, &mut out);
+    out
+}
+
 pub struct Inspector {
     cache: FactsCache,
     /// The same, lexing with `standard_conforming_strings = off`.
@@ -112,6 +119,8 @@ pub struct Inspector {
     /// Prepared statements whose Parse asked for review, by name.
     needs_review: HashMap<String, Decision>,
     decision_event: Option<AuditEvent>,
+    /// The number of the last intent spooled, until the caller forwards.
+    spooled: Option<u64>,
 }
 
 impl Inspector {
@@ -128,7 +137,85 @@ impl Inspector {
             portals: HashMap::new(),
             needs_review: HashMap::new(),
             decision_event: None,
+            spooled: None,
         }
+    }
+
+    /// The spool record number of the last intent written since the last call:
+    /// what a `strict_audit` session waits to see fsynced before forwarding.
+    pub fn take_spooled(&mut self) -> Option<u64> {
+        self.spooled.take()
+    }
+
+    /// Reserves the statement's audit sequence and spools its intent, before the
+    /// statement is forwarded. When the spool cannot take it (full, or failing),
+    /// the statement is refused: `Err` holds the bytes to send upstream instead.
+    #[allow(clippy::too_many_arguments)]
+    fn intend(
+        &mut self,
+        shared: &Shared,
+        stmt: &StatementInfo,
+        protocol: Protocol,
+        parameter_count: u32,
+        decision: &'static str,
+        rule: Option<&str>,
+        stand_in: fn() -> BytesMut,
+    ) -> Result<u64, Bytes> {
+        let event = shared.next_event(AuditBody::Statement(StatementEvent {
+            identity: shared.identity.clone(),
+            resource: shared.resource.clone(),
+            statement: stmt.sql.clone(),
+            kinds: stmt.kinds.clone(),
+            protocol,
+            parameter_count,
+            duration: Duration::ZERO,
+            command_tag: None,
+            rows: None,
+            error: None,
+            decision,
+            rule: rule.map(str::to_owned),
+            masking: None,
+        }));
+        let seq = event.seq;
+        match shared.audit.intend(event) {
+            Ok(record) => {
+                self.spooled = Some(record);
+                Ok(seq)
+            }
+            Err(e) => Err(self.refuse_unaudited(shared, &e, protocol, stand_in())),
+        }
+    }
+
+    /// A statement that cannot be audited does not run. It is not audited either
+    /// (it cannot be): the log says so.
+    fn refuse_unaudited(
+        &mut self,
+        shared: &Shared,
+        e: &crate::audit::SpoolError,
+        protocol: Protocol,
+        stand_in: BytesMut,
+    ) -> Bytes {
+        tracing::warn!(session = %shared.session_id, error = %e, "statement refused: the audit spool cannot take it");
+        let message =
+            format!("countersign: {e}; the statement was refused because it cannot be audited");
+        let mut error = BytesMut::new();
+        backend::encode_error(
+            &ErrorNotice {
+                severity: Severity::Error,
+                code: "53100",
+                message: &message,
+                detail: None,
+                hint: Some(
+                    "the statement did not reach the database; retry once the gateway's audit spool has room",
+                ),
+            },
+            &mut error,
+        );
+        shared.track(Pending::Denied {
+            error: error.freeze(),
+            simple: protocol == Protocol::Simple,
+        });
+        stand_in.freeze()
     }
 
     /// The audit event of the last denial, to be recorded by the caller.
@@ -296,8 +383,21 @@ impl Inspector {
                 if let Some(d) = mask_refusal(mask.as_deref()) {
                     return Ok(self.deny(shared, &stmt, &d, Protocol::Simple, query_stand_in()));
                 }
+                let seq = match self.intend(
+                    shared,
+                    &stmt,
+                    Protocol::Simple,
+                    0,
+                    "allow",
+                    d.rule.as_deref(),
+                    query_stand_in,
+                ) {
+                    Ok(seq) => seq,
+                    Err(refused) => return Ok(Verdict::Replace(refused)),
+                };
                 self.note_prepared(&stmt);
                 shared.track(Pending::Simple {
+                    seq,
                     stmt,
                     rule: d.rule.map(Arc::from),
                     decision: "allow",
@@ -393,10 +493,24 @@ impl Inspector {
                     frontend::encode_execute(NO_PORTAL, 0, &mut out);
                     return Ok(self.deny(shared, &stmt, &d, Protocol::Extended, out));
                 }
+                let rule = if named { d.rule } else { None };
+                let seq = match self.intend(
+                    shared,
+                    &stmt,
+                    Protocol::Extended,
+                    parameter_count,
+                    "allow",
+                    rule.as_deref(),
+                    execute_stand_in,
+                ) {
+                    Ok(seq) => seq,
+                    Err(refused) => return Ok(Verdict::Replace(refused)),
+                };
                 let describe = describe_first(shared, portal, &mask, &frame.bytes);
                 shared.track(Pending::Execute {
+                    seq,
                     stmt,
-                    rule: if named { d.rule.map(Arc::from) } else { None },
+                    rule: rule.map(Arc::from),
                     decision: "allow",
                     parameter_count,
                     started: now,
@@ -446,7 +560,20 @@ impl Inspector {
                     // Answered like a failed Query: an error, then ReadyForQuery.
                     return Ok(self.deny(shared, &stmt, &d, Protocol::Simple, query_stand_in()));
                 }
+                let seq = match self.intend(
+                    shared,
+                    &stmt,
+                    Protocol::Simple,
+                    0,
+                    "allow",
+                    None,
+                    query_stand_in,
+                ) {
+                    Ok(seq) => seq,
+                    Err(refused) => return Ok(Verdict::Replace(refused)),
+                };
                 shared.track(Pending::Simple {
+                    seq,
                     stmt,
                     rule: None,
                     decision: "allow",
@@ -465,6 +592,22 @@ impl Inspector {
         if let Some(d) = mask_refusal(mask.as_deref()) {
             return self.reject(shared, &held, d.message.as_deref().unwrap_or("masked"));
         }
+        let stand_in = match held.protocol {
+            Protocol::Simple => query_stand_in,
+            Protocol::Extended => execute_stand_in,
+        };
+        let seq = match self.intend(
+            shared,
+            &held.stmt,
+            held.protocol,
+            held.parameter_count,
+            "review",
+            held.decision.rule.as_deref(),
+            stand_in,
+        ) {
+            Ok(seq) => seq,
+            Err(refused) => return Verdict::Replace(refused),
+        };
         let rule = held.decision.rule.map(Arc::from);
         let started = Instant::now();
         let mut frame = held.frame;
@@ -472,6 +615,7 @@ impl Inspector {
             Protocol::Simple => {
                 self.note_prepared(&held.stmt);
                 Pending::Simple {
+                    seq,
                     stmt: held.stmt,
                     rule,
                     decision: "review",
@@ -486,6 +630,7 @@ impl Inspector {
                     frame = bytes;
                 }
                 Pending::Execute {
+                    seq,
                     stmt: held.stmt,
                     rule,
                     decision: "review",

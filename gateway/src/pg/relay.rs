@@ -7,9 +7,11 @@
 //! as the bytes it received, batched into one vectored write per read.
 //!
 //! What this guarantees: every statement the client sends is classified,
-//! decided by the session's current policy (see `inspect`) and registered for
-//! audit before it is forwarded; a denied statement never reaches upstream;
-//! nothing allowed is re-encoded. What it does not (yet): mask results.
+//! decided by the session's current policy (see `inspect`), and its audit
+//! intent written to the spool (fsynced too, for `strict_audit` resources)
+//! before it is forwarded; a denied statement never reaches upstream; a
+//! statement whose intent cannot be spooled (the spool is full) is refused;
+//! nothing allowed is re-encoded.
 
 use super::inspect::{Inspector, Verdict};
 use super::mask::{MaskStats, RowMasker};
@@ -109,7 +111,7 @@ impl Shared {
         }
     }
 
-    /// Audits a completed statement and counts it.
+    /// Audits a completed statement (under the sequence of its intent) and counts it.
     pub(super) async fn record(&self, outcome: Option<super::track::Outcome>) {
         if let Some(o) = outcome {
             self.statements.fetch_add(1, Ordering::Relaxed);
@@ -119,11 +121,30 @@ impl Shared {
                     .masked_values
                     .inc_by(m.by_rule.values().chain(m.by_detector.values()).sum());
             }
-            let event = self.next_event(AuditBody::Statement(
-                o.into_event(&self.identity, &self.resource),
-            ));
+            let event = AuditEvent {
+                session_id: self.session_id.clone(),
+                seq: o.seq,
+                at: SystemTime::now(),
+                body: AuditBody::Statement(o.into_event(&self.identity, &self.resource)),
+            };
             self.audit.record(event).await;
         }
+    }
+
+    /// Spools the intents of statements the server skipped as cancelled.
+    pub(super) fn cancel_skipped(&self, skipped: Vec<u64>) {
+        for seq in skipped {
+            self.audit.cancel(&self.session_id, seq);
+        }
+    }
+
+    /// Whether this session's resource waits for the fsync of an intent before forwarding.
+    pub(super) fn strict_audit(&self) -> bool {
+        self.config
+            .borrow()
+            .as_ref()
+            .and_then(|c| c.resources.get(&*self.resource).map(|r| r.strict_audit))
+            .unwrap_or(false)
     }
 }
 
@@ -161,7 +182,8 @@ pub async fn client_to_upstream(
                 Ok(Verdict::Replace(bytes)) => frames.push(bytes),
                 Ok(Verdict::Review(held)) => {
                     // What came before the held message goes upstream first.
-                    if let Err(e) = write_frames(&mut upstream, &mut frames).await {
+                    if let Err(e) = forward(shared, &mut session, &mut upstream, &mut frames).await
+                    {
                         return RelayEnd::UpstreamWrite(e);
                     }
                     let verdict = match review::hold(shared, &held).await {
@@ -178,7 +200,7 @@ pub async fn client_to_upstream(
                 shared.audit.record(event).await;
             }
             if terminate {
-                let _ = write_frames(&mut upstream, &mut frames).await;
+                let _ = forward(shared, &mut session, &mut upstream, &mut frames).await;
                 return RelayEnd::ClientTerminated;
             }
             next = match client.buffered() {
@@ -186,10 +208,27 @@ pub async fn client_to_upstream(
                 Err(e) => return fail_client(shared, RelayEnd::Client(e)).await,
             };
         }
-        if let Err(e) = write_frames(&mut upstream, &mut frames).await {
+        if let Err(e) = forward(shared, &mut session, &mut upstream, &mut frames).await {
             return RelayEnd::UpstreamWrite(e);
         }
     }
+}
+
+/// Sends `frames` upstream. Their statements' intents are in the spool already
+/// (written by `inspect`); for a `strict_audit` resource, also wait for the
+/// fsync that covers them.
+async fn forward(
+    shared: &Shared,
+    session: &mut Inspector,
+    upstream: &mut ConnWrite,
+    frames: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    if let Some(record) = session.take_spooled()
+        && shared.strict_audit()
+    {
+        shared.audit.wait_synced(record).await;
+    }
+    write_frames(upstream, frames).await
 }
 
 /// Ends the session because of something the client sent: the upstream half
@@ -336,11 +375,11 @@ async fn observe(
         return None;
     };
     let mut replacement = None;
-    let outcome = {
+    let (outcome, skipped) = {
         let Ok(mut t) = shared.tracker.lock() else {
             return None;
         };
-        match msg {
+        let outcome = match msg {
             BackendMessage::CommandComplete { tag } => {
                 t.command_complete(tag, backend::command_tag_rows(tag))
             }
@@ -362,8 +401,10 @@ async fn observe(
             }
             BackendMessage::ReadyForQuery { .. } => t.ready_for_query(),
             _ => None,
-        }
+        };
+        (outcome, t.take_skipped())
     };
+    shared.cancel_skipped(skipped);
     let outcome = outcome.map(|mut o| {
         if let Some(stats) = stats.filter(|s| !s.is_empty()) {
             o.masking = Some(stats.take());

@@ -305,6 +305,7 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
         application_name,
         tls,
     });
+    gw.audit.session_started(&grant.session_id);
     gw.audit.record(started).await;
     gw.metrics.sessions_total.inc();
     gw.metrics.sessions_active.inc();
@@ -326,11 +327,12 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
 }
 
 async fn finish(shared: &Shared, end: &RelayEnd) {
-    let unfinished = shared
+    let (unfinished, skipped) = shared
         .tracker
         .lock()
-        .map(|mut t| t.drain_unfinished())
+        .map(|mut t| (t.drain_unfinished(), t.take_skipped()))
         .unwrap_or_default();
+    shared.cancel_skipped(skipped);
     for o in unfinished {
         shared.record(Some(o)).await;
     }

@@ -49,6 +49,8 @@ impl StatementInfo {
 #[derive(Debug)]
 pub enum Pending {
     Simple {
+        /// The audit sequence reserved (and its intent spooled) when it was decided.
+        seq: u64,
         stmt: Arc<StatementInfo>,
         rule: Option<Arc<str>>,
         /// "allow", or "review" for a statement released by approval.
@@ -58,6 +60,7 @@ pub enum Pending {
         mask: Option<Arc<MaskCtx>>,
     },
     Execute {
+        seq: u64,
         stmt: Arc<StatementInfo>,
         rule: Option<Arc<str>>,
         decision: &'static str,
@@ -86,6 +89,8 @@ pub enum Pending {
 /// What one completed statement produced.
 #[derive(Debug)]
 pub struct Outcome {
+    /// The sequence of the statement's intent.
+    pub seq: u64,
     pub stmt: Arc<StatementInfo>,
     pub rule: Option<Arc<str>>,
     pub decision: &'static str,
@@ -133,11 +138,18 @@ pub struct Tracker {
     simple: SimpleResults,
     /// An Execute failed; later Executes up to Sync were skipped by the server.
     skipping: bool,
+    /// Sequences of Executes the server skipped: their intents are cancelled.
+    skipped: Vec<u64>,
 }
 
 impl Tracker {
     pub fn push(&mut self, p: Pending) {
         self.pending.push_back(p);
+    }
+
+    /// Sequences of statements that never ran, since the last call.
+    pub fn take_skipped(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.skipped)
     }
 
     /// A CommandComplete.
@@ -238,6 +250,7 @@ impl Tracker {
                     return None;
                 }
                 Pending::Simple {
+                    seq,
                     stmt,
                     rule,
                     decision,
@@ -247,6 +260,7 @@ impl Tracker {
                     let r = std::mem::take(&mut self.simple);
                     let command_tag = (!r.tags.is_empty()).then(|| r.tags.join("; "));
                     return Some(Outcome {
+                        seq,
                         stmt,
                         rule,
                         decision,
@@ -261,61 +275,68 @@ impl Tracker {
                 }
                 // Skipped after an earlier error: never executed, or a denial
                 // the server skipped (it was audited when it was decided).
-                Pending::Execute { .. }
-                | Pending::Denied { simple: false, .. }
-                | Pending::Describe { .. } => {}
+                Pending::Execute { seq, .. } => self.skipped.push(seq),
+                Pending::Denied { simple: false, .. } | Pending::Describe { .. } => {}
             }
         }
         None
     }
 
-    /// Statements still waiting for a result when the session ends.
+    /// Statements still waiting for a result when the session ends. Executes the
+    /// server was skipping go to [`Self::take_skipped`].
     pub fn drain_unfinished(&mut self) -> Vec<Outcome> {
         let skipping = self.skipping;
-        self.pending
-            .drain(..)
-            .filter_map(|p| match p {
+        let mut out = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            let (seq, stmt, rule, decision, protocol, parameter_count, started) = match p {
                 Pending::Simple {
+                    seq,
                     stmt,
                     rule,
                     decision,
                     started,
                     ..
-                } => Some((stmt, rule, decision, Protocol::Simple, 0, started)),
+                } => (seq, stmt, rule, decision, Protocol::Simple, 0, started),
+                Pending::Execute { seq, .. } if skipping => {
+                    self.skipped.push(seq);
+                    continue;
+                }
                 Pending::Execute {
+                    seq,
                     stmt,
                     rule,
                     decision,
                     parameter_count,
                     started,
                     ..
-                } if !skipping => Some((
+                } => (
+                    seq,
                     stmt,
                     rule,
                     decision,
                     Protocol::Extended,
                     parameter_count,
                     started,
-                )),
-                _ => None,
-            })
-            .map(
-                |(stmt, rule, decision, protocol, parameter_count, started)| Outcome {
-                    stmt,
-                    rule,
-                    decision,
-                    protocol,
-                    parameter_count,
-                    duration: started.elapsed(),
-                    command_tag: None,
-                    rows: None,
-                    error: Some(
-                        "session ended before the statement completed; outcome unknown".to_owned(),
-                    ),
-                    masking: None,
-                },
-            )
-            .collect()
+                ),
+                _ => continue,
+            };
+            out.push(Outcome {
+                seq,
+                stmt,
+                rule,
+                decision,
+                protocol,
+                parameter_count,
+                duration: started.elapsed(),
+                command_tag: None,
+                rows: None,
+                error: Some(
+                    "session ended before the statement completed; outcome unknown".to_owned(),
+                ),
+                masking: None,
+            });
+        }
+        out
     }
 
     /// The first pending entry that a response can belong to.
@@ -328,7 +349,9 @@ impl Tracker {
                 | Pending::Describe { .. },
             ) = self.pending.front()
             {
-                self.pending.pop_front();
+                if let Some(Pending::Execute { seq, .. }) = self.pending.pop_front() {
+                    self.skipped.push(seq);
+                }
             }
         }
         self.pending.front()
@@ -342,6 +365,7 @@ impl Tracker {
     ) -> Option<Outcome> {
         match self.pending.pop_front()? {
             Pending::Execute {
+                seq,
                 stmt,
                 rule,
                 decision,
@@ -349,6 +373,7 @@ impl Tracker {
                 started,
                 ..
             } => Some(Outcome {
+                seq,
                 stmt,
                 rule,
                 decision,
@@ -378,6 +403,7 @@ mod tests {
 
     fn exec(sql: &str) -> Pending {
         Pending::Execute {
+            seq: sql.len() as u64,
             stmt: stmt(sql),
             rule: None,
             decision: "allow",
@@ -391,6 +417,7 @@ mod tests {
     fn simple_query_with_several_statements_is_one_outcome() {
         let mut t = Tracker::default();
         t.push(Pending::Simple {
+            seq: 1,
             stmt: stmt("insert …; select …"),
             rule: None,
             decision: "allow",
@@ -421,8 +448,9 @@ mod tests {
         let b = t.error("42P01: no such table".into()).0.unwrap();
         assert_eq!(&*b.stmt.sql, "b");
         assert!(b.error.is_some());
-        // "c" was skipped by the server: nothing is reported for it.
+        // "c" was skipped by the server: nothing is reported for it, and its intent is cancelled.
         assert!(t.ready_for_query().is_none());
+        assert_eq!(t.take_skipped(), vec![1]);
         assert_eq!(
             &*t.command_complete("SELECT 1", Some(1)).unwrap().stmt.sql,
             "d"
@@ -441,6 +469,7 @@ mod tests {
             simple: true,
         });
         t.push(Pending::Simple {
+            seq: 1,
             stmt: stmt("select 1"),
             rule: None,
             decision: "allow",

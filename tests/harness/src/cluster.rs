@@ -119,6 +119,25 @@ impl PrivateCluster {
         ConnParams::new("127.0.0.1", self.port, role, "app")
     }
 
+    /// Stops the server (`pg_ctl stop -m fast`: sessions are disconnected, everything
+    /// committed is kept). Blocking.
+    pub fn stop(&self) -> Result<()> {
+        self.pg_ctl(&["-w", "-t", "60", "-m", "fast"], None, "stop")
+    }
+
+    /// Starts the server again after [`Self::stop`], on the same port. Blocking.
+    pub fn start_again(&self) -> Result<()> {
+        self.pg_ctl(&["-w", "-t", "60", "-l"], Some(&self.log_path()), "start")
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/app?sslmode=disable` (trust).
+    pub fn postgres_url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/app?sslmode=disable",
+            self.port
+        )
+    }
+
     /// The server log so far (useful in failure messages).
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()

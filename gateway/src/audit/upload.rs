@@ -1,0 +1,341 @@
+//! The uploader: reads the spool in order, ships events to the control plane in
+//! batches over `PublishAudit`, and deletes a segment once everything in it is
+//! acknowledged.
+//!
+//! - A final event is uploaded as it is.
+//! - An intent (a statement about to be forwarded) is held in memory until its
+//!   final event or its cancel is read; the final is then what is uploaded, and
+//!   the intent's segment waits for that final's acknowledgement.
+//! - An intent left without either once its session is no longer live in this
+//!   process (its end was read, or it belongs to an earlier run of the gateway
+//!   and every recovered segment has been read) is an orphan: the statement may
+//!   or may not have run. It is uploaded as the statement with the error
+//!   [`ORPHAN_ERROR`], so the control plane has exactly one row per statement.
+//!
+//! Segments are deleted oldest first only. So when the gateway restarts, an
+//! intent still in the spool always finds its final or cancel after it, if one
+//! was written; and events uploaded before the restart are resent, which the
+//! control plane ignores (it stores `(session_id, seq)` once).
+
+use super::record::Kind;
+use super::spool::{Spool, read_records};
+use crate::control::ControlClient;
+use countersign_proto::v1 as pb;
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most events sent in one batch.
+const BATCH_EVENTS: usize = 1_000;
+/// Most event bytes in one batch (the control plane takes messages up to 64 MiB).
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// How long the uploader waits to fill a batch once it has one event.
+const BATCH_WAIT: Duration = Duration::from_millis(20);
+/// How long an idle uploader waits before looking at the spool again anyway.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// Bytes read from a segment at a time.
+const READ_BUDGET: usize = 1024 * 1024;
+/// The error an orphaned intent is uploaded with.
+pub const ORPHAN_ERROR: &str = "gateway stopped before the outcome was known";
+
+struct Segment {
+    number: u64,
+    /// Records in it not yet acknowledged (or, for intents, not yet resolved).
+    pending: u64,
+    /// Everything in it has been read.
+    read: bool,
+}
+
+struct Intent {
+    segment: u64,
+    event: pb::AuditEvent,
+}
+
+/// Where the uploader reads.
+struct Cursor {
+    segment: u64,
+    file: File,
+    offset: u64,
+}
+
+/// An event to send, and the segments whose pending count drops once it is acknowledged.
+struct Outgoing {
+    event: pb::AuditEvent,
+    segments: [Option<u64>; 2],
+}
+
+/// The batch being filled.
+#[derive(Default)]
+struct Batch {
+    items: Vec<Outgoing>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, o: Outgoing) {
+        use prost::Message;
+        self.bytes += o.event.encoded_len();
+        self.items.push(o);
+    }
+
+    fn full(&self) -> bool {
+        self.items.len() >= BATCH_EVENTS || self.bytes >= BATCH_BYTES
+    }
+}
+
+struct Uploader {
+    spool: Arc<Spool>,
+    segments: VecDeque<Segment>,
+    /// Recovered segments not yet opened for reading.
+    to_read: VecDeque<u64>,
+    /// The next segment to read once the recovered ones are.
+    first_new: u64,
+    /// The first segment this process wrote: older ones hold an earlier run's events.
+    recovery_end: u64,
+    cursor: Option<Cursor>,
+    intents: HashMap<(String, u64), Intent>,
+}
+
+/// Ships the spool's events to the control plane, forever.
+pub async fn run(spool: Arc<Spool>, client: ControlClient) {
+    let mut written = spool.written();
+    let first_new = written.borrow().segment;
+    let mut up = Uploader {
+        to_read: spool.recovered().iter().copied().collect(),
+        spool,
+        segments: VecDeque::new(),
+        first_new,
+        recovery_end: first_new,
+        cursor: None,
+        intents: HashMap::new(),
+    };
+    let mut uploader = client.audit_uploader();
+    let mut batch_id = 0u64;
+    loop {
+        let mut batch = Batch::default();
+        let mut deadline = None;
+        loop {
+            up.read(&mut batch);
+            up.orphans(&mut batch);
+            if batch.full() {
+                break;
+            }
+            if up.caught_up() {
+                if batch.items.is_empty() {
+                    // Nothing to send: wait for the writer.
+                    let _ = tokio::time::timeout(IDLE_WAIT, written.changed()).await;
+                    continue;
+                }
+                let at = *deadline.get_or_insert(tokio::time::Instant::now() + BATCH_WAIT);
+                if tokio::time::timeout_at(at, written.changed())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        batch_id += 1;
+        let events = batch.items.iter().map(|o| o.event.clone()).collect();
+        uploader
+            .send_until_acked(pb::AuditBatch { batch_id, events })
+            .await;
+        for o in &batch.items {
+            for s in o.segments.iter().flatten() {
+                up.resolve(*s);
+            }
+        }
+        up.delete_acknowledged();
+    }
+}
+
+impl Uploader {
+    /// Whether everything written so far has been read.
+    fn caught_up(&self) -> bool {
+        let w = self.spool.position();
+        match &self.cursor {
+            Some(c) => c.segment == w.segment && c.offset >= w.offset,
+            // A segment could not be opened: wait, then try again.
+            None => true,
+        }
+    }
+
+    /// Reads records into `batch` until it is full or nothing more is written.
+    fn read(&mut self, batch: &mut Batch) {
+        while !batch.full() {
+            let w = self.spool.position();
+            let Some(cursor) = self.cursor_mut() else {
+                return;
+            };
+            let sealed = cursor.segment < w.segment;
+            let end = if sealed {
+                match cursor.file.metadata() {
+                    Ok(m) => m.len(),
+                    Err(e) => {
+                        tracing::error!(error = %e, segment = cursor.segment, "cannot read audit spool segment");
+                        return;
+                    }
+                }
+            } else {
+                w.offset
+            };
+            if cursor.offset >= end {
+                if !sealed {
+                    return;
+                }
+                let n = cursor.segment;
+                self.next_segment(n);
+                continue;
+            }
+            let chunk = match read_records(&mut cursor.file, cursor.offset, end, READ_BUDGET) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, segment = cursor.segment, "cannot read audit spool segment");
+                    return;
+                }
+            };
+            let segment = cursor.segment;
+            cursor.offset = chunk.end;
+            if let Some(why) = chunk.bad {
+                // Checked at open and written whole since: only damage under us gets here.
+                tracing::error!(
+                    segment,
+                    offset = chunk.end,
+                    reason = why,
+                    "corrupt audit spool record; skipping the rest of the segment"
+                );
+                cursor.offset = end;
+            }
+            for (kind, event) in chunk.records {
+                self.take(segment, kind, event, batch);
+            }
+        }
+    }
+
+    /// The cursor, opening the next segment to read if there is none.
+    fn cursor_mut(&mut self) -> Option<&mut Cursor> {
+        if self.cursor.is_none() {
+            let n = self.to_read.front().copied().unwrap_or(self.first_new);
+            let path = self.spool.segment_path(n);
+            match File::open(&path) {
+                Ok(file) => {
+                    self.to_read.pop_front();
+                    self.segments.push_back(Segment {
+                        number: n,
+                        pending: 0,
+                        read: false,
+                    });
+                    self.cursor = Some(Cursor {
+                        segment: n,
+                        file,
+                        offset: 0,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, segment = %path.display(), "cannot open audit spool segment");
+                    return None;
+                }
+            }
+        }
+        self.cursor.as_mut()
+    }
+
+    /// Segment `n` is read to its end; the next one is read from now on.
+    fn next_segment(&mut self, n: u64) {
+        if let Some(s) = self.segments.iter_mut().find(|s| s.number == n) {
+            s.read = true;
+        }
+        if self.to_read.is_empty() && n >= self.first_new {
+            self.first_new = n + 1;
+        }
+        self.cursor = None;
+    }
+
+    fn take(&mut self, segment: u64, kind: Kind, event: pb::AuditEvent, batch: &mut Batch) {
+        let key = (event.session_id.clone(), event.seq);
+        match kind {
+            Kind::Intent => {
+                self.count(segment);
+                self.intents.insert(key, Intent { segment, event });
+            }
+            Kind::Cancel => {
+                if let Some(intent) = self.intents.remove(&key) {
+                    self.resolve(intent.segment);
+                }
+            }
+            Kind::Final => {
+                if matches!(event.event, Some(pb::audit_event::Event::SessionEnded(_))) {
+                    self.spool.session_ended(&event.session_id);
+                }
+                self.count(segment);
+                let intent = self.intents.remove(&key).map(|i| i.segment);
+                batch.push(Outgoing {
+                    event,
+                    segments: [Some(segment), intent],
+                });
+            }
+        }
+    }
+
+    /// Intents whose statement's outcome will never be written.
+    fn orphans(&mut self, batch: &mut Batch) {
+        let recovering = !self.to_read.is_empty()
+            || self
+                .cursor
+                .as_ref()
+                .is_some_and(|c| c.segment < self.recovery_end);
+        if recovering || self.intents.is_empty() {
+            // Events of an earlier run may still be ahead in recovered segments.
+            return;
+        }
+        let orphaned: Vec<(String, u64)> = self
+            .intents
+            .keys()
+            .filter(|(session, _)| !self.spool.is_live(session))
+            .cloned()
+            .collect();
+        for key in orphaned {
+            if let Some(Intent { segment, mut event }) = self.intents.remove(&key) {
+                if let Some(pb::audit_event::Event::Statement(s)) = event.event.as_mut()
+                    && s.error.is_empty()
+                {
+                    s.error = ORPHAN_ERROR.to_owned();
+                }
+                tracing::warn!(session = %key.0, seq = key.1, "statement without an outcome in the audit spool; uploading it as outcome unknown");
+                batch.push(Outgoing {
+                    event,
+                    segments: [Some(segment), None],
+                });
+            }
+        }
+    }
+
+    fn count(&mut self, segment: u64) {
+        if let Some(s) = self.segments.iter_mut().find(|s| s.number == segment) {
+            s.pending += 1;
+        }
+    }
+
+    fn resolve(&mut self, segment: u64) {
+        if let Some(s) = self.segments.iter_mut().find(|s| s.number == segment) {
+            s.pending = s.pending.saturating_sub(1);
+        }
+    }
+
+    /// Deletes the oldest segments while they are read and fully acknowledged.
+    fn delete_acknowledged(&mut self) {
+        while let Some(s) = self.segments.front() {
+            if !s.read || s.pending > 0 {
+                return;
+            }
+            let n = s.number;
+            if let Err(e) = self.spool.delete_segment(n) {
+                tracing::error!(error = %e, segment = n, "cannot delete an acknowledged audit spool segment");
+                return;
+            }
+            tracing::debug!(segment = n, "audit spool segment acknowledged and deleted");
+            self.segments.pop_front();
+        }
+    }
+}
