@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use countersign_testkit::{AuditEvent, AuditQuery, Fixture, Psql, RESOURCE};
+use countersign_testkit::{AuditEvent, AuditQuery, Fixture, Psql, RESOURCE, pgbench};
 
 const BIN: &str = env!("CARGO_BIN_EXE_countersign");
 const ALICE: &str = "alice@example.com";
@@ -258,6 +258,52 @@ async fn statements_are_audited_per_identity_with_kinds() -> Result<()> {
     ensure!(
         limited.iter().all(|e| events.contains(e)),
         "limit returned unknown events"
+    );
+    Ok(())
+}
+
+/// In a pipeline, statements after an error up to the Sync never run. Their audit intents
+/// were spooled before they were forwarded; they must leave no row (not even an
+/// outcome-unknown one), while the statements that ran keep theirs.
+#[tokio::test]
+async fn skipped_pipeline_statements_leave_no_audit_row() -> Result<()> {
+    let fx = Fixture::start(BIN, "audit_pipeline").await?;
+    let alice = fx.gateway_as(ALICE, &fx.server.mint_token(ALICE, &[], None).await?);
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("pipeline.sql");
+    std::fs::write(
+        &script,
+        "\\startpipeline\nSELECT 1;\nSELECT 1/0;\nSELECT 2;\nSELECT 3;\n\\endpipeline\n",
+    )?;
+    let script = script.to_str().context("path")?;
+    let out = pgbench(&alice, &["-n", "-M", "extended", "-t", "1", "-f", script]).await?;
+    ensure!(
+        !out.success(),
+        "the division by zero fails the run: {out:?}"
+    );
+
+    let events = fx
+        .server
+        .wait_for_audit(&AuditQuery::identity(ALICE), Duration::from_secs(15), |e| {
+            statements(e).len() >= 2 && sessions_complete(e)
+        })
+        .await?;
+    // Nothing else arrives later (an orphaned intent would, once its session ended).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let again = fx.server.audit_search(&AuditQuery::identity(ALICE)).await?;
+    ensure!(again.len() == events.len(), "{again:#?}");
+    let found: Vec<(&str, bool)> = statements(&again)
+        .iter()
+        .map(|e| {
+            (
+                e.statement.as_deref().unwrap_or(""),
+                e.error.as_ref().is_some_and(|v| !v.is_null()),
+            )
+        })
+        .collect();
+    ensure!(
+        found == [("SELECT 1;", false), ("SELECT 1/0;", true)],
+        "{found:?}"
     );
     Ok(())
 }
