@@ -345,7 +345,8 @@ impl RowMasker {
             }
             if self.detect
                 && (!col.binary || binary_is_text(col.type_oid))
-                && let Some(masked) = self.detect_value(value, col, stats)
+                && let Some(masked) =
+                    mask_detected(&self.ctx.index, value, text_like(col.type_oid), stats)
             {
                 changed = true;
                 put(&mut out, masked.as_deref());
@@ -362,45 +363,45 @@ impl RowMasker {
         }
         Some(out.freeze())
     }
+}
 
-    /// `Some(new value)` when detectors find something in `value`.
-    fn detect_value(
-        &self,
-        value: &[u8],
-        col: &Column,
-        stats: &mut MaskStats,
-    ) -> Option<Option<Vec<u8>>> {
-        let detectors = self.ctx.index.detectors();
-        if !detectors.may_match(value) {
-            return None;
-        }
-        let text = std::str::from_utf8(value).ok()?;
-        let found = detectors.find(text);
-        if found.is_empty() {
-            return None;
-        }
-        let key = self.ctx.index.key();
-        let mut out = Vec::with_capacity(value.len());
-        let mut at = 0;
-        for (detector, range) in &found {
-            *stats.by_detector.entry(detector.name()).or_default() += 1;
-            let style = self
-                .ctx
-                .index
-                .detector_rule(*detector)
-                .and_then(|r| self.ctx.index.rule(r))
-                .map_or(Style::Redact, |r| r.style);
-            if style == Style::Null || !text_like(col.type_oid) {
-                return Some(None);
-            }
-            out.extend_from_slice(text.get(at..range.start)?.as_bytes());
-            let hit = text.get(range.clone())?;
-            out.extend_from_slice(&style.apply(key, hit.as_bytes()).unwrap_or_default());
-            at = range.end;
-        }
-        out.extend_from_slice(text.get(at..)?.as_bytes());
-        Some(Some(out))
+/// The content detectors over one value: `None` when they find nothing; otherwise the value
+/// with each match masked in its rule's style, or NULL (`Some(None)`) when a match's style is
+/// `null` or the value may not keep its shape (`keep_shape` false: a type that is not
+/// text-like). Every match is counted in `stats`.
+pub(super) fn mask_detected(
+    index: &MaskIndex,
+    value: &[u8],
+    keep_shape: bool,
+    stats: &mut MaskStats,
+) -> Option<Option<Vec<u8>>> {
+    let detectors = index.detectors();
+    if detectors.is_empty() || !detectors.may_match(value) {
+        return None;
     }
+    let text = std::str::from_utf8(value).ok()?;
+    let found = detectors.find(text);
+    if found.is_empty() {
+        return None;
+    }
+    let key = index.key();
+    let mut out = Vec::with_capacity(value.len());
+    let mut at = 0;
+    let mut null = !keep_shape;
+    for (detector, range) in &found {
+        *stats.by_detector.entry(detector.name()).or_default() += 1;
+        let style = index
+            .detector_rule(*detector)
+            .and_then(|r| index.rule(r))
+            .map_or(Style::Redact, |r| r.style);
+        null |= style == Style::Null;
+        out.extend_from_slice(text.get(at..range.start).unwrap_or("").as_bytes());
+        let hit = text.get(range.clone()).unwrap_or("");
+        out.extend_from_slice(&style.apply(key, hit.as_bytes()).unwrap_or_default());
+        at = range.end;
+    }
+    out.extend_from_slice(text.get(at..).unwrap_or("").as_bytes());
+    Some((!null).then_some(out))
 }
 
 /// `frame` (a DataRow) with every column NULL; an empty row when it does not parse.

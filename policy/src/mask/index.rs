@@ -26,10 +26,7 @@ const VIEW_ROUNDS: usize = 8;
 pub fn writes(st: &Statement) -> bool {
     !st.tables_written.is_empty()
         || matches!(st.kind, StatementKind::Do | StatementKind::Call)
-        || st.functions.iter().any(|f| {
-            let last = f.rsplit('.').next().unwrap_or(f);
-            STATE_FUNCTIONS.contains(&last)
-        })
+        || STATE_FUNCTIONS.iter().any(|f| st.calls(f))
 }
 
 /// What the gateway reads from the upstream's catalog.

@@ -6,9 +6,9 @@
 //! first row and the trailer comes alone). A message that does not parse as whole rows is an
 //! error: the caller ends the session rather than forward it unmasked.
 
-use super::MaskStats;
+use super::{MaskStats, mask_detected};
 use bytes::{BufMut, Bytes, BytesMut};
-use countersign_policy::mask::{CopyFormat, CopyMask, MaskIndex, Style};
+use countersign_policy::mask::{CopyFormat, CopyMask, MaskIndex};
 use std::sync::Arc;
 
 /// The binary COPY file signature.
@@ -72,38 +72,10 @@ impl CopyMasker {
                 changed = true;
                 continue;
             }
-            let detectors = self.index.detectors();
-            if detectors.is_empty() || !detectors.may_match(value) {
-                continue;
+            if let Some(masked) = mask_detected(&self.index, value, text_like, stats) {
+                *field = masked;
+                changed = true;
             }
-            let Ok(text) = std::str::from_utf8(value) else {
-                continue;
-            };
-            let found = detectors.find(text);
-            if found.is_empty() {
-                continue;
-            }
-            changed = true;
-            let mut out = Vec::with_capacity(value.len());
-            let mut at = 0;
-            let mut null = !text_like;
-            for (detector, range) in &found {
-                *stats.by_detector.entry(detector.name()).or_default() += 1;
-                let style = self
-                    .index
-                    .detector_rule(*detector)
-                    .and_then(|r| self.index.rule(r))
-                    .map_or(Style::Redact, |r| r.style);
-                if style == Style::Null {
-                    null = true;
-                }
-                out.extend_from_slice(text.get(at..range.start).unwrap_or("").as_bytes());
-                let hit = text.get(range.clone()).unwrap_or("");
-                out.extend_from_slice(&style.apply(key, hit.as_bytes()).unwrap_or_default());
-                at = range.end;
-            }
-            out.extend_from_slice(text.get(at..).unwrap_or("").as_bytes());
-            *field = (!null).then_some(out);
         }
         changed
     }
