@@ -123,7 +123,11 @@ pub async fn run(spool: Arc<Spool>, client: ControlClient) {
             }
             if up.caught_up() {
                 if batch.items.is_empty() {
-                    // Nothing to send: wait for the writer.
+                    // Nothing to send. A segment may have become deletable without a new
+                    // acknowledgement (read to its end after the writer moved on, or its last
+                    // intent cancelled): delete it now rather than after the next batch.
+                    up.delete_acknowledged();
+                    // Then wait for the writer.
                     let _ = tokio::time::timeout(IDLE_WAIT, written.changed()).await;
                     continue;
                 }
