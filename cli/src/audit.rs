@@ -14,8 +14,9 @@ const TAMPERED: u8 = 3;
 pub struct VerifyArgs {
     #[command(flatten)]
     server: ServerArgs,
+    /// Access token. Default: the one `countersign login` saved for the server.
     #[arg(long, env = "COUNTERSIGN_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
     /// Print the whole report as JSON instead of one line per finding.
     #[arg(long)]
     json: bool,
@@ -25,17 +26,33 @@ pub struct VerifyArgs {
 pub struct ExportArgs {
     #[command(flatten)]
     server: ServerArgs,
+    /// Access token. Default: the one `countersign login` saved for the server.
     #[arg(long, env = "COUNTERSIGN_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
     #[arg(long)]
     identity: Option<String>,
     #[arg(long)]
     resource: Option<String>,
     #[arg(long)]
     session_id: Option<String>,
+    /// `session_started`, `statement`, `session_ended`, `review`, `grant` or `auth`.
+    #[arg(long)]
+    event: Option<String>,
+    /// Substring of the statement text, case-insensitive.
+    #[arg(long)]
+    text: Option<String>,
+    /// `allow`, `deny` or `review`.
+    #[arg(long)]
+    decision: Option<String>,
+    /// A statement kind: `select`, `delete`, `ddl`, ...
+    #[arg(long)]
+    kind: Option<String>,
     /// How far back, e.g. 1h, 7d.
     #[arg(long, value_parser = parse_duration)]
     since: Option<std::time::Duration>,
+    /// `jsonl` (one JSON event per line) or `csv` (a header row, then one row per event).
+    #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
+    format: String,
     /// Write here instead of stdout.
     #[arg(long)]
     output: Option<std::path::PathBuf>,
@@ -45,8 +62,9 @@ pub struct ExportArgs {
 pub struct TimelineArgs {
     #[command(flatten)]
     server: ServerArgs,
+    /// Access token. Default: the one `countersign login` saved for the server.
     #[arg(long, env = "COUNTERSIGN_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
     /// The session id.
     session: String,
 }
@@ -63,7 +81,7 @@ fn long_http() -> anyhow::Result<reqwest::Client> {
 pub async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let resp = long_http()?
         .get(url(&a.server, "/api/v1/audit/verify"))
-        .bearer_auth(&a.token)
+        .bearer_auth(crate::credentials::resolve(&a.server, &a.token)?)
         .send()
         .await
         .context("contacting the control plane")?;
@@ -107,21 +125,25 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Streams JSONL from the server to stdout or `--output`.
+/// Streams JSONL or CSV from the server to stdout or `--output`.
 pub async fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
     let query = crate::client::audit_query(
-        vec![("format", "jsonl".to_owned())],
+        vec![("format", a.format.clone())],
         [
             ("identity", &a.identity),
             ("resource", &a.resource),
             ("session_id", &a.session_id),
+            ("event", &a.event),
+            ("text", &a.text),
+            ("decision", &a.decision),
+            ("kind", &a.kind),
         ],
         a.since,
     )?;
     let mut resp = check(
         long_http()?
             .get(url(&a.server, "/api/v1/audit/export"))
-            .bearer_auth(&a.token)
+            .bearer_auth(crate::credentials::resolve(&a.server, &a.token)?)
             .query(&query)
             .send()
             .await
@@ -148,7 +170,7 @@ pub async fn timeline(a: TimelineArgs) -> anyhow::Result<ExitCode> {
             &a.server,
             &format!("/api/v1/sessions/{}/timeline", a.session),
         ))
-        .bearer_auth(&a.token)
+        .bearer_auth(crate::credentials::resolve(&a.server, &a.token)?)
         .send()
         .await
         .context("contacting the control plane")?;

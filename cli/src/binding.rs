@@ -9,9 +9,10 @@ use std::process::ExitCode;
 pub struct Auth {
     #[command(flatten)]
     server: ServerArgs,
-    /// The bootstrap admin token, or the access token of an admin.
+    /// The bootstrap admin token, or the access token of an admin. Default:
+    /// the token `countersign login` saved for the server.
     #[arg(long, env = "COUNTERSIGN_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -60,7 +61,7 @@ pub async fn run(cmd: BindingCommand) -> anyhow::Result<ExitCode> {
         } => {
             let resp = http()?
                 .post(url(&auth.server, "/api/v1/bindings"))
-                .bearer_auth(&auth.token)
+                .bearer_auth(crate::credentials::resolve(&auth.server, &auth.token)?)
                 .json(&serde_json::json!({
                     "role": role,
                     "member": member,
@@ -80,7 +81,7 @@ pub async fn run(cmd: BindingCommand) -> anyhow::Result<ExitCode> {
             }
             let resp = http()?
                 .get(url(&auth.server, "/api/v1/bindings"))
-                .bearer_auth(&auth.token)
+                .bearer_auth(crate::credentials::resolve(&auth.server, &auth.token)?)
                 .send()
                 .await
                 .context("contacting the control plane")?;
@@ -112,7 +113,7 @@ pub async fn run(cmd: BindingCommand) -> anyhow::Result<ExitCode> {
         BindingCommand::Remove { auth, id } => {
             let resp = http()?
                 .delete(url(&auth.server, &format!("/api/v1/bindings/{id}")))
-                .bearer_auth(&auth.token)
+                .bearer_auth(crate::credentials::resolve(&auth.server, &auth.token)?)
                 .send()
                 .await
                 .context("contacting the control plane")?;

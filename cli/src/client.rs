@@ -60,8 +60,9 @@ pub enum AuditCommand {
 pub struct AuditSearchArgs {
     #[command(flatten)]
     server: ServerArgs,
+    /// Access token. Default: the one `countersign login` saved for the server.
     #[arg(long, env = "COUNTERSIGN_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
     #[arg(long)]
     identity: Option<String>,
     #[arg(long)]
@@ -192,7 +193,7 @@ pub async fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     )?;
     let resp = http()?
         .get(url(&a.server, "/api/v1/audit"))
-        .bearer_auth(&a.token)
+        .bearer_auth(crate::credentials::resolve(&a.server, &a.token)?)
         .query(&query)
         .send()
         .await

@@ -6,7 +6,9 @@
 
 use anyhow::{Context, bail};
 use countersign_common::{Secret, parse_duration};
+use countersign_control_plane::audit_stream::AuditStreamSettings;
 use countersign_control_plane::notify::{self, NotificationTarget};
+use countersign_control_plane::sso::OidcSettings;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,9 +29,16 @@ pub struct ControlPlaneConfig {
     /// Bootstrap admin bearer token (`COUNTERSIGN_ADMIN_TOKEN`). Required, at least 32 characters.
     #[schemars(with = "String")]
     pub admin_token: Secret<String>,
-    /// Token gateways present (`COUNTERSIGN_GATEWAY_TOKEN`). Required, at least 32 characters.
-    #[schemars(with = "String")]
-    pub gateway_token: Secret<String>,
+    /// Token gateways present on plain gRPC (`COUNTERSIGN_GATEWAY_TOKEN`), at least 32
+    /// characters. Required without `[grpc_tls]`; not allowed with it (gateways then
+    /// authenticate with enrolled client certificates only).
+    #[schemars(with = "Option<String>")]
+    pub gateway_token: Option<Secret<String>>,
+    /// Mutual TLS for gateways: the gRPC listener serves TLS with a certificate from the
+    /// gateway CA and every gateway needs a client certificate from it, obtained with a
+    /// one-time enrollment token (see docs/enrollment.md). Default: not set (plain gRPC
+    /// with `gateway_token`).
+    pub grpc_tls: Option<GrpcTlsEntry>,
     /// Redis URL for change events between replicas (`COUNTERSIGN_REDIS_URL`), e.g.
     /// `redis://127.0.0.1:6379`. Optional: without it replicas poll the store.
     pub redis_url: Option<String>,
@@ -49,15 +58,189 @@ pub struct ControlPlaneConfig {
     /// Where review events are sent (`[[notify]]`). Default: nowhere.
     #[serde(default, rename = "notify")]
     pub notify: Vec<NotifyEntry>,
+    /// SIEM streams of the whole audit trail (`[[audit_stream]]`, see
+    /// docs/audit.md). Default: none.
+    #[serde(default, rename = "audit_stream")]
+    pub audit_streams: Vec<AuditStreamEntry>,
     /// How often each replica writes an audit checkpoint and runs the
     /// retention purge. Default `60s`.
     #[serde(default = "default_checkpoint_interval")]
     pub audit_checkpoint_interval: String,
+    /// After `SIGTERM`, how long requests already running get to finish before the
+    /// replica exits regardless (`COUNTERSIGN_SHUTDOWN_GRACE`). The replica first
+    /// answers 503 on `/readyz`, refuses new calls and ends gateway streams, so
+    /// gateways move to another replica. Keep it below the orchestrator's kill
+    /// timeout (Kubernetes: `terminationGracePeriodSeconds`, 30 s). Default `20s`.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: String,
     /// File holding the audit chain's HMAC key as hex (at least 32 bytes).
     /// Default: a key generated once and kept in the store. Keeping it outside
     /// the database means someone with only database access cannot re-chain
     /// what they changed (see docs/audit.md).
     pub audit_key_file: Option<PathBuf>,
+    /// Single sign-on for people with an OpenID Connect provider
+    /// (docs/sso.md). Default: none.
+    pub oidc: Option<OidcEntry>,
+}
+
+/// `[oidc]`: sign-in with an OpenID Connect provider (authorization code
+/// flow with PKCE).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OidcEntry {
+    /// The provider's issuer URL, exactly as its discovery document states it
+    /// (e.g. `https://login.example.com/realms/acme`). Required; `https://`,
+    /// or `http://` on a loopback address for testing.
+    pub issuer_url: String,
+    /// The client id registered at the provider. Required.
+    pub client_id: String,
+    /// The client secret (`COUNTERSIGN_OIDC_CLIENT_SECRET`). Required.
+    #[schemars(with = "String")]
+    pub client_secret: Secret<String>,
+    /// The redirect URI registered at the provider. Default
+    /// `<public_url>/auth/callback`.
+    pub redirect_url: Option<String>,
+    /// Scopes asked for besides `openid`. Default `["email", "profile"]`.
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID token claim holding the person's groups (an array of strings).
+    /// Default `groups`.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Provider group name to Countersign group name, e.g.
+    /// `{ "db-admins" = "dba" }`. Provider groups not listed give no group.
+    /// Default: empty (nobody gets a group from the provider).
+    #[serde(default)]
+    pub group_map: std::collections::BTreeMap<String, String>,
+    /// When set, only emails in these domains may sign in. Default: any.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// Lifetime of a web console session. Default `8h`.
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl: String,
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    vec!["email".to_owned(), "profile".to_owned()]
+}
+fn default_groups_claim() -> String {
+    "groups".to_owned()
+}
+fn default_session_ttl() -> String {
+    "8h".to_owned()
+}
+
+/// Whether `url` is `https://…`, or `http://` to a loopback host (where
+/// browsers still keep `Secure` cookies).
+fn https_or_loopback(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+impl OidcEntry {
+    /// Every problem with this section; `public_url` is the control plane's.
+    fn errors(&self, public_url: &str) -> Vec<String> {
+        let mut errors = Vec::new();
+        if !https_or_loopback(&self.issuer_url) {
+            errors.push(
+                "oidc.issuer_url must be https:// (http:// only on a loopback address)".to_owned(),
+            );
+        }
+        if self.client_id.trim().is_empty() {
+            errors.push("oidc.client_id is required".to_owned());
+        }
+        if self.client_secret.expose().is_empty() {
+            errors.push("oidc.client_secret is required".to_owned());
+        }
+        let redirect = self.redirect_url(public_url);
+        if !https_or_loopback(&redirect) {
+            errors.push(format!(
+                "oidc.redirect_url {redirect:?} must be https:// (http:// only on a loopback \
+                 address): the session cookie is Secure, so browsers drop it elsewhere; set \
+                 public_url or oidc.redirect_url"
+            ));
+        }
+        for scope in &self.scopes {
+            if scope.is_empty() || scope.contains(char::is_whitespace) || scope == "openid" {
+                errors.push(format!(
+                    "oidc.scopes: {scope:?} is not a scope (one word; `openid` is always sent)"
+                ));
+            }
+        }
+        if self.groups_claim.is_empty() {
+            errors.push("oidc.groups_claim must not be empty".to_owned());
+        }
+        for (from, to) in &self.group_map {
+            if let Err(e) = countersign_control_plane::service::validate_name("group", to) {
+                errors.push(format!("oidc.group_map[{from:?}]: {e}"));
+            }
+        }
+        for d in &self.allowed_domains {
+            if d.is_empty() || d.contains('@') || d.contains(char::is_whitespace) {
+                errors.push(format!("oidc.allowed_domains: {d:?} is not a domain"));
+            }
+        }
+        match parse_duration(&self.session_ttl) {
+            Ok(ttl) if ttl < std::time::Duration::from_secs(60) => {
+                errors.push("oidc.session_ttl must be at least 1m".to_owned());
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(format!("oidc.session_ttl: {e}")),
+        }
+        errors
+    }
+
+    fn redirect_url(&self, public_url: &str) -> String {
+        self.redirect_url
+            .clone()
+            .unwrap_or_else(|| format!("{}/auth/callback", public_url.trim_end_matches('/')))
+    }
+
+    /// The control plane's settings for this section. Call after `validate`.
+    pub fn settings(&self, public_url: &str) -> anyhow::Result<OidcSettings> {
+        Ok(OidcSettings {
+            issuer_url: self.issuer_url.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            redirect_url: self.redirect_url(public_url),
+            scopes: self.scopes.clone(),
+            groups_claim: self.groups_claim.clone(),
+            group_map: self.group_map.clone(),
+            allowed_domains: self.allowed_domains.clone(),
+            session_ttl: parse_duration(&self.session_ttl).map_err(anyhow::Error::msg)?,
+        })
+    }
+}
+
+/// `[grpc_tls]`: mutual TLS between gateways and the control plane.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTlsEntry {
+    /// DNS names and IP addresses in the gRPC server certificate: every name gateways
+    /// use in `control_plane_url`. Required, e.g. `["countersign-cp.internal", "10.0.0.2"]`.
+    pub names: Vec<String>,
+    /// PEM file of the gateway CA certificate. Default: a CA generated once and kept in
+    /// the store, shared by every replica. Give it with `ca_key_file`, or neither.
+    pub ca_cert_file: Option<PathBuf>,
+    /// PEM file of the gateway CA's private key (PKCS#8). See `ca_cert_file`.
+    pub ca_key_file: Option<PathBuf>,
+    /// Lifetime of gateway client certificates; gateways renew at two thirds of it.
+    /// Default `24h`.
+    #[serde(default = "default_gateway_cert_lifetime")]
+    pub gateway_cert_lifetime: String,
+    /// Lifetime of the gRPC server certificate, issued anew at each start. Default `90d`.
+    #[serde(default = "default_server_cert_lifetime")]
+    pub server_cert_lifetime: String,
 }
 
 /// A `[[notify]]` entry: a target for review events (opened, approved,
@@ -163,11 +346,33 @@ pub struct GatewayConfig {
     /// The environment served. Default `default`.
     #[serde(default = "default_env")]
     pub environment: String,
-    /// Control plane gRPC URL (`COUNTERSIGN_CONTROL_PLANE_URL`). Required.
-    pub control_plane_url: String,
-    /// Token for the control plane (`COUNTERSIGN_GATEWAY_TOKEN`). Required.
-    #[schemars(with = "String")]
-    pub gateway_token: Secret<String>,
+    /// Control plane gRPC URL (`COUNTERSIGN_CONTROL_PLANE_URL`), e.g.
+    /// `https://countersign-cp.internal:8081`. Set this or `control_plane_urls`.
+    pub control_plane_url: Option<String>,
+    /// Several control-plane replicas (`COUNTERSIGN_CONTROL_PLANE_URLS`, comma-separated),
+    /// all `http://` or all `https://`. The gateway uses one at a time and moves to the
+    /// next when it is unreachable or shutting down; a statement held for review is
+    /// then watched on the next one. Set this or `control_plane_url`.
+    #[serde(default)]
+    pub control_plane_urls: Vec<String>,
+    /// Shared token for a control plane on plain gRPC (`COUNTERSIGN_GATEWAY_TOKEN`).
+    /// Required with an `http://` `control_plane_url`; not allowed with `https://`,
+    /// where the gateway authenticates with its enrolled client certificate.
+    #[schemars(with = "Option<String>")]
+    pub gateway_token: Option<Secret<String>>,
+    /// One-time enrollment token (`COUNTERSIGN_ENROLLMENT_TOKEN`) from
+    /// `countersign gateway enroll-token create`. Used with an `https://`
+    /// `control_plane_url` when `state_dir` holds no valid certificate; unused afterwards.
+    #[schemars(with = "Option<String>")]
+    pub enrollment_token: Option<Secret<String>>,
+    /// PEM file of the control plane's gateway CA (`COUNTERSIGN_CONTROL_PLANE_CA`): the
+    /// control plane's server certificate must chain to it, from the first contact on.
+    /// Required with an `https://` `control_plane_url`.
+    pub control_plane_ca: Option<PathBuf>,
+    /// Where the gateway keeps its key, client certificate and the CA (files mode 0600,
+    /// directory 0700). Keep it across restarts. Default `/var/lib/countersign/gateway`.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
     /// PostgreSQL listen address. Default `0.0.0.0:6432`.
     #[serde(default = "default_pg")]
     pub pg_addr: SocketAddr,
@@ -222,8 +427,22 @@ pub struct UpstreamEntry {
     pub url: Secret<String>,
 }
 
+fn default_gateway_cert_lifetime() -> String {
+    "24h".to_owned()
+}
+fn default_server_cert_lifetime() -> String {
+    "90d".to_owned()
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/countersign/gateway")
+}
+
 fn default_checkpoint_interval() -> String {
     "60s".to_owned()
+}
+
+fn default_shutdown_grace() -> String {
+    "20s".to_owned()
 }
 
 fn default_http() -> SocketAddr {
@@ -266,6 +485,12 @@ fn default_spool_fsync_interval_ms() -> u64 {
     10
 }
 
+/// Fields that hold a list: from the environment, a comma-separated value.
+const LIST_FIELDS: &[&str] = &["control_plane_urls"];
+
+/// Section fields that may also come from the environment.
+const NESTED_SECRETS: &[(&str, &str)] = &[("oidc", "client_secret")];
+
 /// Reads a TOML file, applies `COUNTERSIGN_<FIELD>` overrides for `fields`, and parses.
 pub fn load<T: serde::de::DeserializeOwned>(path: &Path, fields: &[&str]) -> anyhow::Result<T> {
     let text =
@@ -275,6 +500,16 @@ pub fn load<T: serde::de::DeserializeOwned>(path: &Path, fields: &[&str]) -> any
     for field in fields {
         let var = format!("COUNTERSIGN_{}", field.to_ascii_uppercase());
         if let Ok(value) = std::env::var(&var) {
+            if LIST_FIELDS.contains(field) {
+                let items = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| toml::Value::String(v.to_owned()))
+                    .collect();
+                table.insert((*field).to_owned(), toml::Value::Array(items));
+                continue;
+            }
             // Numbers and booleans keep their type; anything else is a string.
             let parsed = value
                 .parse::<i64>()
@@ -282,6 +517,19 @@ pub fn load<T: serde::de::DeserializeOwned>(path: &Path, fields: &[&str]) -> any
                 .or_else(|_| value.parse::<bool>().map(toml::Value::Boolean))
                 .unwrap_or(toml::Value::String(value));
             table.insert((*field).to_owned(), parsed);
+        }
+    }
+    // Secrets of sections: `COUNTERSIGN_<SECTION>_<FIELD>`, for sections present in the file.
+    for (section, field) in NESTED_SECRETS {
+        let var = format!(
+            "COUNTERSIGN_{}_{}",
+            section.to_ascii_uppercase(),
+            field.to_ascii_uppercase()
+        );
+        if let (Ok(value), Some(toml::Value::Table(t))) =
+            (std::env::var(&var), table.get_mut(*section))
+        {
+            t.insert((*field).to_owned(), toml::Value::String(value));
         }
     }
     T::deserialize(toml::Value::Table(table)).with_context(|| format!("in {}", path.display()))
@@ -309,6 +557,7 @@ impl ControlPlaneConfig {
         "max_token_ttl",
         "audit_checkpoint_interval",
         "audit_key_file",
+        "shutdown_grace",
     ];
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -316,18 +565,32 @@ impl ControlPlaneConfig {
         if !self.database_url.expose().starts_with("postgres") {
             errors.push("database_url must be a postgres:// URL".to_owned());
         }
-        for (name, s) in [
-            ("admin_token", &self.admin_token),
-            ("gateway_token", &self.gateway_token),
-        ] {
-            if s.expose().len() < 32 {
-                errors.push(format!("{name} must be at least 32 characters"));
+        if self.admin_token.expose().len() < 32 {
+            errors.push("admin_token must be at least 32 characters".to_owned());
+        }
+        match (&self.gateway_token, &self.grpc_tls) {
+            (Some(t), None) if t.expose().len() < 32 => {
+                errors.push("gateway_token must be at least 32 characters".to_owned());
             }
+            (Some(_), None) => {}
+            (None, None) => errors.push(
+                "gateway_token is required without [grpc_tls] (or configure [grpc_tls] for enrolled gateways)"
+                    .to_owned(),
+            ),
+            (Some(_), Some(tls)) => {
+                errors.push(
+                    "gateway_token is not allowed with [grpc_tls]: gateways authenticate with enrolled client certificates"
+                        .to_owned(),
+                );
+                errors.extend(tls.errors());
+            }
+            (None, Some(tls)) => errors.extend(tls.errors()),
         }
         for (name, v) in [
             ("default_token_ttl", &self.default_token_ttl),
             ("max_token_ttl", &self.max_token_ttl),
             ("audit_checkpoint_interval", &self.audit_checkpoint_interval),
+            ("shutdown_grace", &self.shutdown_grace),
         ] {
             if let Err(e) = parse_duration(v) {
                 errors.push(format!("{name}: {e}"));
@@ -364,12 +627,175 @@ impl ControlPlaneConfig {
                 errors.push(format!("notify #{}: {e}", i + 1));
             }
         }
+        let mut stream_names = std::collections::HashSet::new();
+        for (i, st) in self.audit_streams.iter().enumerate() {
+            if !stream_names.insert(st.name.as_str()) {
+                errors.push(format!(
+                    "audit_stream #{}: the name {:?} is used twice",
+                    i + 1,
+                    st.name
+                ));
+            }
+            for e in st.errors() {
+                errors.push(format!("audit_stream #{}: {e}", i + 1));
+            }
+        }
+        if let Some(oidc) = &self.oidc {
+            errors.extend(oidc.errors(&self.public_url()));
+        }
         collect(errors)
+    }
+
+    /// The console's base URL: `public_url`, or `http://<http_addr>`.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http_addr))
     }
 
     /// The `[[notify]]` targets, for `Settings::notifications`. Call after `validate`.
     pub fn notification_targets(&self) -> anyhow::Result<Vec<NotificationTarget>> {
         self.notify.iter().map(NotifyEntry::target).collect()
+    }
+
+    /// The `[[audit_stream]]` entries, for `Settings::audit_streams`. Call after `validate`.
+    pub fn audit_stream_settings(&self) -> anyhow::Result<Vec<AuditStreamSettings>> {
+        self.audit_streams
+            .iter()
+            .map(|st| {
+                Ok(AuditStreamSettings {
+                    name: st.name.clone(),
+                    url: st.url.clone(),
+                    secret: st.secret.clone(),
+                    batch: st.batch,
+                    settle: parse_duration(&st.settle).map_err(anyhow::Error::msg)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// An `[[audit_stream]]` entry: a webhook that receives every audit event,
+/// in arrival order, at least once (docs/audit.md, "Streaming to a SIEM").
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditStreamEntry {
+    /// Names the stream's position (kept in the store): renaming a stream
+    /// starts it again from the oldest event. `[A-Za-z0-9._-]`, 1-63
+    /// characters. Required.
+    pub name: String,
+    /// Where batches are POSTed: an `http://` or `https://` URL. Required.
+    /// Never printed beyond its host.
+    pub url: String,
+    /// Signing key (HMAC-SHA256 of each body, header `X-Countersign-Signature`),
+    /// at least 16 characters. Required.
+    #[schemars(with = "String")]
+    pub secret: Secret<String>,
+    /// Events per POST, 1-5000. Default 500.
+    #[serde(default = "default_stream_batch")]
+    pub batch: u64,
+    /// How long after it is stored an event is sent, so that concurrent
+    /// inserts have committed. Default `5s`.
+    #[serde(default = "default_stream_settle")]
+    pub settle: String,
+}
+
+fn default_stream_batch() -> u64 {
+    countersign_control_plane::audit_stream::DEFAULT_BATCH
+}
+
+fn default_stream_settle() -> String {
+    "5s".to_owned()
+}
+
+impl std::fmt::Debug for AuditStreamEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditStreamEntry")
+            .field("name", &self.name)
+            .field("url", &notify::redact(&self.url))
+            .field("secret", &self.secret)
+            .field("batch", &self.batch)
+            .field("settle", &self.settle)
+            .finish()
+    }
+}
+
+impl AuditStreamEntry {
+    /// Every problem with this entry.
+    fn errors(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Err(e) = countersign_control_plane::service::validate_name("stream", &self.name) {
+            errors.push(e.to_string());
+        }
+        if let Err(e) = notify::check_url(&self.url) {
+            errors.push(format!("url: {e}"));
+        }
+        if let Err(e) = notify::check_secret(&self.secret) {
+            errors.push(format!("secret: {e}"));
+        }
+        let max = countersign_control_plane::audit_stream::MAX_BATCH;
+        if self.batch == 0 || self.batch > max {
+            errors.push(format!("batch must be 1..={max}"));
+        }
+        if let Err(e) = parse_duration(&self.settle) {
+            errors.push(format!("settle: {e}"));
+        }
+        errors
+    }
+}
+
+impl GrpcTlsEntry {
+    fn errors(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.names.is_empty() {
+            errors.push("grpc_tls.names must name at least one DNS name or IP address".to_owned());
+        }
+        for (name, v) in [
+            ("gateway_cert_lifetime", &self.gateway_cert_lifetime),
+            ("server_cert_lifetime", &self.server_cert_lifetime),
+        ] {
+            match parse_duration(v) {
+                Ok(d) if d.as_secs() < 3 => {
+                    errors.push(format!("grpc_tls.{name} must be at least 3s"));
+                }
+                Ok(_) => {}
+                Err(e) => errors.push(format!("grpc_tls.{name}: {e}")),
+            }
+        }
+        match (&self.ca_cert_file, &self.ca_key_file) {
+            (Some(c), Some(k)) => {
+                for p in [c, k] {
+                    if !p.exists() {
+                        errors.push(format!("grpc_tls: {} does not exist", p.display()));
+                    }
+                }
+            }
+            (None, None) => {}
+            _ => errors.push(
+                "grpc_tls: give ca_cert_file and ca_key_file together, or neither".to_owned(),
+            ),
+        }
+        errors
+    }
+
+    /// The control plane's settings for this section. Call after `validate`.
+    pub fn settings(
+        &self,
+    ) -> anyhow::Result<countersign_control_plane::enrollment::GatewayTlsSettings> {
+        let mut tls =
+            countersign_control_plane::enrollment::GatewayTlsSettings::new(self.names.clone());
+        tls.gateway_cert_lifetime =
+            parse_duration(&self.gateway_cert_lifetime).map_err(anyhow::Error::msg)?;
+        tls.server_cert_lifetime =
+            parse_duration(&self.server_cert_lifetime).map_err(anyhow::Error::msg)?;
+        if let (Some(c), Some(k)) = (&self.ca_cert_file, &self.ca_key_file) {
+            let cert =
+                std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?;
+            let key =
+                std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?;
+            tls.ca_pem = Some((cert, Secret::new(key)));
+        }
+        Ok(tls)
     }
 }
 
@@ -378,6 +804,7 @@ impl GatewayConfig {
         "gateway_id",
         "environment",
         "control_plane_url",
+        "control_plane_urls",
         "gateway_token",
         "pg_addr",
         "metrics_addr",
@@ -388,17 +815,87 @@ impl GatewayConfig {
         "spool_max_bytes",
         "spool_fsync_interval_ms",
         "mask_key",
+        "enrollment_token",
+        "control_plane_ca",
+        "state_dir",
     ];
+
+    /// The control-plane URLs, from `control_plane_url` or `control_plane_urls`.
+    pub fn control_plane_urls(&self) -> Vec<String> {
+        match &self.control_plane_url {
+            Some(url) => vec![url.clone()],
+            None => self.control_plane_urls.clone(),
+        }
+    }
 
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut errors = Vec::new();
-        if !self.control_plane_url.starts_with("http://")
-            && !self.control_plane_url.starts_with("https://")
-        {
-            errors.push("control_plane_url must start with http:// or https://".to_owned());
+        let urls = self.control_plane_urls();
+        match (&self.control_plane_url, self.control_plane_urls.is_empty()) {
+            (Some(_), false) => {
+                errors.push("set control_plane_url or control_plane_urls, not both".to_owned())
+            }
+            (None, true) => {
+                errors.push("control_plane_url (or control_plane_urls) is required".to_owned())
+            }
+            _ => {}
         }
-        if self.gateway_token.expose().is_empty() {
-            errors.push("gateway_token is required".to_owned());
+        let https = urls.iter().filter(|u| u.starts_with("https://")).count();
+        let http = urls.iter().filter(|u| u.starts_with("http://")).count();
+        if https > 0 && http > 0 {
+            errors.push(
+                "control_plane_urls mixes http:// and https://: every replica must use the same scheme"
+                    .to_owned(),
+            );
+        }
+        if !urls.is_empty() && https == urls.len() {
+            // Mutual TLS with an enrolled certificate.
+            if self.gateway_token.is_some() {
+                errors.push(
+                    "gateway_token is not allowed with an https:// control_plane_url: the gateway authenticates with its enrolled certificate"
+                        .to_owned(),
+                );
+            }
+            match &self.control_plane_ca {
+                None => errors.push(
+                    "control_plane_ca (the control plane's gateway CA, PEM) is required with an https:// control_plane_url"
+                        .to_owned(),
+                ),
+                Some(p) if !p.exists() => {
+                    errors.push(format!("control_plane_ca {} does not exist", p.display()));
+                }
+                Some(_) => {}
+            }
+            if self
+                .enrollment_token
+                .as_ref()
+                .is_some_and(|t| t.expose().is_empty())
+            {
+                errors.push("enrollment_token is empty".to_owned());
+            }
+        } else if !urls.is_empty() && http == urls.len() {
+            if self
+                .gateway_token
+                .as_ref()
+                .is_none_or(|t| t.expose().is_empty())
+            {
+                errors.push(
+                    "gateway_token is required with an http:// control_plane_url (use https:// with an enrollment token for mutual TLS)"
+                        .to_owned(),
+                );
+            }
+            for (name, set) in [
+                ("enrollment_token", self.enrollment_token.is_some()),
+                ("control_plane_ca", self.control_plane_ca.is_some()),
+            ] {
+                if set {
+                    errors.push(format!(
+                        "{name} needs an https:// control_plane_url (mutual TLS)"
+                    ));
+                }
+            }
+        } else if https + http < urls.len() {
+            errors.push("control_plane_url must start with http:// or https://".to_owned());
         }
         if self
             .mask_key
@@ -488,16 +985,31 @@ mod tests {
         let cp: ControlPlaneConfig = load(&examples().join("control-plane.toml"), &[]).unwrap();
         cp.validate().unwrap();
         assert_eq!(cp.resources.len(), 2);
+        let oidc = cp.oidc.as_ref().unwrap();
+        let sso = oidc.settings(&cp.public_url()).unwrap();
+        assert_eq!(
+            sso.redirect_url,
+            "https://countersign.example.com/auth/callback"
+        );
+        assert_eq!(sso.group_map["db-admins"], "dba");
+        assert_eq!(sso.groups_claim, "groups");
+        assert!(!format!("{cp:?}").contains("replace-with-the-client-secret"));
+        assert!(cp.grpc_tls.is_some() && cp.gateway_token.is_none());
+        // Only the control plane's CA file, which lives on the gateway host, is missing here.
         let staging: GatewayConfig = load(&examples().join("gateway-staging.toml"), &[]).unwrap();
-        staging.validate().unwrap();
+        let err = staging.validate().unwrap_err().to_string();
+        assert!(err.contains("control-plane-ca.pem"), "{err}");
+        assert_eq!(err.matches("\n  - ").count(), 1, "{err}");
         let prod: GatewayConfig = load(&examples().join("gateway-prod.toml"), &[]).unwrap();
         // Only the TLS files, which live on the production host, are missing here.
         let err = prod.validate().unwrap_err().to_string();
         assert!(
-            err.contains("gateway.crt") && err.contains("gateway.key"),
+            err.contains("gateway.crt")
+                && err.contains("gateway.key")
+                && err.contains("control-plane-ca.pem"),
             "{err}"
         );
-        assert_eq!(err.matches("\n  - ").count(), 2, "{err}");
+        assert_eq!(err.matches("\n  - ").count(), 3, "{err}");
         assert!(
             !format!("{prod:?}").contains("change-me"),
             "secrets must not print"
@@ -523,6 +1035,63 @@ mod tests {
         ] {
             assert!(err.contains(part), "{part} missing from {err}");
         }
+    }
+
+    #[test]
+    fn audit_streams_are_checked_and_never_print_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.toml");
+        let base = format!(
+            "database_url = 'postgres://x@h/db'\nadmin_token = '{0}'\ngateway_token = '{0}'\n",
+            "t".repeat(32)
+        );
+        let good = "[[audit_stream]]\nname = 'splunk'\nurl = 'https://siem.example.com/hec/path-token'\n\
+                    secret = 'stream-secret-0123456789'\n\
+                    [[audit_stream]]\nname = 'archive'\nurl = 'http://10.0.0.9:9000/in'\n\
+                    secret = 'stream-secret-9876543210'\nbatch = 5000\nsettle = '30s'\n";
+        std::fs::write(&path, format!("{base}{good}")).unwrap();
+        let cfg: ControlPlaneConfig = load(&path, &[]).unwrap();
+        cfg.validate().unwrap();
+        let streams = cfg.audit_stream_settings().unwrap();
+        assert_eq!(streams.len(), 2);
+        assert_eq!(
+            (streams[0].batch, streams[0].settle),
+            (500, std::time::Duration::from_secs(5))
+        );
+        assert_eq!(
+            (streams[1].batch, streams[1].settle),
+            (5000, std::time::Duration::from_secs(30))
+        );
+        let printed = format!("{cfg:?} {streams:?}");
+        for leak in ["stream-secret-0123456789", "path-token"] {
+            assert!(!printed.contains(leak), "{leak} printed in {printed}");
+        }
+
+        // Every problem of every entry, each naming its entry.
+        let bad = "[[audit_stream]]\nname = 'a b'\nurl = 'ftp://h/x'\nsecret = 'short'\nbatch = 0\nsettle = 'soon'\n\
+                   [[audit_stream]]\nname = 'dup'\nurl = 'https://h/x'\nsecret = 'stream-secret-0123456789'\n\
+                   [[audit_stream]]\nname = 'dup'\nurl = 'https://h/y'\nsecret = 'stream-secret-0123456789'\nbatch = 5001\n";
+        std::fs::write(&path, format!("{base}{bad}")).unwrap();
+        let cfg: ControlPlaneConfig = load(&path, &[]).unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        for part in [
+            "audit_stream #1: stream",
+            "audit_stream #1: url",
+            "audit_stream #1: secret",
+            "audit_stream #1: batch must be 1..=5000",
+            "audit_stream #1: settle",
+            "audit_stream #3: the name \"dup\" is used twice",
+            "audit_stream #3: batch must be 1..=5000",
+        ] {
+            assert!(err.contains(part), "{part} missing from {err}");
+        }
+        // A stream without a secret is refused at load.
+        std::fs::write(
+            &path,
+            format!("{base}[[audit_stream]]\nname = 'x'\nurl = 'https://h/x'\n"),
+        )
+        .unwrap();
+        assert!(load::<ControlPlaneConfig>(&path, &[]).is_err());
     }
 
     #[test]
@@ -591,6 +1160,177 @@ mod tests {
         .unwrap();
         let err = load::<ControlPlaneConfig>(&path, &[]).unwrap_err();
         assert!(format!("{err:#}").contains("channel"), "{err:#}");
+    }
+
+    #[test]
+    fn oidc_section_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.toml");
+        let base = format!(
+            "database_url = 'postgres://x@h/db'\nadmin_token = '{0}'\ngateway_token = '{0}'\n",
+            "t".repeat(32)
+        );
+        // Defaults: scopes, groups claim, session lifetime, redirect from http_addr.
+        std::fs::write(
+            &path,
+            format!("{base}http_addr = '127.0.0.1:9000'\n[oidc]\nissuer_url = 'http://127.0.0.1:5556'\nclient_id = 'cs'\nclient_secret = 'from-file'\n"),
+        )
+        .unwrap();
+        let cfg: ControlPlaneConfig = load(&path, &[]).unwrap();
+        cfg.validate().unwrap();
+        let sso = cfg
+            .oidc
+            .as_ref()
+            .unwrap()
+            .settings(&cfg.public_url())
+            .unwrap();
+        assert_eq!(sso.redirect_url, "http://127.0.0.1:9000/auth/callback");
+        assert_eq!(sso.scopes, ["email", "profile"]);
+        assert_eq!(sso.groups_claim, "groups");
+        assert_eq!(sso.session_ttl, std::time::Duration::from_secs(8 * 3600));
+
+        // Every problem at once; a Secure cookie needs https (or loopback http).
+        std::fs::write(
+            &path,
+            format!(
+                "{base}public_url = 'http://countersign.internal'\n[oidc]\nissuer_url = 'http://idp.internal'\n\
+                 client_id = ''\nclient_secret = ''\nscopes = ['openid', 'a b']\nsession_ttl = 'soon'\n\
+                 allowed_domains = ['@x']\n[oidc.group_map]\nadmins = 'not a group'\n"
+            ),
+        )
+        .unwrap();
+        let cfg: ControlPlaneConfig = load(&path, &[]).unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        for part in [
+            "oidc.issuer_url",
+            "oidc.client_id",
+            "oidc.client_secret",
+            "oidc.redirect_url",
+            "oidc.scopes: \"openid\"",
+            "oidc.scopes: \"a b\"",
+            "oidc.session_ttl",
+            "oidc.allowed_domains",
+            "oidc.group_map[\"admins\"]",
+        ] {
+            assert!(err.contains(part), "{part} missing from {err}");
+        }
+
+        // COUNTERSIGN_OIDC_CLIENT_SECRET overriding the file is shown end to end
+        // (tests/e2e/sso.rs): the provider accepts only the secret from the environment.
+
+        // Unknown fields in the section are refused.
+        std::fs::write(&path, format!("{base}[oidc]\nissuer = 'https://x'\n")).unwrap();
+        let err = load::<ControlPlaneConfig>(&path, &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("issuer"), "{err:#}");
+    }
+
+    #[test]
+    fn gateway_auth_follows_the_url_scheme() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.toml");
+        let upstream = "[[upstream]]\nname = 'a'\nurl = 'postgres://u@h/db'\n";
+        let check = |text: &str| {
+            std::fs::write(&path, format!("{text}{upstream}")).unwrap();
+            load::<GatewayConfig>(&path, &[]).unwrap().validate()
+        };
+        check("control_plane_url = 'http://cp:8081'\ngateway_token = 't'\n").unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "x").unwrap();
+        check(&format!(
+            "control_plane_url = 'https://cp:8081'\ncontrol_plane_ca = '{}'\nenrollment_token = 'cse_x'\n",
+            ca.display()
+        ))
+        .unwrap();
+        let err = check("control_plane_url = 'https://cp:8081'\ngateway_token = 't'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("gateway_token is not allowed") && err.contains("control_plane_ca"),
+            "{err}"
+        );
+        let err = check(
+            "control_plane_url = 'http://cp:8081'\nenrollment_token = 'cse_x'\ncontrol_plane_ca = 'x'\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for part in [
+            "gateway_token is required",
+            "enrollment_token needs",
+            "control_plane_ca needs",
+        ] {
+            assert!(err.contains(part), "{part} missing from {err}");
+        }
+        assert!(!err.contains("cse_x"), "{err}");
+    }
+
+    #[test]
+    fn several_control_plane_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.toml");
+        let upstream = "[[upstream]]\nname = 'a'\nurl = 'postgres://u@h/db'\n";
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "x").unwrap();
+        let check = |text: &str| {
+            std::fs::write(&path, format!("{text}{upstream}")).unwrap();
+            let cfg = load::<GatewayConfig>(&path, &[]).unwrap();
+            cfg.validate().map(|()| cfg.control_plane_urls())
+        };
+        let urls = check(&format!(
+            "control_plane_urls = ['https://cp-1:8081', 'https://cp-2:8081']\ncontrol_plane_ca = '{}'\n",
+            ca.display()
+        ))
+        .unwrap();
+        assert_eq!(urls, ["https://cp-1:8081", "https://cp-2:8081"]);
+        assert_eq!(
+            check("control_plane_url = 'http://cp:8081'\ngateway_token = 't'\n").unwrap(),
+            ["http://cp:8081"]
+        );
+        let err = check(
+            "control_plane_urls = ['https://cp-1:8081', 'http://cp-2:8081']\ngateway_token = 't'\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("mixes http:// and https://"), "{err}");
+        let err = check("control_plane_url = 'http://a:1'\ncontrol_plane_urls = ['http://b:1']\ngateway_token = 't'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not both"), "{err}");
+        let err = check("gateway_token = 't'\n").unwrap_err().to_string();
+        assert!(
+            err.contains("control_plane_url (or control_plane_urls) is required"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn grpc_tls_excludes_the_gateway_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.toml");
+        let base = format!(
+            "database_url = 'postgres://x@h/db'\nadmin_token = '{0}'\n",
+            "t".repeat(32)
+        );
+        let check = |extra: &str| {
+            std::fs::write(&path, format!("{base}{extra}")).unwrap();
+            load::<ControlPlaneConfig>(&path, &[]).unwrap().validate()
+        };
+        check("[grpc_tls]\nnames = ['localhost']\n").unwrap();
+        let err = check(&format!(
+            "gateway_token = '{}'\n[grpc_tls]\nnames = []\nca_cert_file = '/nonexistent'\ngateway_cert_lifetime = 'soon'\n",
+            "g".repeat(32)
+        ))
+        .unwrap_err()
+        .to_string();
+        for part in [
+            "gateway_token is not allowed",
+            "grpc_tls.names",
+            "ca_cert_file and ca_key_file together",
+            "grpc_tls.gateway_cert_lifetime",
+        ] {
+            assert!(err.contains(part), "{part} missing from {err}");
+        }
+        let err = check("").unwrap_err().to_string();
+        assert!(err.contains("gateway_token is required"), "{err}");
     }
 
     #[test]

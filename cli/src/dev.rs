@@ -12,7 +12,7 @@ use countersign_common::Secret;
 use countersign_control_plane::store::resources::ResourceSpec;
 use countersign_control_plane::{ControlPlane, Settings, Store};
 use countersign_gateway::audit::SpoolSettings;
-use countersign_gateway::config::{ClientTls, GatewaySettings, Upstream};
+use countersign_gateway::config::{ClientTls, ControlPlaneAuth, GatewaySettings, Upstream};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -214,8 +214,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let gw = countersign_gateway::Gateway::start(GatewaySettings {
         gateway_id: "dev".to_owned(),
         environment: "default".to_owned(),
-        control_plane_url: format!("http://{grpc_addr}"),
-        gateway_token: Secret::new(gateway_token),
+        control_plane_urls: vec![format!("http://{grpc_addr}")],
+        // Control plane and gateway share this process and talk over loopback:
+        // dev keeps the shared token (see docs/enrollment.md).
+        control_plane_auth: ControlPlaneAuth::Token(Secret::new(gateway_token)),
         pg_addr,
         tls: Some(ClientTls {
             cert_path: cert,
@@ -227,7 +229,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         spool: SpoolSettings::new(dir.join("spool"), 1 << 30, args.spool_fsync_interval),
         mask_key: None,
         review_timeout: args.review_timeout,
-    })?;
+    })
+    .await?;
     let gw_task = tokio::spawn({
         let gw = gw.clone();
         let stop = stopped();

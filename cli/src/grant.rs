@@ -103,7 +103,7 @@ fn exit_for(status: &str) -> ExitCode {
 async fn request(a: RequestArgs) -> anyhow::Result<ExitCode> {
     let resp = http()?
         .post(url(&a.auth.server, "/api/v1/grants"))
-        .bearer_auth(&a.auth.token)
+        .bearer_auth(a.auth.token()?)
         .json(&serde_json::json!({
             "resource": a.resource,
             "level": a.level,
@@ -128,7 +128,7 @@ async fn request(a: RequestArgs) -> anyhow::Result<ExitCode> {
     loop {
         let resp = http()?
             .get(url(&a.auth.server, &format!("/api/v1/grants/{id}")))
-            .bearer_auth(&a.auth.token)
+            .bearer_auth(a.auth.token()?)
             .query(&[("wait", "20")])
             .timeout(Duration::from_secs(40))
             .send()
@@ -172,7 +172,7 @@ async fn list(auth: Auth, mine: bool, format: &str) -> anyhow::Result<ExitCode> 
     }
     let resp = http()?
         .get(url(&auth.server, "/api/v1/grants"))
-        .bearer_auth(&auth.token)
+        .bearer_auth(auth.token()?)
         .query(&[("mine", mine.to_string())])
         .send()
         .await

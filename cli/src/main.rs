@@ -8,12 +8,16 @@ mod audit;
 mod binding;
 mod client;
 mod config;
+mod credentials;
 mod dev;
+mod gateway_admin;
 mod grant;
+mod login;
 mod policy;
 mod review;
 mod serve;
 mod service_account;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -43,14 +47,17 @@ enum Command {
     Dev(dev::DevArgs),
     /// Run a control-plane replica (PostgreSQL store).
     ControlPlane(serve::ConfigArg),
-    /// Run a gateway for one environment.
-    Gateway(serve::ConfigArg),
+    /// Run a gateway for one environment (`--config`), or manage gateway
+    /// enrollment (`enroll-token create`, `list`).
+    Gateway(GatewayArgs),
     /// Mint and revoke access tokens.
     #[command(subcommand)]
     Token(client::TokenCommand),
     /// Search, verify and export the audit trail.
     #[command(subcommand)]
     Audit(client::AuditCommand),
+    /// Sign in through the control plane's identity provider and save an access token.
+    Login(login::LoginArgs),
     /// Run a database client through the gateway with your token.
     Connect(client::ConnectArgs),
     /// Service accounts for pipelines: API keys and workload (CI OIDC) trust.
@@ -73,6 +80,16 @@ enum Command {
     Config(ConfigCommand),
 }
 
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct GatewayArgs {
+    #[command(subcommand)]
+    command: Option<gateway_admin::GatewayCommand>,
+    /// TOML config file of the gateway to run.
+    #[arg(long, env = "COUNTERSIGN_CONFIG")]
+    config: Option<std::path::PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Print the JSON schema of a config file (`control-plane` or `gateway`); the same as
@@ -80,29 +97,31 @@ enum ConfigCommand {
     Schema { which: String },
 }
 
-fn init_logging(format: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("COUNTERSIGN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        "json" => builder.json().init(),
-        "text" => builder.init(),
-        other => anyhow::bail!("--log-format must be text or json, not {other:?}"),
+/// The OpenTelemetry service name of a serving command; `None` for client
+/// commands, which are never traced.
+fn traced_service(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Dev(_) => Some("countersign-dev"),
+        Command::ControlPlane(_) => Some("countersign-control-plane"),
+        Command::Gateway(GatewayArgs {
+            command: None,
+            config: Some(_),
+        }) => Some("countersign-gateway"),
+        _ => None,
     }
-    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(&cli.log_format) {
-        eprintln!("error: {e:#}");
-        return ExitCode::from(2);
-    }
-    // One TLS provider everywhere.
+    // One TLS provider everywhere (the trace exporter's client needs it too).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let telemetry = match telemetry::init(&cli.log_format, traced_service(&cli.command)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -117,10 +136,23 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
             Command::ControlPlane(args) => serve::control_plane(args).await,
-            Command::Gateway(args) => serve::gateway(args).await,
+            Command::Gateway(GatewayArgs {
+                command: Some(cmd), ..
+            }) => gateway_admin::run(cmd).await,
+            Command::Gateway(GatewayArgs {
+                command: None,
+                config: Some(config),
+            }) => serve::gateway(serve::ConfigArg { config }).await,
+            Command::Gateway(GatewayArgs {
+                command: None,
+                config: None,
+            }) => anyhow::bail!(
+                "give --config FILE to run a gateway, or a subcommand (see `countersign gateway --help`)"
+            ),
             Command::Token(cmd) => client::token(cmd).await,
             Command::Audit(cmd) => client::audit(cmd).await,
             Command::Connect(args) => client::connect(args).await,
+            Command::Login(args) => login::run(args).await,
             Command::ServiceAccount(cmd) => service_account::run(cmd).await,
             Command::Policy(cmd) => policy::run(cmd).await,
             Command::Review(cmd) => review::run(cmd).await,
@@ -132,6 +164,9 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Stop the runtime's tasks first: the trace flush must run outside it.
+    drop(runtime);
+    telemetry.shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -27,8 +27,9 @@ pub enum PolicyCommand {
     Replay {
         #[command(flatten)]
         server: ServerArgs,
+        /// Access token. Default: the one `countersign login` saved for the server.
         #[arg(long, env = "COUNTERSIGN_TOKEN", hide_env_values = true)]
-        token: String,
+        token: Option<String>,
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
         /// How far back, e.g. 24h, 7d.
@@ -42,8 +43,9 @@ pub enum PolicyCommand {
     Show {
         #[command(flatten)]
         server: ServerArgs,
+        /// Access token. Default: the one `countersign login` saved for the server.
         #[arg(long, env = "COUNTERSIGN_TOKEN", hide_env_values = true)]
-        token: String,
+        token: Option<String>,
         #[arg(long, default_value = "active")]
         version: String,
     },
@@ -110,7 +112,7 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 Utc::now() - chrono::Duration::from_std(since).context("--since is too long")?;
             let resp = http()?
                 .post(url(&server, "/api/v1/policies/replay"))
-                .bearer_auth(token)
+                .bearer_auth(crate::credentials::resolve(&server, &token)?)
                 .json(&serde_json::json!({ "text": text, "since": since }))
                 .send()
                 .await
@@ -152,7 +154,7 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
         } => {
             let resp = http()?
                 .get(url(&server, &format!("/api/v1/policies/{version}")))
-                .bearer_auth(token)
+                .bearer_auth(crate::credentials::resolve(&server, &token)?)
                 .send()
                 .await
                 .context("contacting the control plane")?;

@@ -9,9 +9,17 @@ use std::process::ExitCode;
 pub struct Auth {
     #[command(flatten)]
     pub server: ServerArgs,
-    /// Your own access token: approvals are made by a person.
+    /// Your own access token: approvals are made by a person. Default: the
+    /// token `countersign login` saved for the server.
     #[arg(long, env = "COUNTERSIGN_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
+}
+
+impl Auth {
+    /// `--token`, or the token saved for `--server` by `countersign login`.
+    pub fn token(&self) -> anyhow::Result<String> {
+        crate::credentials::resolve(&self.server, &self.token)
+    }
 }
 
 #[derive(Subcommand)]
@@ -52,7 +60,7 @@ pub async fn run(cmd: ReviewCommand) -> anyhow::Result<ExitCode> {
             }
             let resp = http()?
                 .get(url(&auth.server, "/api/v1/reviews"))
-                .bearer_auth(&auth.token)
+                .bearer_auth(auth.token()?)
                 .query(&[("mine", mine.to_string())])
                 .send()
                 .await
@@ -101,7 +109,7 @@ pub(crate) async fn decide(
 ) -> anyhow::Result<ExitCode> {
     let resp = http()?
         .post(url(&auth.server, &format!("/api/v1/{noun}s/{id}/{verb}")))
-        .bearer_auth(&auth.token)
+        .bearer_auth(auth.token()?)
         .json(&serde_json::json!({ "comment": comment }))
         .send()
         .await

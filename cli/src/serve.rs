@@ -8,7 +8,9 @@ use countersign_control_plane::store::audit::chain::AuditKey;
 use countersign_control_plane::store::resources::ResourceSpec;
 use countersign_control_plane::{ControlPlane, Settings, Store};
 use countersign_gateway::audit::SpoolSettings;
-use countersign_gateway::config::{ClientTls, GatewaySettings, Upstream};
+use countersign_gateway::config::{
+    ClientTls, ControlPlaneAuth, EnrollmentSettings, GatewaySettings, Upstream,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use tokio::net::TcpListener;
 pub struct ConfigArg {
     /// TOML config file.
     #[arg(long, env = "COUNTERSIGN_CONFIG")]
-    config: PathBuf,
+    pub config: PathBuf,
 }
 
 pub async fn control_plane(args: ConfigArg) -> anyhow::Result<ExitCode> {
@@ -37,18 +39,30 @@ pub async fn control_plane(args: ConfigArg) -> anyhow::Result<ExitCode> {
     let store = Store::connect_with_audit_key(cfg.database_url.expose(), audit_key)
         .await
         .context("connecting to the store")?;
-    let mut settings = Settings::new(cfg.admin_token.clone(), cfg.gateway_token.clone());
+    // With [grpc_tls] no gateway token exists: the empty one is refused by the
+    // service, which checks client certificates instead.
+    let gateway_token = cfg
+        .gateway_token
+        .clone()
+        .unwrap_or_else(|| Secret::new(String::new()));
+    let mut settings = Settings::new(cfg.admin_token.clone(), gateway_token);
+    if let Some(tls) = &cfg.grpc_tls {
+        settings.gateway_tls = Some(tls.settings()?);
+    }
     settings.default_token_ttl =
         parse_duration(&cfg.default_token_ttl).map_err(anyhow::Error::msg)?;
     settings.max_token_ttl = parse_duration(&cfg.max_token_ttl).map_err(anyhow::Error::msg)?;
     settings.redis_url = cfg.redis_url.clone();
-    settings.public_url = cfg
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", cfg.http_addr));
+    settings.public_url = cfg.public_url();
+    settings.oidc = match &cfg.oidc {
+        Some(oidc) => Some(oidc.settings(&settings.public_url)?),
+        None => None,
+    };
     settings.notifications = cfg.notification_targets()?;
+    settings.audit_streams = cfg.audit_stream_settings()?;
     settings.audit_checkpoint_interval =
         parse_duration(&cfg.audit_checkpoint_interval).map_err(anyhow::Error::msg)?;
+    settings.shutdown_grace = parse_duration(&cfg.shutdown_grace).map_err(anyhow::Error::msg)?;
     for r in &cfg.resources {
         if let Some(keep) = &r.audit_retention {
             let keep = parse_duration(keep).map_err(anyhow::Error::msg)?;
@@ -60,9 +74,13 @@ pub async fn control_plane(args: ConfigArg) -> anyhow::Result<ExitCode> {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         settings.signing_key_pem = Some(Secret::new(pem));
     }
-    let cp = ControlPlane::new(store, settings).await?;
+    let cp = ControlPlane::new(store, settings)
+        .await
+        .context("starting the control plane")?;
     cp.start_bus();
     cp.start_audit_jobs();
+    cp.start_audit_streams()
+        .context("starting the audit streams")?;
     for r in &cfg.resources {
         cp.upsert_resource(&ResourceSpec {
             name: r.name.clone(),
@@ -91,11 +109,21 @@ pub async fn gateway(args: ConfigArg) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|u| Upstream::parse(u.url.expose(), &u.name).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let control_plane_urls = cfg.control_plane_urls();
     let settings = GatewaySettings {
         gateway_id: cfg.gateway_id,
         environment: cfg.environment,
-        control_plane_url: cfg.control_plane_url,
-        gateway_token: cfg.gateway_token,
+        control_plane_urls,
+        control_plane_auth: match cfg.gateway_token {
+            Some(token) => ControlPlaneAuth::Token(token),
+            None => ControlPlaneAuth::Enrolled(EnrollmentSettings {
+                state_dir: cfg.state_dir,
+                enrollment_token: cfg.enrollment_token,
+                control_plane_ca: cfg
+                    .control_plane_ca
+                    .context("control_plane_ca is required for mutual TLS")?,
+            }),
+        },
         pg_addr: cfg.pg_addr,
         require_tls: cfg.require_tls.unwrap_or(cfg.tls.is_some()),
         tls: cfg.tls.map(|t| ClientTls {
@@ -123,7 +151,7 @@ pub async fn gateway(args: ConfigArg) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let gw = countersign_gateway::Gateway::start(settings)?;
+    let gw = countersign_gateway::Gateway::start(settings).await?;
     if let Some(listener) = metrics {
         tracing::info!(metrics = %listener.local_addr()?, "gateway metrics listening");
         let gw = gw.clone();

@@ -1,18 +1,22 @@
 //! The admin HTTP API under `/api/v1`, served with axum.
 //!
 //! Every route takes `Authorization: Bearer <token>`: the bootstrap admin token
-//! or an access token. [`ApiError`] is the one error type; it maps causes to
+//! or an access token. Without one, a console session cookie (see [`sso`])
+//! is accepted: for GET and HEAD alone, and for any other method only with
+//! the session's CSRF token in `X-CSRF-Token`. [`ApiError`] is the one error type; it maps causes to
 //! status codes and never puts internals in a response (the log gets those).
 
 mod audit;
 mod bindings;
 mod credentials;
+mod gateways;
 mod grants;
 mod identities;
 mod openapi;
 mod policies;
 mod resources;
 mod reviews;
+pub mod sso;
 mod tokens;
 
 use crate::service::{ControlPlane, Principal, ServiceError};
@@ -26,10 +30,14 @@ use axum::{Json, Router};
 
 pub use openapi::ApiDoc;
 
-/// `GET /readyz`: 200 when the store answers, else 503.
+/// `GET /readyz`: 200 when the store answers, else 503; 503 as soon as the
+/// replica starts draining.
 async fn readyz(axum::extract::State(cp): axum::extract::State<ControlPlane>) -> Response {
     match cp.ready().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(ServiceError::Draining) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
             (
@@ -61,6 +69,11 @@ pub fn router(cp: ControlPlane) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/auth/login", get(sso::login))
+        .route("/auth/callback", get(sso::callback))
+        .route("/auth/session", get(sso::session))
+        .route("/auth/logout", post(sso::logout))
+        .route("/auth/cli/token", post(sso::cli_token))
         .route(
             "/api/v1/identities",
             get(identities::list).post(identities::create),
@@ -117,6 +130,13 @@ pub fn router(cp: ControlPlane) -> Router {
             get(bindings::list).post(bindings::create),
         )
         .route("/api/v1/bindings/{id}", delete(bindings::remove))
+        .route("/api/v1/gateways", get(gateways::list))
+        .route("/api/v1/gateways/ca", get(gateways::ca))
+        .route(
+            "/api/v1/gateways/enrollment-tokens",
+            post(gateways::create_token),
+        )
+        .merge(crate::console::router())
         .with_state(cp)
 }
 
@@ -137,6 +157,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("internal error")]
     Internal(String),
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<ServiceError> for ApiError {
@@ -149,6 +171,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(m) => Self::BadRequest(m),
             e @ ServiceError::InvalidPolicy(_) => Self::BadRequest(e.to_string()),
             ServiceError::Store(s) => s.into(),
+            e @ ServiceError::Draining => Self::Unavailable(e.to_string()),
         }
     }
 }
@@ -168,19 +191,27 @@ pub struct ErrorBody {
     pub error: String,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = match &self {
+impl ApiError {
+    /// The HTTP status this error answers with, on the API and the console.
+    pub fn status(&self) -> StatusCode {
+        match self {
             Self::NoCredentials | Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Internal(detail) => {
-                tracing::error!(%detail, "api request failed");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(detail) = &self {
+            tracing::error!(%detail, "api request failed");
+        }
+        let status = self.status();
         let body = ErrorBody {
             error: self.to_string(),
         };
@@ -195,11 +226,10 @@ impl FromRequestParts<ControlPlane> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, cp: &ControlPlane) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::NoCredentials)?;
+        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            return console_caller(parts, cp).await;
+        };
+        let header = header.to_str().map_err(|_| ApiError::NoCredentials)?;
         let token = header
             .strip_prefix("Bearer ")
             .map(str::trim)
@@ -207,6 +237,30 @@ impl FromRequestParts<ControlPlane> for Caller {
             .ok_or(ApiError::NoCredentials)?;
         Ok(Caller(cp.principal(token).await?))
     }
+}
+
+/// The caller of a request without `Authorization`: its console session,
+/// with the CSRF header required for anything but GET and HEAD.
+async fn console_caller(parts: &Parts, cp: &ControlPlane) -> Result<Caller, ApiError> {
+    use axum::http::Method;
+    let Some(cookie) = sso::session_cookie(&parts.headers) else {
+        return Err(ApiError::NoCredentials);
+    };
+    let session = cp.console_session(cookie).await?;
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        let presented = parts
+            .headers
+            .get(crate::sso::CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !session.csrf_matches(presented) {
+            return Err(ApiError::Forbidden(
+                "with a console session, this request needs the session's X-CSRF-Token header"
+                    .to_owned(),
+            ));
+        }
+    }
+    Ok(Caller(cp.session_principal(&session).await?))
 }
 
 /// JSON body extractor whose rejection is an [`ApiError`] (a 400 with the reason).

@@ -1,9 +1,22 @@
-//! `countersign.v1.GatewayService`: what gateways call.
+//! `countersign.v1.GatewayService` and `GatewayEnrollment`: what gateways call.
 //!
-//! Every call must carry `authorization: Bearer <gateway token>`. Protobuf
-//! types stop here: requests become domain types with `TryFrom` before the
-//! [`ControlPlane`] sees them.
+//! Two ways to authenticate a gateway, chosen by the control plane's
+//! settings ([`GatewayAuth`]):
+//! - with `gateway_tls` (production): the listener serves TLS and every
+//!   `GatewayService` call needs a client certificate from the gateway CA.
+//!   The environment the certificate names scopes the call: `WatchConfig`
+//!   sends only that environment's resources, and sessions, reviews and audit
+//!   for a resource of another environment are refused (PERMISSION_DENIED).
+//!   `GatewayEnrollment.Enroll` is the only call without one.
+//! - without it (`countersign dev`): plain gRPC, every call carries
+//!   `authorization: Bearer <gateway token>`, and the gateway's own
+//!   `environment` is trusted.
+//!
+//! Protobuf types stop here: requests become domain types with `TryFrom`
+//! before the [`ControlPlane`] sees them.
 
+use crate::enrollment::EnrolledCert;
+use crate::enrollment::ca::GatewayIdentity;
 use crate::grants::AccessBasis;
 use crate::reviews::{NewReview, ReviewView};
 use crate::service::{ControlPlane, ServiceError, SessionRequest};
@@ -12,46 +25,271 @@ use crate::store::audit::{AuditBody, NewAuditEvent, StatementAudit};
 use chrono::{TimeZone, Utc};
 use countersign_common::Secret;
 use countersign_proto::v1 as pb;
+use pb::gateway_enrollment_server::{GatewayEnrollment, GatewayEnrollmentServer};
 use pb::gateway_service_server::{GatewayService, GatewayServiceServer};
 use std::pin::Pin;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
 
 /// Most events accepted in one audit batch.
 const MAX_BATCH_EVENTS: usize = 10_000;
 
-/// The gRPC service, wrapped in the gateway-token check.
-pub fn service(
-    cp: ControlPlane,
-) -> InterceptedService<GatewayServiceServer<Gateways>, GatewayAuth> {
-    let auth = GatewayAuth {
-        token: cp.settings().gateway_token.clone(),
+/// How long a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The gRPC service, wrapped in the gateway authentication check.
+pub fn service(cp: ControlPlane) -> InterceptedService<GatewayServiceServer<Gateways>, Gate> {
+    let auth = match cp.settings().gateway_tls {
+        Some(_) => GatewayAuth::ClientCert,
+        None => GatewayAuth::Bearer(cp.settings().gateway_token.clone()),
+    };
+    let gate = Gate {
+        auth,
+        draining: cp.draining(),
     };
     let server = GatewayServiceServer::new(Gateways { cp }).max_decoding_message_size(64 << 20);
-    InterceptedService::new(server, auth)
+    InterceptedService::new(server, gate)
 }
 
-/// Checks the gateway bearer token on every call.
+/// Refuses new calls while the replica drains, then authenticates.
 #[derive(Clone)]
-pub struct GatewayAuth {
-    token: Secret<String>,
+pub struct Gate {
+    auth: GatewayAuth,
+    draining: watch::Receiver<bool>,
+}
+
+impl tonic::service::Interceptor for Gate {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        if *self.draining.borrow() {
+            return Err(draining_status());
+        }
+        self.auth.call(req)
+    }
+}
+
+/// What a gateway hears when this replica shuts down: `UNAVAILABLE`, which
+/// makes it reconnect to another replica.
+fn draining_status() -> Status {
+    Status::unavailable("this control-plane replica is shutting down; reconnect to another replica")
+}
+
+/// The span of one gateway call, a child of the gateway's span when the call
+/// carries a W3C `traceparent` (see `Server::trace_fn` in [`crate::serve`]).
+/// Named after the method; it holds no request data.
+pub fn request_span(req: &axum::http::Request<()>) -> tracing::Span {
+    let method = req
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let span = tracing::info_span!("grpc", otel.name = %method, otel.kind = "server", rpc.method = %method);
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&HeaderExtractor(req.headers()))
+    });
+    set_parent(&span, parent);
+    span
+}
+
+struct HeaderExtractor<'a>(&'a axum::http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+fn set_parent(span: &tracing::Span, parent: opentelemetry::Context) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if let Err(e) = span.set_parent(parent) {
+        tracing::debug!(error = %e, "cannot link the gateway's trace");
+    }
+}
+
+/// The span of storing one audit batch, a child of the gateway's upload span.
+fn batch_span(batch: &pb::AuditBatch) -> tracing::Span {
+    let span = tracing::info_span!(
+        "ingest_audit_batch",
+        batch = batch.batch_id,
+        events = batch.events.len()
+    );
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&batch.trace_context));
+    set_parent(&span, parent);
+    span
+}
+
+/// Resolves once the replica starts draining.
+async fn drained(mut draining: watch::Receiver<bool>) {
+    if draining.wait_for(|d| *d).await.is_err() {
+        // The control plane is gone, which only happens at exit: nothing to wait for.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// `GatewayEnrollment`: needs no client certificate (the token is the credential).
+pub fn enrollment_service(cp: ControlPlane) -> GatewayEnrollmentServer<Enrollment> {
+    GatewayEnrollmentServer::new(Enrollment { cp }).max_decoding_message_size(64 << 10)
+}
+
+/// The TLS setup of the gRPC listener when `gateway_tls` is set: a server
+/// certificate issued now by the gateway CA, and client certificates from
+/// that CA verified in the handshake. A client may connect without one (to
+/// enroll); every `GatewayService` call then fails in [`GatewayAuth`].
+pub fn server_tls(cp: &ControlPlane) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
+    let (Some(tls), Some(ca)) = (&cp.settings().gateway_tls, cp.ca()) else {
+        return Ok(None);
+    };
+    let (cert, key) = ca
+        .issue_server_cert(&tls.server_names, tls.server_cert_lifetime)
+        .map_err(|e| e.to_string())?;
+    Ok(Some(
+        tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key))
+            .client_ca_root(tonic::transport::Certificate::from_pem(ca.cert_pem()))
+            .client_auth_optional(true)
+            .timeout(TLS_HANDSHAKE_TIMEOUT),
+    ))
+}
+
+/// Authenticates every `GatewayService` call.
+#[derive(Clone)]
+pub enum GatewayAuth {
+    /// `authorization: Bearer <token>` (plain gRPC, `countersign dev`).
+    Bearer(Secret<String>),
+    /// A client certificate from the gateway CA, verified by the TLS
+    /// handshake; its [`GatewayIdentity`] goes into the request's extensions.
+    ClientCert,
 }
 
 impl tonic::service::Interceptor for GatewayAuth {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let presented = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match presented {
-            Some(t) if self.token.matches(t) => Ok(req),
-            _ => Err(Status::unauthenticated(
-                "gateway credentials are missing or wrong",
-            )),
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        match self {
+            Self::Bearer(token) => {
+                let presented = req
+                    .metadata()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                match presented {
+                    // An empty configured token never matches (fail closed).
+                    Some(t) if !token.expose().is_empty() && token.matches(t) => Ok(req),
+                    _ => Err(Status::unauthenticated(
+                        "gateway credentials are missing or wrong",
+                    )),
+                }
+            }
+            Self::ClientCert => {
+                let identity = req
+                    .peer_certs()
+                    .and_then(|certs| certs.first().and_then(|c| GatewayIdentity::from_der(c)))
+                    .ok_or_else(|| {
+                        Status::unauthenticated(
+                            "a client certificate from the gateway CA is required: enroll the gateway with an enrollment token",
+                        )
+                    })?;
+                // The handshake checked validity, but an HTTP/2 connection
+                // outlives it: each call checks again.
+                if identity.not_after <= Utc::now() {
+                    return Err(Status::unauthenticated(format!(
+                        "the client certificate of gateway {} expired at {}; enroll it again",
+                        identity.id, identity.not_after
+                    )));
+                }
+                req.extensions_mut().insert(identity);
+                Ok(req)
+            }
+        }
+    }
+}
+
+/// Resolves when the calling gateway's certificate ends; never without one.
+/// Streams stop then, so that a stream opened with a certificate does not
+/// outlive it.
+async fn certificate_end(gateway: Option<&GatewayIdentity>) {
+    match gateway.and_then(|g| (g.not_after - Utc::now()).to_std().ok()) {
+        Some(left) => tokio::time::sleep(left).await,
+        None if gateway.is_some() => {}
+        None => std::future::pending().await,
+    }
+}
+
+fn expired_status() -> Status {
+    Status::unauthenticated("the client certificate has expired; reconnect with a renewed one")
+}
+
+/// The calling gateway's certificate identity, when mutual TLS is on.
+fn caller<T>(req: &Request<T>) -> Option<GatewayIdentity> {
+    req.extensions().get::<GatewayIdentity>().cloned()
+}
+
+/// Refuses when `resource` belongs to an environment other than `caller`'s.
+/// Unknown resources are not refused here: the call itself decides on them.
+async fn check_environment(
+    cp: &ControlPlane,
+    caller: Option<&GatewayIdentity>,
+    resource: &str,
+) -> Result<(), Status> {
+    let Some(caller) = caller else {
+        return Ok(());
+    };
+    let found = cp
+        .store()
+        .resource_by_name(resource)
+        .await
+        .map_err(|e| status_of(e.into()))?;
+    match found {
+        Some(r) if r.environment != caller.environment => Err(Status::permission_denied(format!(
+            "resource {resource:?} is not in this gateway's environment {:?}",
+            caller.environment
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn certificate_to_pb(c: EnrolledCert) -> pb::GatewayCertificate {
+    pb::GatewayCertificate {
+        cert_pem: c.cert_pem,
+        ca_pem: c.ca_pem,
+        not_after: c.not_after.timestamp(),
+        gateway_id: c.gateway_id,
+        environment: c.environment,
+    }
+}
+
+pub struct Enrollment {
+    cp: ControlPlane,
+}
+
+#[tonic::async_trait]
+impl GatewayEnrollment for Enrollment {
+    async fn enroll(
+        &self,
+        request: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::GatewayCertificate>, Status> {
+        let r = request.into_inner();
+        match self
+            .cp
+            .enroll_gateway(&r.token, &r.csr_pem, &r.gateway_id, &r.version)
+            .await
+        {
+            Ok(c) => {
+                tracing::info!(gateway = %c.gateway_id, environment = %c.environment, not_after = %c.not_after, "gateway enrolled");
+                Ok(Response::new(certificate_to_pb(c)))
+            }
+            Err(e) => {
+                tracing::warn!(gateway = %r.gateway_id, reason = %e, "gateway enrollment refused");
+                Err(status_of(e))
+            }
         }
     }
 }
@@ -78,6 +316,7 @@ fn status_of(e: ServiceError) -> Status {
             tracing::error!(error = %s, "store failure");
             Status::unavailable("control plane store is unavailable")
         }
+        e @ ServiceError::Draining => Status::unavailable(e.to_string()),
     }
 }
 
@@ -149,6 +388,7 @@ impl GatewayService for Gateways {
         &self,
         request: Request<pb::OpenReviewRequest>,
     ) -> Result<Response<pb::Review>, Status> {
+        let gateway = caller(&request);
         let r = request.into_inner();
         // The requester is the session's identity, as recorded when it was opened.
         let session = self
@@ -163,6 +403,7 @@ impl GatewayService for Gateways {
                 "the review does not match its session",
             ));
         }
+        check_environment(&self.cp, gateway.as_ref(), &session.resource).await?;
         let review = self
             .cp
             .open_review(NewReview {
@@ -188,6 +429,7 @@ impl GatewayService for Gateways {
         &self,
         request: Request<pb::WatchReviewRequest>,
     ) -> Result<Response<Self::WatchReviewStream>, Status> {
+        let gateway = caller(&request);
         let id = request.into_inner().id;
         let cp = self.cp.clone();
         // Subscribe before the first read, so no change falls in between.
@@ -197,9 +439,13 @@ impl GatewayService for Gateways {
             .await
             .map_err(status_of)?
             .ok_or_else(|| Status::not_found("unknown review"))?;
+        check_environment(&cp, gateway.as_ref(), &first.resource).await?;
         let (tx, rx) = mpsc::channel(4);
+        let draining = cp.draining();
         tokio::spawn(async move {
             let mut current = first;
+            let drain = drained(draining);
+            tokio::pin!(drain);
             loop {
                 if tx.send(Ok(review_to_pb(&current))).await.is_err() || current.status != "pending"
                 {
@@ -212,6 +458,14 @@ impl GatewayService for Gateways {
                 loop {
                     tokio::select! {
                         _ = tx.closed() => return,
+                        _ = certificate_end(gateway.as_ref()) => {
+                            let _ = tx.send(Err(expired_status())).await;
+                            return;
+                        }
+                        _ = &mut drain => {
+                            let _ = tx.send(Err(draining_status())).await;
+                            return;
+                        }
                         changed = changes.recv() => match changed {
                             Ok(changed) if changed != id => continue,
                             _ => {}
@@ -240,7 +494,19 @@ impl GatewayService for Gateways {
         &self,
         request: Request<pb::GatewayHello>,
     ) -> Result<Response<Self::WatchConfigStream>, Status> {
-        let hello = request.into_inner();
+        let gateway = caller(&request);
+        let mut hello = request.into_inner();
+        if let Some(g) = &gateway {
+            // The certificate decides, whatever the gateway says about itself.
+            if !hello.environment.is_empty() && hello.environment != g.environment {
+                tracing::warn!(gateway = %g.id, claimed = %hello.environment, certified = %g.environment, "gateway claims another environment than its certificate; using the certificate's");
+            }
+            hello.environment = g.environment.clone();
+            hello.gateway_id = g.id.clone();
+            if let Err(e) = self.cp.store().touch_gateway(&g.id, &hello.version).await {
+                tracing::warn!(gateway = %g.id, error = %e, "cannot record that the gateway was seen");
+            }
+        }
         tracing::info!(gateway = %hello.gateway_id, environment = %hello.environment, "gateway watching config");
         let this = Gateways {
             cp: self.cp.clone(),
@@ -250,7 +516,10 @@ impl GatewayService for Gateways {
         let mut changes = self.cp.config_changes();
         let poll = self.cp.settings().config_poll_interval;
         let watching = self.cp.metrics().gateways_watching.clone();
+        let draining = self.cp.draining();
         tokio::spawn(async move {
+            let drain = drained(draining);
+            tokio::pin!(drain);
             // Counted while this task runs, whichever way it ends.
             struct Watching(prometheus_client::metrics::gauge::Gauge);
             impl Drop for Watching {
@@ -268,6 +537,14 @@ impl GatewayService for Gateways {
             loop {
                 tokio::select! {
                     _ = tx.closed() => return,
+                    _ = certificate_end(gateway.as_ref()) => {
+                        let _ = tx.send(Err(expired_status())).await;
+                        return;
+                    }
+                    _ = &mut drain => {
+                        let _ = tx.send(Err(draining_status())).await;
+                        return;
+                    }
                     _ = changes.changed() => {}
                     _ = tokio::time::sleep(poll) => {}
                 }
@@ -301,6 +578,7 @@ impl GatewayService for Gateways {
         &self,
         request: Request<pb::AuthenticateSessionRequest>,
     ) -> Result<Response<pb::SessionGrant>, Status> {
+        let gateway = caller(&request);
         let r = request.into_inner();
         let client = r.client.unwrap_or_default();
         let req = SessionRequest {
@@ -311,9 +589,13 @@ impl GatewayService for Gateways {
             client_address: client.address,
             application_name: client.application_name,
             tls: client.tls,
-            gateway_id: r.gateway_id,
+            gateway_id: match &gateway {
+                Some(g) => g.id.clone(),
+                None => r.gateway_id,
+            },
         };
-        match self.cp.open_session(&req).await {
+        let environment = gateway.as_ref().map(|g| g.environment.as_str());
+        match self.cp.open_session_in(&req, environment).await {
             Ok(g) => {
                 tracing::info!(session = %g.session_id, identity = %g.identity, resource = %g.resource, "session authenticated");
                 let (grant_id, grant_expires_at, access_rule) = match &g.access.basis {
@@ -344,16 +626,59 @@ impl GatewayService for Gateways {
         }
     }
 
+    async fn renew(
+        &self,
+        request: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::GatewayCertificate>, Status> {
+        let Some(gateway) = caller(&request) else {
+            return Err(Status::failed_precondition(
+                "renewal needs mutual TLS: this control plane has no gateway CA",
+            ));
+        };
+        let r = request.into_inner();
+        match self
+            .cp
+            .renew_gateway(&gateway, &r.csr_pem, &r.version)
+            .await
+        {
+            Ok(c) => {
+                tracing::info!(gateway = %c.gateway_id, environment = %c.environment, not_after = %c.not_after, "gateway certificate renewed");
+                Ok(Response::new(certificate_to_pb(c)))
+            }
+            Err(e) => {
+                tracing::warn!(gateway = %gateway.id, reason = %e, "gateway renewal refused");
+                Err(status_of(e))
+            }
+        }
+    }
+
     async fn publish_audit(
         &self,
         request: Request<Streaming<pb::AuditBatch>>,
     ) -> Result<Response<Self::PublishAuditStream>, Status> {
+        let gateway = caller(&request);
         let mut inbound = request.into_inner();
         let cp = self.cp.clone();
         let (tx, rx) = mpsc::channel(16);
+        let draining = cp.draining();
         tokio::spawn(async move {
+            let drain = drained(draining);
+            tokio::pin!(drain);
             loop {
-                let batch = match inbound.message().await {
+                // A batch being stored is finished and acknowledged; draining
+                // ends the stream only between batches.
+                let next = tokio::select! {
+                    next = inbound.message() => next,
+                    _ = certificate_end(gateway.as_ref()) => {
+                        let _ = tx.send(Err(expired_status())).await;
+                        return;
+                    }
+                    _ = &mut drain => {
+                        let _ = tx.send(Err(draining_status())).await;
+                        return;
+                    }
+                };
+                let batch = match next {
                     Ok(Some(b)) => b,
                     Ok(None) => return,
                     Err(status) => {
@@ -361,7 +686,8 @@ impl GatewayService for Gateways {
                         return;
                     }
                 };
-                let reply = ingest(&cp, batch).await;
+                let span = batch_span(&batch);
+                let reply = ingest(&cp, gateway.as_ref(), batch).instrument(span).await;
                 if tx.send(reply).await.is_err() {
                     return;
                 }
@@ -371,7 +697,11 @@ impl GatewayService for Gateways {
     }
 }
 
-async fn ingest(cp: &ControlPlane, batch: pb::AuditBatch) -> Result<pb::AuditAck, Status> {
+async fn ingest(
+    cp: &ControlPlane,
+    gateway: Option<&GatewayIdentity>,
+    batch: pb::AuditBatch,
+) -> Result<pb::AuditAck, Status> {
     if batch.events.len() > MAX_BATCH_EVENTS {
         return Err(Status::invalid_argument(format!(
             "an audit batch holds at most {MAX_BATCH_EVENTS} events"
@@ -382,6 +712,24 @@ async fn ingest(cp: &ControlPlane, batch: pb::AuditBatch) -> Result<pb::AuditAck
         .into_iter()
         .map(NewAuditEvent::try_from)
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(g) = gateway {
+        // A gateway writes audit for its own environment's resources only.
+        let resources = cp
+            .store()
+            .list_resources()
+            .await
+            .map_err(|e| status_of(e.into()))?;
+        for e in &events {
+            if let Some(r) = resources.iter().find(|r| r.name == e.resource)
+                && r.environment != g.environment
+            {
+                return Err(Status::permission_denied(format!(
+                    "audit event {}:{} is for resource {:?}, which is not in this gateway's environment {:?}",
+                    e.session_id, e.seq, e.resource, g.environment
+                )));
+            }
+        }
+    }
     let stored = cp.ingest_audit(&events).await.map_err(status_of)?;
     Ok(pb::AuditAck {
         batch_id: batch.batch_id,

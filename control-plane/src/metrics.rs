@@ -11,6 +11,8 @@ pub struct Metrics {
     pub sessions_authenticated: Counter,
     pub sessions_refused: Counter,
     pub audit_events_ingested: Counter,
+    pub audit_streamed: Counter,
+    pub audit_stream_failures: Counter,
     pub gateways_watching: Gauge,
     pub policy_version: Gauge,
 }
@@ -23,6 +25,8 @@ impl Default for Metrics {
             sessions_authenticated: Counter::default(),
             sessions_refused: Counter::default(),
             audit_events_ingested: Counter::default(),
+            audit_streamed: Counter::default(),
+            audit_stream_failures: Counter::default(),
             gateways_watching: Gauge::default(),
             policy_version: Gauge::default(),
         };
@@ -40,6 +44,16 @@ impl Default for Metrics {
             "audit_events_ingested",
             "Audit events stored from gateways (resends not counted)",
             m.audit_events_ingested.clone(),
+        );
+        registry.register(
+            "audit_streamed",
+            "Audit events delivered to SIEM streams by this replica (acknowledged batches)",
+            m.audit_streamed.clone(),
+        );
+        registry.register(
+            "audit_stream_failures",
+            "Failed SIEM stream deliveries (each retried)",
+            m.audit_stream_failures.clone(),
         );
         registry.register(
             "gateways_watching",

@@ -61,6 +61,19 @@ pub struct Settings {
     /// Audit retention per resource name: events older than this are purged.
     /// Resources not listed keep their audit forever. Default: none listed.
     pub audit_retention: Vec<(String, Duration)>,
+    /// SIEM streams of the audit trail (see [`crate::audit_stream`]). Default: none.
+    pub audit_streams: Vec<crate::audit_stream::AuditStreamSettings>,
+    /// Single sign-on with an OpenID Connect provider. Default: none (only
+    /// tokens, API keys and workload tokens authenticate).
+    pub oidc: Option<crate::sso::OidcSettings>,
+    /// Mutual TLS for gateways (see [`crate::enrollment`]). When set, the gRPC
+    /// listener serves TLS and every gateway call but enrollment needs a client
+    /// certificate from the gateway CA; `gateway_token` is then not accepted.
+    /// `None` (`countersign dev`): plain gRPC with `gateway_token`.
+    pub gateway_tls: Option<crate::enrollment::GatewayTlsSettings>,
+    /// After a shutdown signal, how long unary calls already running get to
+    /// finish before the process stops regardless. Default 20 s.
+    pub shutdown_grace: Duration,
 }
 
 impl Settings {
@@ -80,6 +93,10 @@ impl Settings {
             notifications: Vec::new(),
             audit_checkpoint_interval: Duration::from_secs(60),
             audit_retention: Vec::new(),
+            audit_streams: Vec::new(),
+            oidc: None,
+            gateway_tls: None,
+            shutdown_grace: Duration::from_secs(20),
         }
     }
 }
@@ -99,6 +116,9 @@ pub enum ServiceError {
     InvalidPolicy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// This replica is shutting down; the caller should use another.
+    #[error("this control-plane replica is shutting down; use another replica")]
+    Draining,
 }
 
 /// Who is calling the HTTP API.
@@ -200,6 +220,12 @@ struct Inner {
     /// The active policy, parsed, with its version (see `grants`).
     policy_cache: std::sync::Mutex<Option<(u64, Arc<countersign_policy::Policy>)>>,
     metrics: crate::metrics::Metrics,
+    /// The OIDC provider, discovered at start; `None` without `[oidc]`.
+    sso: Option<crate::sso::provider::Provider>,
+    /// The gateway CA, when `settings.gateway_tls` is set.
+    ca: Option<crate::enrollment::ca::GatewayCa>,
+    /// Set once when this replica starts to shut down (see [`ControlPlane::start_draining`]).
+    draining: watch::Sender<bool>,
 }
 
 impl ControlPlane {
@@ -222,6 +248,18 @@ impl ControlPlane {
         };
         let notifier = Notifier::new(&settings.notifications)
             .map_err(|e| ServiceError::Invalid(format!("notifications: {e}")))?;
+        let sso = match &settings.oidc {
+            Some(oidc) => Some(
+                crate::sso::provider::Provider::discover(oidc.clone())
+                    .await
+                    .map_err(|e| ServiceError::Invalid(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let ca = match &settings.gateway_tls {
+            Some(tls) => Some(crate::enrollment::load_ca(&store, tls).await?),
+            None => None,
+        };
         let (config_version, _) = watch::channel(0);
         let (review_changes, _) = broadcast::channel(REVIEW_CHANGES_CAPACITY);
         Ok(Self {
@@ -236,6 +274,9 @@ impl ControlPlane {
                 credentials: crate::credentials::Credentials::default(),
                 policy_cache: std::sync::Mutex::new(None),
                 metrics: crate::metrics::Metrics::default(),
+                sso,
+                ca,
+                draining: watch::channel(false).0,
             }),
         })
     }
@@ -249,6 +290,21 @@ impl ControlPlane {
         &self,
     ) -> &std::sync::Mutex<Option<(u64, Arc<countersign_policy::Policy>)>> {
         &self.inner.policy_cache
+    }
+
+    /// The OIDC provider; `NotFound`-like refusal when sign-in is not configured.
+    pub fn sso(&self) -> Result<&crate::sso::provider::Provider, ServiceError> {
+        self.inner.sso.as_ref().ok_or_else(|| {
+            ServiceError::Invalid(
+                "single sign-on is not configured on this control plane (no [oidc] section)"
+                    .to_owned(),
+            )
+        })
+    }
+
+    /// The gateway CA; `None` unless `settings.gateway_tls` is set.
+    pub fn ca(&self) -> Option<&crate::enrollment::ca::GatewayCa> {
+        self.inner.ca.as_ref()
     }
 
     pub fn store(&self) -> &Store {
@@ -491,6 +547,16 @@ impl ControlPlane {
 
     /// Authenticates a client connection for a gateway and records the session.
     pub async fn open_session(&self, req: &SessionRequest) -> Result<SessionGrant, ServiceError> {
+        self.open_session_in(req, None).await
+    }
+
+    /// [`ControlPlane::open_session`] for a gateway whose client certificate
+    /// names `environment`: a resource of another environment is refused.
+    pub async fn open_session_in(
+        &self,
+        req: &SessionRequest,
+        environment: Option<&str>,
+    ) -> Result<SessionGrant, ServiceError> {
         if req.token.expose().is_empty() {
             return Err(ServiceError::Unauthenticated(
                 "a password is required: use your Countersign access token".to_owned(),
@@ -511,6 +577,14 @@ impl ControlPlane {
             .ok_or_else(|| {
                 ServiceError::Forbidden(format!("no resource named {:?}", req.resource))
             })?;
+        if let Some(env) = environment
+            && resource.environment != env
+        {
+            return Err(ServiceError::Forbidden(format!(
+                "resource {:?} is not in this gateway's environment {env:?}",
+                resource.name
+            )));
+        }
         let access = self
             .session_access(&identity.email, &claims.groups, &resource)
             .await?;
@@ -595,10 +669,31 @@ impl ControlPlane {
         self.inner.metrics.encode()
     }
 
-    /// Whether this replica can serve: its store answers.
+    /// Whether this replica can serve: it is not draining and its store answers.
     pub async fn ready(&self) -> Result<(), ServiceError> {
+        if self.is_draining() {
+            return Err(ServiceError::Draining);
+        }
         self.inner.store.ping().await?;
         Ok(())
+    }
+
+    /// Starts the shutdown of this replica: `/readyz` answers 503, new gateway
+    /// calls are refused with `UNAVAILABLE`, and open gateway streams end with
+    /// `UNAVAILABLE` so that gateways move to another replica. Unary calls
+    /// already running finish.
+    pub fn start_draining(&self) {
+        self.inner.draining.send_replace(true);
+    }
+
+    /// Whether [`Self::start_draining`] was called.
+    pub fn is_draining(&self) -> bool {
+        *self.inner.draining.borrow()
+    }
+
+    /// A receiver that turns `true` when draining starts.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.inner.draining.subscribe()
     }
 
     pub async fn ingest_audit(&self, events: &[NewAuditEvent]) -> Result<u64, ServiceError> {

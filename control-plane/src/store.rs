@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod credentials;
 pub mod entity;
+pub mod gateways;
 pub mod identities;
 pub mod policies;
 pub mod resources;
@@ -14,6 +15,7 @@ pub mod reviews;
 pub mod role_bindings;
 pub mod sessions;
 pub mod settings;
+pub mod sso;
 pub mod tokens;
 
 use countersign_migrations::{Migrator, MigratorTrait};
@@ -91,6 +93,14 @@ impl Store {
         let sealed = audit::chain::seal_unchained(&store).await;
         lock.release().await;
         sealed?;
+        if store.db.get_database_backend() == sea_orm::DbBackend::Postgres
+            && !store.audit_text_index().await?
+        {
+            tracing::warn!(
+                "audit text search is not indexed: the pg_trgm extension could not be created \
+                 (see docs/audit.md); searches by text read every event in range"
+            );
+        }
         Ok(store)
     }
 
@@ -100,6 +110,24 @@ impl Store {
 
     pub(crate) fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Whether the trigram index behind audit text search exists (PostgreSQL;
+    /// see migration m0009). Always false on SQLite.
+    pub async fn audit_text_index(&self) -> Result<bool, StoreError> {
+        use sea_orm::{ConnectionTrait, Statement};
+        if self.db.get_database_backend() != sea_orm::DbBackend::Postgres {
+            return Ok(false);
+        }
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT 1 AS found FROM pg_indexes \
+                 WHERE indexname = 'audit_events_statement_trgm'",
+            ))
+            .await?;
+        Ok(row.is_some())
     }
 
     /// A round trip to the database.

@@ -50,5 +50,12 @@ async fn health_readiness_and_metrics_answer_without_a_token() {
             assert!(text.contains(name), "{who}: {name} missing in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{who}: {text}");
+
+        // Draining (on SIGTERM): not ready any more, still alive.
+        cp.start_draining();
+        let (status, text) = get(&cp, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{who}");
+        assert_eq!(text, "draining\n", "{who}");
+        assert_eq!(get(&cp, "/healthz").await.0, StatusCode::OK, "{who}");
     }
 }

@@ -8,10 +8,9 @@
 
 #![cfg(test)]
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+#[path = "support/receiver.rs"]
+mod receiver;
+
 use countersign_common::Secret;
 use countersign_control_plane::notify::{self, Event, NotificationTarget};
 use countersign_control_plane::reviews::{DecisionView, NewReview, ReviewView};
@@ -19,119 +18,15 @@ use countersign_control_plane::service::Principal;
 use countersign_control_plane::store::identities::IdentityKind;
 use countersign_control_plane::{ControlPlane, ServiceError, Settings, Store};
 use hmac::{Hmac, Mac};
+use receiver::{Receiver, Recorded};
 use serde_json::Value;
 use sha2::Sha256;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "webhook-secret-for-tests";
 const REQUESTER: &str = "alice@example.com";
 const MINUTE: Duration = Duration::from_secs(60);
-/// Longest a test waits for deliveries that should come.
-const PATIENCE: Duration = Duration::from_secs(15);
-
-/// One request a receiver got.
-#[derive(Clone, Debug)]
-struct Recorded {
-    path: String,
-    headers: HeaderMap,
-    body: Bytes,
-    at: Instant,
-}
-
-impl Recorded {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-}
-
-#[derive(Default)]
-struct Shared {
-    requests: Mutex<Vec<Recorded>>,
-    /// Statuses to answer, in order; 200 once it runs out.
-    script: Mutex<VecDeque<u16>>,
-    /// How long to wait before answering.
-    delay: Duration,
-}
-
-/// An HTTP server on 127.0.0.1:0 that records requests and answers as scripted.
-struct Receiver {
-    base: String,
-    shared: Arc<Shared>,
-}
-
-impl Receiver {
-    async fn start(script: &[u16]) -> Self {
-        Self::start_with(script, Duration::ZERO).await
-    }
-
-    async fn start_with(script: &[u16], delay: Duration) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::serve(listener, script, delay)
-    }
-
-    fn serve(listener: tokio::net::TcpListener, script: &[u16], delay: Duration) -> Self {
-        let shared = Arc::new(Shared {
-            script: Mutex::new(script.iter().copied().collect()),
-            delay,
-            ..Shared::default()
-        });
-        let router = Router::new().fallback(record).with_state(shared.clone());
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        Self { base, shared }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn requests(&self) -> Vec<Recorded> {
-        self.shared.requests.lock().unwrap().clone()
-    }
-
-    /// The requests once there are at least `n`; fails after [`PATIENCE`].
-    async fn wait_for(&self, n: usize) -> Vec<Recorded> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let got = self.requests();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "expected {n} requests, got {}: {got:?}",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-async fn record(
-    State(shared): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    shared.requests.lock().unwrap().push(Recorded {
-        path: uri.path().to_owned(),
-        headers,
-        body,
-        at: Instant::now(),
-    });
-    tokio::time::sleep(shared.delay).await;
-    let status = shared.script.lock().unwrap().pop_front().unwrap_or(200);
-    StatusCode::from_u16(status).unwrap()
-}
 
 fn webhook(url: String) -> NotificationTarget {
     NotificationTarget::Webhook {

@@ -46,6 +46,74 @@ fn statement(session: &str, seq: u64, identity: &str, sql: &str) -> NewAuditEven
     }
 }
 
+/// Text search: case-insensitive, `%` and `_` taken literally, and matches
+/// found both among the newest 10,000 events (the search's first step) and
+/// beyond them (its second step), newest first across both.
+#[tokio::test]
+async fn text_search_reaches_past_its_window_escapes_and_ignores_case() {
+    for (backend, store) in backends().await {
+        let who = backend.name();
+        let base = Utc::now() - Duration::hours(2);
+        let events: Vec<NewAuditEvent> = (0..10_050u64)
+            .map(|i| {
+                let sql = match i {
+                    0..=2 => format!("SELECT 'Needle' FROM hay -- {i}"),
+                    10_040..=10_044 => format!("select needle from hay -- {i}"),
+                    100 => "SELECT '50% off'".to_owned(),
+                    101 => "SELECT '50x off'".to_owned(),
+                    102 => "SELECT a_b FROM t".to_owned(),
+                    103 => "SELECT axb FROM t".to_owned(),
+                    _ => format!("SELECT {i} FROM t"),
+                };
+                let mut e = statement("bulk", i, "bob@example.com", &sql);
+                e.at = base + Duration::milliseconds(i as i64);
+                e
+            })
+            .collect();
+        for chunk in events.chunks(2_000) {
+            store.insert_audit_events(chunk).await.unwrap();
+        }
+        let search = |text: &str, limit: u64| {
+            let filter = AuditFilter {
+                identity: Some("bob@example.com".into()),
+                since: Some(base - Duration::minutes(1)),
+                until: Some(Utc::now()),
+                text: Some(text.into()),
+                limit,
+                ..Default::default()
+            };
+            let store = &store;
+            async move {
+                store
+                    .search_audit(&filter)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|e| e.seq)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            search("NEEDLE", 100).await,
+            vec![0, 1, 2, 10_040, 10_041, 10_042, 10_043, 10_044],
+            "{who}: both steps, oldest first"
+        );
+        assert_eq!(
+            search("needle", 6).await,
+            vec![2, 10_040, 10_041, 10_042, 10_043, 10_044],
+            "{who}: the newest 6"
+        );
+        assert_eq!(
+            search("needle", 3).await,
+            vec![10_042, 10_043, 10_044],
+            "{who}: the window alone"
+        );
+        assert_eq!(search("50%", 100).await, vec![100], "{who}");
+        assert_eq!(search("a_b", 100).await, vec![102], "{who}");
+        assert!(search("no such text", 100).await.is_empty(), "{who}");
+    }
+}
+
 #[tokio::test]
 async fn identities_groups_and_conflicts() {
     for (backend, store) in backends().await {
@@ -195,6 +263,69 @@ async fn audit_inserts_are_idempotent_and_searchable() {
             .await
             .unwrap();
         assert_eq!(newest.len(), 5, "{who}");
+        store.close().await.unwrap();
+    }
+}
+
+/// The console's search filters: decision, statement kind (one element of
+/// the kinds, not a substring of another), and newest-first keyset pages.
+#[tokio::test]
+async fn audit_filters_by_decision_and_kind_and_pages_backwards() {
+    for (backend, store) in backends().await {
+        let who = backend.name();
+        let base = Utc::now() - Duration::minutes(10);
+        let events: Vec<NewAuditEvent> = (0..30u64)
+            .map(|i| {
+                let mut e = statement("p1", i, "alice@example.com", &format!("stmt {i}"));
+                e.at = base + Duration::seconds(i as i64);
+                if let AuditBody::Statement(s) = &mut e.body {
+                    if i % 3 == 0 {
+                        s.kinds = vec!["delete".to_owned()];
+                        s.decision = "review".to_owned();
+                    } else if i % 3 == 1 {
+                        s.kinds = vec!["select_into".to_owned()];
+                    }
+                }
+                e
+            })
+            .collect();
+        store.insert_audit_events(&events).await.unwrap();
+        let find = |f: AuditFilter| {
+            let store = &store;
+            async move { store.search_audit(&f).await.unwrap() }
+        };
+        let reviewed = find(AuditFilter {
+            decision: Some("review".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(reviewed.len(), 10, "{who}");
+        assert!(reviewed.iter().all(|e| e.kinds == ["delete"]), "{who}");
+        let selects = find(AuditFilter {
+            kind: Some("select".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(selects.len(), 10, "{who}: select, not select_into");
+        assert!(selects.iter().all(|e| e.kinds == ["select"]), "{who}");
+
+        // Pages of 7, newest first, each older than the last one's oldest.
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = find(AuditFilter {
+                older_than: cursor.clone(),
+                limit: 7,
+                ..Default::default()
+            })
+            .await;
+            let Some(oldest) = page.first() else { break };
+            cursor = Some((oldest.at, oldest.session_id.clone(), oldest.seq as i64));
+            seen.extend(page.iter().rev().map(|e| e.seq));
+        }
+        assert_eq!(seen, (0..30u64).rev().collect::<Vec<_>>(), "{who}");
         store.close().await.unwrap();
     }
 }

@@ -121,6 +121,32 @@ pub struct ClientTls {
     pub key_path: PathBuf,
 }
 
+/// How the gateway authenticates to the control plane.
+#[derive(Clone, Debug)]
+pub enum ControlPlaneAuth {
+    /// Plain gRPC with a shared bearer token: `countersign dev`, or a control
+    /// plane without `[grpc_tls]`.
+    Token(Secret<String>),
+    /// Mutual TLS with a client certificate from the control plane's gateway
+    /// CA, enrolled with a one-time token and renewed on its own (see
+    /// [`crate::enroll`]).
+    Enrolled(EnrollmentSettings),
+}
+
+/// Where an enrolled gateway keeps its identity, and how it gets one.
+#[derive(Clone, Debug)]
+pub struct EnrollmentSettings {
+    /// Holds `gateway.pem` (client certificate and private key) and `ca.pem`,
+    /// mode 0600. Keep it across restarts: a gateway with a valid certificate
+    /// here does not enroll again.
+    pub state_dir: PathBuf,
+    /// One-time token used when `state_dir` holds no valid certificate.
+    pub enrollment_token: Option<Secret<String>>,
+    /// PEM file of the control plane's gateway CA: the control plane's server
+    /// certificate must chain to it, from the very first contact.
+    pub control_plane_ca: PathBuf,
+}
+
 /// Everything a gateway needs to run.
 #[derive(Clone, Debug)]
 pub struct GatewaySettings {
@@ -128,10 +154,12 @@ pub struct GatewaySettings {
     pub gateway_id: String,
     /// The environment whose resources this gateway serves.
     pub environment: String,
-    /// gRPC URL of the control plane, e.g. `http://127.0.0.1:8081`.
-    pub control_plane_url: String,
-    /// Bearer token for the control plane's gateway service.
-    pub gateway_token: Secret<String>,
+    /// gRPC URLs of the control-plane replicas, e.g. `http://127.0.0.1:8081`;
+    /// at least one. The gateway uses one at a time and moves to the next when
+    /// it is unreachable or shutting down.
+    pub control_plane_urls: Vec<String>,
+    /// How the gateway authenticates to the control plane.
+    pub control_plane_auth: ControlPlaneAuth,
     /// Where PostgreSQL clients connect.
     pub pg_addr: SocketAddr,
     /// Offered through `SSLRequest` when set.

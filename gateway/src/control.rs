@@ -4,6 +4,16 @@
 //! `WatchConfig` stream into a `watch` value that reconnects with backoff; the
 //! audit uploader keeps one `PublishAudit` stream open and resends a batch until
 //! it is acknowledged. Protobuf types end here: callers get domain types.
+//!
+//! With mutual TLS the client certificate changes when it is renewed:
+//! [`ControlClient::replace_identity`] swaps the channel, and the config watch
+//! and the audit uploader reopen their streams on the new one.
+//!
+//! With several control-plane URLs (replicas) the client uses one at a time.
+//! A call or stream that fails with `UNAVAILABLE` (the replica is unreachable,
+//! was killed, or is draining on `SIGTERM`) moves every user to the next URL:
+//! unary calls retry there at once, streams reopen there, and a statement held
+//! for review is watched there by its review id.
 
 use countersign_common::Secret;
 use countersign_policy::Policy;
@@ -11,28 +21,56 @@ use countersign_proto::v1 as pb;
 use pb::gateway_service_client::GatewayServiceClient;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tracing::Instrument as _;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Adds the gateway bearer token to every call.
+/// Adds the gateway bearer token to every call, when the gateway uses one
+/// (with mutual TLS the certificate is the credential).
 #[derive(Clone)]
 pub struct BearerAuth {
-    header: MetadataValue<tonic::metadata::Ascii>,
+    header: Option<MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl tonic::service::Interceptor for BearerAuth {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        req.metadata_mut()
-            .insert("authorization", self.header.clone());
+        if let Some(header) = &self.header {
+            req.metadata_mut().insert("authorization", header.clone());
+        }
+        // The caller's span (a client session, a review, an audit upload)
+        // becomes the parent of the control plane's span for this call.
+        inject_trace_context(&mut MetadataInjector(req.metadata_mut()));
         Ok(req)
+    }
+}
+
+/// Writes the current span's W3C trace context (`traceparent`) with the
+/// propagator installed at start; nothing when traces are off.
+pub(crate) fn inject_trace_context(into: &mut dyn opentelemetry::propagation::Injector) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, into));
+}
+
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
     }
 }
 
@@ -44,12 +82,23 @@ pub enum ControlError {
     BadUrl { url: String, reason: String },
     #[error("gateway token cannot be sent as a header")]
     BadToken,
+    #[error("TLS setup for the control plane failed: {0}")]
+    Tls(String),
+    #[error("no control-plane URL is configured")]
+    NoUrl,
 }
 
 /// A connection to the control plane; reconnects on its own. Cheap to clone.
 #[derive(Clone)]
 pub struct ControlClient {
-    client: Client,
+    /// One client per URL and their generation, bumped when the client
+    /// certificate is replaced.
+    current: Arc<watch::Sender<(u64, Arc<Clients>)>>,
+    urls: Arc<[String]>,
+    /// The index in `urls` of the replica in use.
+    active: Arc<AtomicUsize>,
+    /// The CA the control plane's server certificate must chain to (mutual TLS only).
+    server_ca: Option<Arc<str>>,
 }
 
 /// A resource as the control plane describes it.
@@ -213,22 +262,177 @@ pub enum AuthFailure {
     Unavailable(String),
 }
 
+/// The control plane's endpoint, with mutual TLS when `tls` is given.
+pub(crate) fn endpoint(url: &str, tls: Option<ClientTlsConfig>) -> Result<Endpoint, ControlError> {
+    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| ControlError::BadUrl {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let endpoint = match tls {
+        Some(tls) => endpoint
+            .tls_config(tls)
+            .map_err(|e| ControlError::Tls(e.to_string()))?,
+        None => endpoint,
+    };
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true))
+}
+
+/// TLS that trusts `server_ca` and, when given, presents `identity` (certificate and key PEM).
+pub(crate) fn tls_config(server_ca: &str, identity: Option<(&str, &str)>) -> ClientTlsConfig {
+    let tls =
+        ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(server_ca));
+    match identity {
+        Some((cert, key)) => tls.identity(tonic::transport::Identity::from_pem(cert, key)),
+        None => tls,
+    }
+}
+
+/// One client per control-plane URL; never empty.
+struct Clients {
+    first: Client,
+    rest: Vec<Client>,
+}
+
+impl Clients {
+    fn new(mut clients: Vec<Client>) -> Result<Self, ControlError> {
+        if clients.is_empty() {
+            return Err(ControlError::NoUrl);
+        }
+        let first = clients.remove(0);
+        Ok(Self {
+            first,
+            rest: clients,
+        })
+    }
+
+    /// The client of URL `index` (the first for an index out of range).
+    fn get(&self, index: usize) -> &Client {
+        index
+            .checked_sub(1)
+            .and_then(|i| self.rest.get(i))
+            .unwrap_or(&self.first)
+    }
+}
+
+/// Mutual-TLS clients for each of `urls`.
+fn tls_clients(
+    urls: &[String],
+    server_ca: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Vec<Client>, ControlError> {
+    urls.iter()
+        .map(|url| {
+            let tls = tls_config(server_ca, Some((cert_pem, key_pem)));
+            Ok(client_over(endpoint(url, Some(tls))?, None))
+        })
+        .collect()
+}
+
+fn client_over(
+    endpoint: Endpoint,
+    header: Option<MetadataValue<tonic::metadata::Ascii>>,
+) -> Client {
+    GatewayServiceClient::with_interceptor(endpoint.connect_lazy(), BearerAuth { header })
+        .max_decoding_message_size(64 << 20)
+}
+
 impl ControlClient {
-    pub fn new(url: &str, token: &Secret<String>) -> Result<Self, ControlError> {
-        let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| ControlError::BadUrl {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let channel = endpoint
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .connect_lazy();
-        let header = format!("Bearer {}", token.expose())
+    /// Plain gRPC with a bearer token, to each of `urls`.
+    pub fn new(urls: &[String], token: &Secret<String>) -> Result<Self, ControlError> {
+        let header: MetadataValue<tonic::metadata::Ascii> = format!("Bearer {}", token.expose())
             .parse()
             .map_err(|_| ControlError::BadToken)?;
-        let client = GatewayServiceClient::with_interceptor(channel, BearerAuth { header })
-            .max_decoding_message_size(64 << 20);
-        Ok(Self { client })
+        let clients = urls
+            .iter()
+            .map(|url| Ok(client_over(endpoint(url, None)?, Some(header.clone()))))
+            .collect::<Result<Vec<_>, ControlError>>()?;
+        Self::over(urls, clients, None)
+    }
+
+    /// Mutual TLS to each of `urls`: trusts `server_ca` (PEM) and presents
+    /// `cert_pem` with `key_pem`.
+    pub fn with_identity(
+        urls: &[String],
+        server_ca: &str,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<Self, ControlError> {
+        let clients = tls_clients(urls, server_ca, cert_pem, key_pem)?;
+        Self::over(urls, clients, Some(server_ca.into()))
+    }
+
+    fn over(
+        urls: &[String],
+        clients: Vec<Client>,
+        server_ca: Option<Arc<str>>,
+    ) -> Result<Self, ControlError> {
+        let clients = Clients::new(clients)?;
+        Ok(Self {
+            current: Arc::new(watch::channel((0, Arc::new(clients))).0),
+            urls: urls.into(),
+            active: Arc::new(AtomicUsize::new(0)),
+            server_ca,
+        })
+    }
+
+    /// Switches every later call, and the streams (which reopen), to a new
+    /// client certificate.
+    pub fn replace_identity(&self, cert_pem: &str, key_pem: &str) -> Result<(), ControlError> {
+        let Some(server_ca) = &self.server_ca else {
+            return Err(ControlError::Tls(
+                "this gateway does not use mutual TLS".to_owned(),
+            ));
+        };
+        let clients = Clients::new(tls_clients(&self.urls, server_ca, cert_pem, key_pem)?)?;
+        self.current.send_modify(|(generation, current)| {
+            *generation += 1;
+            *current = Arc::new(clients);
+        });
+        Ok(())
+    }
+
+    /// The client to call with now.
+    pub(crate) fn client(&self) -> Client {
+        self.pick().1
+    }
+
+    /// The replica in use (its index) and its client.
+    fn pick(&self) -> (usize, Client) {
+        let index = self.active.load(Ordering::Relaxed);
+        (index, self.current.borrow().1.get(index).clone())
+    }
+
+    /// Records that the replica at `index` failed: later calls and streams
+    /// use the next URL, unless another caller moved on already.
+    fn failed(&self, index: usize) {
+        let n = self.urls.len();
+        if n < 2 {
+            return;
+        }
+        let next = (index + 1) % n;
+        if self
+            .active
+            .compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(
+                from = self.urls.get(index).map_or("", String::as_str),
+                to = self.urls.get(next).map_or("", String::as_str),
+                "control-plane replica unavailable; moving to the next one"
+            );
+        }
+    }
+
+    /// How many replicas there are to try.
+    fn replicas(&self) -> usize {
+        self.urls.len().max(1)
+    }
+
+    fn generation(&self) -> u64 {
+        self.current.borrow().0
     }
 
     pub async fn authenticate(&self, req: SessionRequest) -> Result<SessionGrant, AuthFailure> {
@@ -244,9 +448,23 @@ impl ControlClient {
             }),
             gateway_id: req.gateway_id,
         };
-        let mut call = tonic::Request::new(request);
-        call.set_timeout(Duration::from_secs(10));
-        match self.client.clone().authenticate_session(call).await {
+        let mut attempt = 0;
+        let result = loop {
+            let (index, mut client) = self.pick();
+            let mut call = tonic::Request::new(request.clone());
+            call.set_timeout(Duration::from_secs(10));
+            match client.authenticate_session(call).await {
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    self.failed(index);
+                    attempt += 1;
+                    if attempt >= self.replicas() {
+                        break Err(status);
+                    }
+                }
+                other => break other,
+            }
+        };
+        match result {
             Ok(resp) => {
                 let g = resp.into_inner();
                 let expires = u64::try_from(g.token_expires_at).unwrap_or(0);
@@ -297,6 +515,7 @@ impl ControlClient {
         AuditUploader {
             client: self.clone(),
             stream: None,
+            generation: self.generation(),
             backoff: BACKOFF_MIN,
         }
     }
@@ -312,12 +531,24 @@ pub fn watch_config(
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
         let mut backoff = BACKOFF_MIN;
+        let mut identity = client.current.subscribe();
         loop {
-            match client.client.clone().watch_config(hello.clone()).await {
+            identity.mark_unchanged();
+            let (index, mut current) = client.pick();
+            match current.watch_config(hello.clone()).await {
                 Ok(resp) => {
                     let mut stream = resp.into_inner();
                     loop {
-                        match stream.message().await {
+                        let message = tokio::select! {
+                            m = stream.message() => m,
+                            // A renewed certificate: reopen on the new connection now.
+                            _ = identity.changed() => {
+                                tracing::info!("client certificate renewed; reopening the config stream");
+                                backoff = BACKOFF_MIN;
+                                break;
+                            }
+                        };
+                        match message {
                             Ok(Some(update)) => {
                                 backoff = BACKOFF_MIN;
                                 let cfg = RemoteConfig::from_update(update, tx.borrow().as_deref());
@@ -330,15 +561,22 @@ pub fn watch_config(
                                     return;
                                 }
                             }
-                            Ok(None) => break,
+                            Ok(None) => {
+                                client.failed(index);
+                                break;
+                            }
                             Err(status) => {
                                 tracing::warn!(%status, "config stream lost");
+                                client.failed(index);
                                 break;
                             }
                         }
                     }
                 }
-                Err(status) => tracing::warn!(%status, "cannot watch config"),
+                Err(status) => {
+                    tracing::warn!(%status, "cannot watch config");
+                    client.failed(index);
+                }
             }
             if tx.is_closed() {
                 return;
@@ -353,14 +591,31 @@ pub fn watch_config(
 /// One `PublishAudit` stream, reopened as needed.
 pub(crate) struct AuditUploader {
     client: ControlClient,
-    stream: Option<(mpsc::Sender<pb::AuditBatch>, tonic::Streaming<pb::AuditAck>)>,
+    /// The open stream and the index of the replica it goes to.
+    stream: Option<(
+        mpsc::Sender<pb::AuditBatch>,
+        tonic::Streaming<pb::AuditAck>,
+        usize,
+    )>,
+    /// The client generation the stream was opened with.
+    generation: u64,
     backoff: Duration,
 }
 
 impl AuditUploader {
     /// Sends the batch and waits for its acknowledgement, reconnecting and
     /// resending (with backoff) for as long as it takes.
-    pub(crate) async fn send_until_acked(&mut self, batch: pb::AuditBatch) {
+    pub(crate) async fn send_until_acked(&mut self, mut batch: pb::AuditBatch) {
+        let span = tracing::info_span!(
+            "publish_audit_batch",
+            batch = batch.batch_id,
+            events = batch.events.len()
+        );
+        span.in_scope(|| inject_trace_context(&mut batch.trace_context));
+        self.send_with_retries(batch).instrument(span).await;
+    }
+
+    async fn send_with_retries(&mut self, batch: pb::AuditBatch) {
         loop {
             match self.try_send(batch.clone()).await {
                 Ok(()) => {
@@ -369,7 +624,9 @@ impl AuditUploader {
                 }
                 Err(reason) => {
                     tracing::warn!(%reason, batch = batch.batch_id, events = batch.events.len(), "audit upload failed; will retry");
-                    self.stream = None;
+                    if let Some((_, _, index)) = self.stream.take() {
+                        self.client.failed(index);
+                    }
                     tokio::time::sleep(self.backoff).await;
                     self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
                 }
@@ -378,19 +635,24 @@ impl AuditUploader {
     }
 
     async fn try_send(&mut self, batch: pb::AuditBatch) -> Result<(), String> {
+        if self.client.generation() != self.generation {
+            // A renewed certificate: move to the new connection.
+            self.stream = None;
+            self.generation = self.client.generation();
+        }
         if self.stream.is_none() {
             let (tx, rx) = mpsc::channel(4);
-            let acks = self
-                .client
-                .client
-                .clone()
-                .publish_audit(ReceiverStream::new(rx))
-                .await
-                .map_err(|s| s.to_string())?
-                .into_inner();
-            self.stream = Some((tx, acks));
+            let (index, mut client) = self.client.pick();
+            let acks = match client.publish_audit(ReceiverStream::new(rx)).await {
+                Ok(acks) => acks.into_inner(),
+                Err(status) => {
+                    self.client.failed(index);
+                    return Err(status.to_string());
+                }
+            };
+            self.stream = Some((tx, acks, index));
         }
-        let Some((tx, acks)) = self.stream.as_mut() else {
+        let Some((tx, acks, _)) = self.stream.as_mut() else {
             return Err("no stream".to_owned());
         };
         let id = batch.batch_id;
@@ -462,9 +724,23 @@ impl ControlClient {
             timeout_secs: u32::try_from(r.timeout.as_secs()).unwrap_or(u32::MAX),
             max_approval_minutes: r.max_approval_minutes,
         };
-        let mut call = tonic::Request::new(request);
-        call.set_timeout(Duration::from_secs(10));
-        match self.client.clone().open_review(call).await {
+        let mut attempt = 0;
+        let result = loop {
+            let (index, mut client) = self.pick();
+            let mut call = tonic::Request::new(request.clone());
+            call.set_timeout(Duration::from_secs(10));
+            match client.open_review(call).await {
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    self.failed(index);
+                    attempt += 1;
+                    if attempt >= self.replicas() {
+                        break Err(status);
+                    }
+                }
+                other => break other,
+            }
+        };
+        match result {
             Ok(resp) => {
                 let review = resp.into_inner();
                 Ok(ReviewTicket {
@@ -481,10 +757,9 @@ impl ControlClient {
     pub async fn wait_review(&self, id: &str, deadline: tokio::time::Instant) -> ReviewOutcome {
         let mut backoff = BACKOFF_MIN;
         loop {
+            let (index, mut client) = self.pick();
             let watch = async {
-                let mut stream = self
-                    .client
-                    .clone()
+                let mut stream = client
                     .watch_review(pb::WatchReviewRequest { id: id.to_owned() })
                     .await?
                     .into_inner();
@@ -506,9 +781,14 @@ impl ControlClient {
             match tokio::time::timeout_at(deadline, watch).await {
                 Err(_) => return ReviewOutcome::Expired,
                 Ok(Ok(Some(outcome))) => return outcome,
-                Ok(Ok(None)) => {}
+                Ok(Ok(None)) => self.failed(index),
                 Ok(Err(status)) => {
-                    tracing::warn!(review = id, %status, "review watch lost; retrying")
+                    tracing::warn!(review = id, %status, "review watch lost; watching it again");
+                    if status.code() == tonic::Code::Unavailable {
+                        // Another replica knows the review too: go there now.
+                        self.failed(index);
+                        backoff = BACKOFF_MIN;
+                    }
                 }
             }
             if tokio::time::Instant::now() + backoff >= deadline {

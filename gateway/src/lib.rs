@@ -6,6 +6,7 @@
 //!
 //! Layout: [`config`] (settings and upstreams), [`tls`] (rustls both ways),
 //! [`control`] (the gRPC client: sessions, config watch, audit upload),
+//! [`enroll`] (enrollment, the client certificate and its rotation),
 //! [`audit`] (typed events, the durable spool and the uploader), [`pg`] (the PostgreSQL relay).
 //!
 //! The gateway keeps nothing that matters if it dies but its audit spool:
@@ -15,11 +16,12 @@
 pub mod audit;
 pub mod config;
 pub mod control;
+pub mod enroll;
 pub mod metrics;
 pub mod pg;
 pub mod tls;
 
-use config::{GatewaySettings, Upstream};
+use config::{ControlPlaneAuth, GatewaySettings, Upstream};
 use control::{ControlClient, RemoteConfig};
 use countersign_proto::v1 as pb;
 use std::collections::HashMap;
@@ -37,6 +39,8 @@ pub enum GatewayError {
     Control(#[from] control::ControlError),
     #[error(transparent)]
     Spool(#[from] audit::SpoolError),
+    #[error("gateway enrollment: {0}")]
+    Enroll(#[from] enroll::EnrollError),
     #[error("resource {0:?} is configured twice")]
     DuplicateResource(String),
 }
@@ -73,8 +77,11 @@ impl Deref for Gateway {
 
 impl Gateway {
     /// Builds the gateway and starts its background tasks (config watch, audit
-    /// upload). Must be called inside a Tokio runtime.
-    pub fn start(settings: GatewaySettings) -> Result<Self, GatewayError> {
+    /// upload, certificate rotation). With mutual TLS it first loads its
+    /// certificate from the state directory, or enrolls when there is no
+    /// valid one (so this waits for the control plane then). Must be called
+    /// inside a Tokio runtime.
+    pub async fn start(settings: GatewaySettings) -> Result<Self, GatewayError> {
         let client_tls = match &settings.tls {
             Some(t) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
                 &t.cert_path,
@@ -94,7 +101,22 @@ impl Gateway {
             }
             upstream_tls.insert(up.name.clone(), config);
         }
-        let control = ControlClient::new(&settings.control_plane_url, &settings.gateway_token)?;
+        let control = match &settings.control_plane_auth {
+            ControlPlaneAuth::Token(token) => {
+                ControlClient::new(&settings.control_plane_urls, token)?
+            }
+            ControlPlaneAuth::Enrolled(enrollment) => {
+                let (control, identity) = enroll::establish(
+                    &settings.control_plane_urls,
+                    enrollment,
+                    &settings.gateway_id,
+                    &settings.environment,
+                )
+                .await?;
+                enroll::spawn_rotation(control.clone(), enrollment.state_dir.clone(), identity);
+                control
+            }
+        };
         let hello = pb::GatewayHello {
             gateway_id: settings.gateway_id.clone(),
             environment: settings.environment.clone(),

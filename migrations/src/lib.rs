@@ -14,6 +14,9 @@ mod m0005_role_bindings;
 mod m0006_approval_scope;
 mod m0007_grants;
 mod m0008_audit_chain;
+mod m0009_audit_search;
+mod m0010_gateway_enrollment;
+mod m0011_sso;
 
 pub struct Migrator;
 
@@ -29,6 +32,9 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_approval_scope::Migration),
             Box::new(m0007_grants::Migration),
             Box::new(m0008_audit_chain::Migration),
+            Box::new(m0009_audit_search::Migration),
+            Box::new(m0010_gateway_enrollment::Migration),
+            Box::new(m0011_sso::Migration),
         ]
     }
 }

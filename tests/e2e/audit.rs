@@ -318,6 +318,12 @@ async fn http_audit_api_matches_the_cli() -> Result<()> {
             statements(e).len() >= 10 && sessions_complete(e)
         })
         .await?;
+    // Bob's session is the workload's last; its upload may trail alice's.
+    fx.server
+        .wait_for_audit(&AuditQuery::identity(BOB), Duration::from_secs(15), |e| {
+            statements(e).len() == 1 && sessions_complete(e)
+        })
+        .await?;
 
     let server = &fx.server;
     let get = |query: String| async move {

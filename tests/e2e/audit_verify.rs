@@ -116,6 +116,36 @@ async fn verify_passes_then_names_the_tampered_row() -> Result<()> {
         lines.len() == events.iter().filter(|e| e.session_id == session).count(),
         "{export:?}"
     );
+    // CSV, filtered by text (case-insensitive): the header and the UPDATE.
+    let csv = fx
+        .server
+        .cli(&[
+            "audit",
+            "export",
+            "--server",
+            &server,
+            "--token",
+            &token,
+            "--session-id",
+            &session,
+            "--text",
+            "update LEDGER",
+            "--format",
+            "csv",
+        ])
+        .await?
+        .ok()?;
+    let rows: Vec<&str> = csv.stdout.split_terminator("\r\n").collect();
+    ensure!(rows.len() == 2, "{csv:?}");
+    ensure!(
+        rows[0].starts_with("id,at,session_id,seq,event,"),
+        "{csv:?}"
+    );
+    ensure!(
+        rows[1].starts_with(&format!("\"{session}:{}\",", target.seq))
+            && rows[1].contains(&format!(",\"{}\",", STATEMENTS[2])),
+        "{csv:?}"
+    );
     let timeline = fx
         .server
         .http(

@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -42,6 +42,14 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::bindings::list,
         super::bindings::create,
         super::bindings::remove,
+        super::sso::login,
+        super::sso::callback,
+        super::sso::session,
+        super::sso::logout,
+        super::sso::cli_token,
+        super::gateways::create_token,
+        super::gateways::list,
+        super::gateways::ca,
     ),
     modifiers(&BearerAuth)
 )]
@@ -55,6 +63,12 @@ impl utoipa::Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // The web console's session (docs/sso.md); state-changing requests
+        // also need the session's X-CSRF-Token header.
+        components.add_security_scheme(
+            "console_session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::sso::SESSION_COOKIE))),
         );
     }
 }

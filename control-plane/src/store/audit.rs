@@ -6,11 +6,13 @@
 //!
 //! Layout: [`chain`] (the per-session HMAC chain and the insert path),
 //! [`checkpoint`] (periodic and purge checkpoints), [`verify`] (the walk that
-//! names tampered rows), [`retention`] (the purge job).
+//! names tampered rows), [`retention`] (the purge job), [`stream`] (arrival
+//! order and cursors for the SIEM stream).
 
 pub mod chain;
 pub mod checkpoint;
 pub mod retention;
+pub mod stream;
 pub mod verify;
 
 use super::entity::audit_event;
@@ -67,10 +69,12 @@ pub enum AuditBody {
         /// Action-specific fields; an object.
         detail: serde_json::Value,
     },
-    /// A credential exchange (API key or workload token), accepted or
-    /// refused: stored under session id `auth:<service account>`.
+    /// A credential exchange (API key or workload token) or a sign-in
+    /// (OIDC), accepted or refused: stored under session id
+    /// `auth:<service account or email>` (`auth:oidc` before anyone is identified).
     Auth {
-        /// `api_key_exchanged`, `workload_exchanged` or `refused`.
+        /// `api_key_exchanged`, `workload_exchanged`, `oidc_login`,
+        /// `cli_token_issued`, `logout` or `refused`.
         action: String,
         /// Exchange-specific fields (for `refused`, the `reason`); an object.
         detail: serde_json::Value,
@@ -126,10 +130,18 @@ pub struct AuditFilter {
     pub resource: Option<String>,
     pub session_id: Option<String>,
     pub event: Option<String>,
-    /// Case-sensitive substring of the statement text.
+    /// Substring of the statement text, case-insensitive (ASCII on SQLite);
+    /// `%`, `_` and `\\` match themselves.
     pub text: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// The event's decision (`allow`, `deny`, `review`, ...), exactly.
+    pub decision: Option<String>,
+    /// A statement kind the classifier gave the event (`select`, `delete`, ...).
+    pub kind: Option<String>,
+    /// Only events strictly older than this `(at, session_id, seq)`: the next
+    /// page of a newest-first search.
+    pub older_than: Option<AuditCursor>,
     pub limit: u64,
 }
 
@@ -290,20 +302,84 @@ impl Store {
     }
 
     /// The newest `filter.limit` matching events, returned oldest first.
+    ///
+    /// With a text filter, in two steps, because which plan is fast depends on
+    /// how common the text is, which the planner cannot estimate for
+    /// `ILIKE '%…%'`: first the text is matched within the newest
+    /// [`TEXT_WINDOW`] events that match everything else (one ordered index
+    /// range, fast when the text is common); only if that finds too few and
+    /// the range goes on does a second query search the older part, where the
+    /// trigram index serves a rare text.
     pub async fn search_audit(
         &self,
         filter: &AuditFilter,
     ) -> Result<Vec<AuditEventView>, StoreError> {
-        use audit_event::Column as C;
-        let mut models = filtered(filter)
-            .order_by_desc(C::At)
-            .order_by_desc(C::SessionId)
-            .order_by_desc(C::Seq)
-            .limit(filter.limit)
-            .all(self.db())
-            .await?;
+        let backend = self.db().get_database_backend();
+        let mut models = match &filter.text {
+            None => {
+                newest_first(filtered(filter, backend))
+                    .limit(filter.limit)
+                    .all(self.db())
+                    .await?
+            }
+            Some(text) => self.search_text(filter, text, backend).await?,
+        };
         models.reverse();
         models.into_iter().map(to_view).collect()
+    }
+
+    async fn search_text(
+        &self,
+        filter: &AuditFilter,
+        text: &str,
+        backend: sea_orm::DbBackend,
+    ) -> Result<Vec<audit_event::Model>, StoreError> {
+        use audit_event::Column as C;
+        use sea_orm::QueryTrait;
+        use sea_orm::sea_query::{Alias, Asterisk, Order, Query};
+        let rest = AuditFilter {
+            text: None,
+            ..filter.clone()
+        };
+        let window = newest_first(filtered(&rest, backend))
+            .limit(TEXT_WINDOW)
+            .into_query();
+        let mut in_window = Query::select();
+        in_window
+            .column(Asterisk)
+            .from_subquery(window, Alias::new("w"))
+            .and_where(text_matches(text, backend))
+            .order_by(C::At, Order::Desc)
+            .order_by(C::SessionId, Order::Desc)
+            .order_by(C::Seq, Order::Desc)
+            .limit(filter.limit);
+        let mut found = audit_event::Entity::find()
+            .from_raw_sql(backend.build(&in_window))
+            .all(self.db())
+            .await?;
+        let short = filter.limit.saturating_sub(found.len() as u64);
+        if short == 0 {
+            return Ok(found);
+        }
+        // The window's oldest event, if the window was full.
+        let Some(edge) = newest_first(filtered(&rest, backend))
+            .offset(TEXT_WINDOW - 1)
+            .limit(1)
+            .one(self.db())
+            .await?
+        else {
+            return Ok(found);
+        };
+        let older = newest_first(filtered(filter, backend).filter(before(&(
+            edge.at,
+            edge.session_id,
+            edge.seq,
+        ))))
+        .limit(short)
+        .all(self.db())
+        .await?;
+        found.extend(older);
+        Ok(found)
     }
 
     /// One session's events in seq order, after `after_seq`, at most `limit`.
@@ -335,12 +411,49 @@ impl Store {
         cursor: Option<&AuditCursor>,
         limit: u64,
     ) -> Result<(Vec<AuditEventView>, Option<AuditCursor>), StoreError> {
-        keyset_page(self, filtered(filter), cursor, limit).await
+        keyset_page(
+            self,
+            filtered(filter, self.db().get_database_backend()),
+            cursor,
+            limit,
+        )
+        .await
     }
 }
 
+/// Events a text search matches within before it searches older ones (see
+/// [`Store::search_audit`]).
+const TEXT_WINDOW: u64 = 10_000;
+
+/// `q` newest first, in `(at, session_id, seq)` order.
+fn newest_first(q: sea_orm::Select<audit_event::Entity>) -> sea_orm::Select<audit_event::Entity> {
+    use audit_event::Column as C;
+    q.order_by_desc(C::At)
+        .order_by_desc(C::SessionId)
+        .order_by_desc(C::Seq)
+}
+
+/// Events strictly older than `cursor` in `(at, session_id, seq)` order.
+fn before(cursor: &AuditCursor) -> sea_orm::Condition {
+    use audit_event::Column as C;
+    use sea_orm::Condition;
+    let (at, session, seq) = cursor;
+    Condition::any().add(C::At.lt(*at)).add(
+        Condition::all().add(C::At.eq(*at)).add(
+            Condition::any().add(C::SessionId.lt(session.as_str())).add(
+                Condition::all()
+                    .add(C::SessionId.eq(session.as_str()))
+                    .add(C::Seq.lt(*seq)),
+            ),
+        ),
+    )
+}
+
 /// The query for `filter`'s conditions.
-fn filtered(filter: &AuditFilter) -> sea_orm::Select<audit_event::Entity> {
+fn filtered(
+    filter: &AuditFilter,
+    backend: sea_orm::DbBackend,
+) -> sea_orm::Select<audit_event::Entity> {
     use audit_event::Column as C;
     let mut q = audit_event::Entity::find();
     if let Some(v) = &filter.identity {
@@ -356,7 +469,7 @@ fn filtered(filter: &AuditFilter) -> sea_orm::Select<audit_event::Entity> {
         q = q.filter(C::Event.eq(v.as_str()));
     }
     if let Some(v) = &filter.text {
-        q = q.filter(C::Statement.contains(v.as_str()));
+        q = q.filter(text_matches(v, backend));
     }
     if let Some(v) = filter.since {
         q = q.filter(C::At.gte(v));
@@ -364,7 +477,45 @@ fn filtered(filter: &AuditFilter) -> sea_orm::Select<audit_event::Entity> {
     if let Some(v) = filter.until {
         q = q.filter(C::At.lt(v));
     }
+    if let Some(v) = &filter.decision {
+        q = q.filter(C::Decision.eq(v.as_str()));
+    }
+    if let Some(v) = &filter.kind {
+        // `kinds` is a JSON array of plain lowercase words, so the quoted
+        // word matches exactly one element. Only such words are accepted.
+        if v.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') && !v.is_empty() {
+            q = q.filter(C::Kinds.contains(format!("\"{v}\"")));
+        } else {
+            q = q.filter(sea_orm::sea_query::Expr::val(false));
+        }
+    }
+    if let Some(cursor) = &filter.older_than {
+        q = q.filter(before(cursor));
+    }
     q
+}
+
+/// `statement` contains `text`, ignoring case: `ILIKE` on PostgreSQL (served
+/// by the trigram index of migration m0009), `LIKE` on SQLite (which ignores
+/// ASCII case). The text's own `%`, `_` and `\` are escaped.
+fn text_matches(text: &str, backend: sea_orm::DbBackend) -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr, extension::postgres::PgExpr};
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    // Unqualified: the same expression filters the table and a subquery of it.
+    let column = Expr::col(audit_event::Column::Statement);
+    match backend {
+        // Backslash is PostgreSQL's default LIKE escape.
+        sea_orm::DbBackend::Postgres => column.ilike(LikeExpr::new(pattern)),
+        _ => column.like(LikeExpr::new(pattern).escape('\\')),
+    }
 }
 
 /// One keyset page of `q` in `(at, session_id, seq)` order after `cursor`.

@@ -143,7 +143,11 @@ pub async fn run(spool: Arc<Spool>, client: ControlClient) {
         batch_id += 1;
         let events = batch.items.iter().map(|o| o.event.clone()).collect();
         uploader
-            .send_until_acked(pb::AuditBatch { batch_id, events })
+            .send_until_acked(pb::AuditBatch {
+                batch_id,
+                events,
+                trace_context: Default::default(),
+            })
             .await;
         for o in &batch.items {
             for s in o.segments.iter().flatten() {

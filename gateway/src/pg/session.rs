@@ -24,6 +24,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 /// Client startup parameters passed on to the upstream. Anything else (notably
 /// `options`, which could set `role` or `session_authorization`) is dropped.
@@ -69,9 +70,20 @@ pub async fn run(gw: Gateway, tcp: TcpStream, peer: SocketAddr) {
         }
     };
     let metrics = gw.metrics.clone();
-    if let Err(e) = serve(gw, startup, peer).await {
+    // Every log line of the session carries its id and identity once the
+    // control plane has named them (JSON logs: the `span` object). Never the
+    // token, a statement's parameters or a masked value.
+    let span = tracing::info_span!(
+        "session",
+        %peer,
+        session_id = tracing::field::Empty,
+        identity = tracing::field::Empty,
+        resource = tracing::field::Empty,
+    );
+    let served = serve(gw, startup, peer).instrument(span.clone()).await;
+    if let Err(e) = served {
         metrics.sessions_refused.inc();
-        tracing::info!(%peer, error = %e, "session refused");
+        span.in_scope(|| tracing::info!(%peer, error = %e, "session refused"));
     }
 }
 
@@ -185,7 +197,13 @@ async fn serve(gw: Gateway, startup: Startup, peer: SocketAddr) -> Result<(), Ha
         gateway_id: gw.settings.gateway_id.clone(),
     };
     let grant = match gw.control.authenticate(request).await {
-        Ok(g) => g,
+        Ok(g) => {
+            let span = tracing::Span::current();
+            span.record("session_id", &*g.session_id);
+            span.record("identity", &*g.identity);
+            span.record("resource", &*g.resource);
+            g
+        }
         Err(AuthFailure::Credentials(m)) => {
             return Err(handshake::refuse(&mut conn, "28P01", &m).await);
         }

@@ -10,12 +10,15 @@
 //! - [`exposure`]: checks that a client session cannot see a secret.
 //! - [`workload`]: SQL scripts and typed rows shared by the end-to-end tests.
 //! - [`fixture`]: database + dev server, the usual end-to-end setup.
+//! - [`oidc_provider`]: a real OpenID provider (npm `oidc-provider`) and a scripted browser.
+//! - [`browser`]: headless Chromium driven by playwright-core scripts (tests/console/).
 //! - [`corpus`]: the guardrail attack and legitimate-statement corpora and their runners.
 //!
 //! Helpers return `anyhow::Result` rather than panicking, so tests use `?` and the message
 //! carries the captured output of whatever failed.
 
 pub mod audit;
+pub mod browser;
 pub mod cli;
 pub mod cluster;
 pub mod conn;
@@ -25,7 +28,9 @@ pub mod dev_server;
 pub mod exposure;
 pub mod fixture;
 pub mod http;
+pub mod npm;
 pub mod oidc;
+pub mod oidc_provider;
 pub mod process;
 pub mod services;
 pub mod wire;

@@ -245,6 +245,13 @@ pub(crate) async fn insert_chained(
             .or_insert(m);
     }
     let mut heads = lock_heads(conn, by_session.keys()).await?;
+    // Stamped once the head locks are held, so that only this transaction's
+    // own statements lie between `received_at` and its commit: the SIEM
+    // stream reads in `received_at` order and relies on that gap being short.
+    let received_at = super::micros(Utc::now());
+    for m in by_session.values_mut().flat_map(BTreeMap::values_mut) {
+        m.received_at = received_at;
+    }
     let mut new_rows = Vec::new();
     for (session, mut rows) in by_session {
         let Some(mut head) = heads.remove(&session) else {

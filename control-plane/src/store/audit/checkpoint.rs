@@ -8,11 +8,17 @@
 //!   retention purge removed events, so that verify accepts links into the
 //!   purged range and still checks everything after it.
 //!
-//! Several replicas may run the job at once: the checkpoint number is the
-//! primary key, so of two writers of number N one commits and the other's
-//! insert fails and is rolled back, heads included. A head is marked
-//! checkpointed only with the event count it was read at, so events stored
-//! while a checkpoint is written stay due for the next one.
+//! Several replicas may run the job at once. On PostgreSQL every transaction
+//! that appends a checkpoint first takes one transaction-level advisory lock
+//! ([`lock`]): the periodic job skips its round when another replica holds
+//! it, and the purge waits for it, then re-reads what is left. Without the
+//! lock, a replica could read the dirty heads before another's checkpoint
+//! committed and the last checkpoint after it, and write a second checkpoint
+//! over the same heads. The checkpoint number is also the primary key, so of
+//! two writers of number N one commits and the other's insert fails and is
+//! rolled back, heads included (SQLite has one writer at a time anyway). A
+//! head is marked checkpointed only with the event count it was read at, so
+//! events stored while a checkpoint is written stay due for the next one.
 
 use super::super::entity::{audit_checkpoint, audit_head};
 use super::super::{Store, StoreError};
@@ -37,6 +43,33 @@ pub struct CheckpointEntry {
     /// Periodic: the head's `chain_hash`. Purge: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+}
+
+/// The advisory lock key of checkpoint writers: "cs-ckpt" as a number.
+const CHECKPOINT_LOCK_KEY: i64 = 0x0063_732d_636b_7074;
+
+/// Takes the checkpoint writers' lock for the rest of `txn` (PostgreSQL; on
+/// SQLite the database serializes writers). With `wait` false, returns
+/// `false` at once when another transaction holds it.
+pub(crate) async fn lock(conn: &impl ConnectionTrait, wait: bool) -> Result<bool, StoreError> {
+    if conn.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(true);
+    }
+    if wait {
+        conn.execute_unprepared(&format!(
+            "SELECT pg_advisory_xact_lock({CHECKPOINT_LOCK_KEY})"
+        ))
+        .await?;
+        return Ok(true);
+    }
+    let row = conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!("SELECT pg_try_advisory_xact_lock({CHECKPOINT_LOCK_KEY}) AS locked"),
+        ))
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("pg_try_advisory_xact_lock returned no row".into()))?;
+    Ok(row.try_get::<bool>("", "locked")?)
 }
 
 /// The HMAC a checkpoint row must carry.
@@ -109,6 +142,11 @@ impl Store {
     /// replica wrote the checkpoint at the same moment.
     pub async fn write_audit_checkpoint(&self) -> Result<Option<i64>, StoreError> {
         let txn = self.db().begin().await?;
+        if !lock(&txn, false).await? {
+            // Another replica is writing a checkpoint (or purging) now.
+            txn.rollback().await?;
+            return Ok(None);
+        }
         let dirty = audit_head::Entity::find()
             .filter(
                 sea_orm::sea_query::Expr::col(audit_head::Column::Events).gt(

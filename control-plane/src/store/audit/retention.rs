@@ -6,6 +6,10 @@
 //! (clock skew between gateways) waits until everything before it expires, so
 //! the purge never punches a hole into the middle of a chain.
 //!
+//! Replicas may purge at once: each transaction first waits for the
+//! checkpoint writers' lock ([`checkpoint::lock`]), so a second purger sees
+//! the first one's deletes and finds nothing left to remove or record.
+//!
 //! The deletes run in the same transaction as the checkpoint that records
 //! them, with a row in `audit_purge_permits` that the append-only trigger
 //! looks for; no other transaction sees that row, so nothing else can delete.
@@ -50,6 +54,7 @@ impl Store {
                 return Ok(purged);
             };
             let txn = self.db().begin().await?;
+            checkpoint::lock(&txn, true).await?;
             let permit = uuid::Uuid::new_v4().to_string();
             audit_purge_permit::Entity::insert(audit_purge_permit::ActiveModel {
                 id: Set(permit.clone()),

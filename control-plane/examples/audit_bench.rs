@@ -1,0 +1,359 @@
+//! Audit benchmark client: ingest through `PublishAudit`, then search latency
+//! through `GET /api/v1/audit`. Driven by `tests/bench/audit.sh`.
+//!
+//! ```text
+//! audit_bench ingest --grpc URL --token T --events N [--streams S] [--batch B]
+//!                    [--sessions K] [--days D]
+//! audit_bench search --http URL --token T [--queries Q] [--days D]
+//! ```
+//!
+//! Ingest: `S` concurrent streams, each like one gateway's uploader (one batch
+//! in flight, waiting for its acknowledgement), with `K` sessions live at a
+//! time and statements spread over the last `D` days. Prints one line of
+//! `key=value` pairs. Identities follow a skewed distribution (a few service
+//! accounts run most statements), as in a real fleet.
+//!
+//! Search: `Q` queries by identity + time range + text (the console's audit
+//! search), newest 100 first, after a warm-up; prints latency percentiles.
+
+use countersign_proto::v1 as pb;
+use pb::gateway_service_client::GatewayServiceClient;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
+
+/// Identities: the first few are heavy service accounts.
+const IDENTITIES: usize = 200;
+const RESOURCES: [&str; 6] = [
+    "pg-prod",
+    "pg-staging",
+    "orders-prod",
+    "billing-prod",
+    "analytics",
+    "pg-dev",
+];
+/// Words statements are made of; the search picks among them.
+const TABLES: [&str; 12] = [
+    "accounts",
+    "orders",
+    "payments",
+    "invoices",
+    "customers",
+    "payroll",
+    "sessions",
+    "audit_log",
+    "shipments",
+    "refunds",
+    "products",
+    "salary_bands",
+];
+const SEARCH_WORDS: [&str; 10] = [
+    "payroll",
+    "salary_bands",
+    "refunds",
+    "DELETE FROM",
+    "UPDATE orders",
+    "customers",
+    "DROP TABLE",
+    "email",
+    "invoices WHERE",
+    "zzz-no-such-text",
+];
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: Option<T>) -> Result<T, Error> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{name} needs a value").into()),
+        None => default.ok_or_else(|| format!("{name} is required").into()),
+    }
+}
+
+/// A skewed identity index: half the draws hit the first 5 identities.
+fn identity(rng: &mut StdRng) -> String {
+    let i = if rng.random_bool(0.5) {
+        rng.random_range(0..5)
+    } else {
+        rng.random_range(0..IDENTITIES)
+    };
+    if i < 5 {
+        format!("ci-deployer-{i}")
+    } else {
+        format!("engineer{i}@example.com")
+    }
+}
+
+fn statement(rng: &mut StdRng) -> (String, &'static str) {
+    let table = TABLES[rng.random_range(0..TABLES.len())];
+    let id: u32 = rng.random_range(1..10_000_000);
+    match rng.random_range(0..10) {
+        0..=4 => (
+            format!("SELECT id, name, email, created_at FROM {table} WHERE id = {id}"),
+            "select",
+        ),
+        5 => (
+            format!("UPDATE {table} SET status = 'processed', updated_at = now() WHERE id = {id}"),
+            "update",
+        ),
+        6 => (
+            format!("INSERT INTO {table} (id, payload) VALUES ({id}, '{{\"k\": {id}}}')"),
+            "insert",
+        ),
+        7 => (
+            format!("DELETE FROM {table} WHERE id = {id} AND status = 'stale'"),
+            "delete",
+        ),
+        8 => (
+            format!(
+                "SELECT count(*), date_trunc('day', created_at) FROM {table} WHERE created_at > now() - interval '{} days' GROUP BY 2",
+                id % 90
+            ),
+            "select",
+        ),
+        _ => ("BEGIN".to_owned(), "transaction"),
+    }
+}
+
+struct Session {
+    id: String,
+    identity: String,
+    resource: String,
+    next_seq: u64,
+}
+
+impl Session {
+    fn new(rng: &mut StdRng, stream: usize, n: u64) -> Self {
+        Self {
+            id: format!("bench-{stream}-{n}-{:08x}", rng.random::<u32>()),
+            identity: identity(rng),
+            resource: RESOURCES[rng.random_range(0..RESOURCES.len())].to_owned(),
+            next_seq: 0,
+        }
+    }
+
+    fn event(&mut self, rng: &mut StdRng, at: i64) -> pb::AuditEvent {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let event = if seq == 0 {
+            pb::audit_event::Event::SessionStarted(pb::SessionStarted {
+                identity: self.identity.clone(),
+                resource: self.resource.clone(),
+                database: "app".to_owned(),
+                client_address: "10.0.0.7:51234".to_owned(),
+                application_name: "psql".to_owned(),
+                tls: true,
+            })
+        } else {
+            let (text, kind) = statement(rng);
+            pb::audit_event::Event::Statement(pb::StatementExecuted {
+                identity: self.identity.clone(),
+                resource: self.resource.clone(),
+                statement: text,
+                kinds: vec![kind.to_owned()],
+                protocol: "extended".to_owned(),
+                parameter_count: 0,
+                duration_micros: rng.random_range(50..50_000),
+                command_tag: "SELECT 1".to_owned(),
+                rows: Some(1),
+                error: String::new(),
+                decision: "allow".to_owned(),
+                rule: String::new(),
+                masking: None,
+            })
+        };
+        pb::AuditEvent {
+            session_id: self.id.clone(),
+            seq,
+            at,
+            event: Some(event),
+        }
+    }
+}
+
+async fn ingest(args: &[String]) -> Result<(), Error> {
+    let url: String = arg(args, "--grpc", None)?;
+    let token: String = arg(args, "--token", None)?;
+    let total: u64 = arg(args, "--events", None)?;
+    let streams: usize = arg(args, "--streams", Some(4))?;
+    let batch: u64 = arg(args, "--batch", Some(1000))?;
+    let live: usize = arg(args, "--sessions", Some(50))?;
+    let days: i64 = arg(args, "--days", Some(30))?;
+    let per_stream = total / streams as u64;
+    let now = chrono::Utc::now().timestamp_micros();
+    let span = days * 86_400_000_000;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..streams {
+        let (url, token) = (url.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            run_stream(s, &url, &token, per_stream, batch, live, now - span, span).await
+        }));
+    }
+    let mut stored = 0u64;
+    let mut latencies = Vec::new();
+    for t in tasks {
+        let (n, mut l) = t.await??;
+        stored += n;
+        latencies.append(&mut l);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    println!(
+        "events={stored} seconds={secs:.2} events_per_sec={:.0} batch_ack_p50_ms={:.1} batch_ack_p95_ms={:.1}",
+        stored as f64 / secs,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.95),
+    );
+    if stored != per_stream * streams as u64 {
+        return Err(format!("stored {stored}, sent {}", per_stream * streams as u64).into());
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_stream(
+    stream: usize,
+    url: &str,
+    token: &str,
+    events: u64,
+    batch: u64,
+    live: usize,
+    start: i64,
+    span: i64,
+) -> Result<(u64, Vec<Duration>), Error> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect()
+        .await?;
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
+    let mut client =
+        GatewayServiceClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            Ok(r)
+        })
+        .max_encoding_message_size(64 << 20);
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::AuditBatch>(1);
+    let mut acks = client
+        .publish_audit(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut rng = StdRng::seed_from_u64(stream as u64);
+    let mut sessions: Vec<Session> = (0..live)
+        .map(|n| Session::new(&mut rng, stream, n as u64))
+        .collect();
+    let mut opened = live as u64;
+    let (mut sent, mut stored, mut batch_id) = (0u64, 0u64, 0u64);
+    let mut latencies = Vec::new();
+    while sent < events {
+        let n = batch.min(events - sent);
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let k = rng.random_range(0..sessions.len());
+            // Sessions end after a while and new ones start.
+            if sessions[k].next_seq > 200 && rng.random_bool(0.02) {
+                sessions[k] = Session::new(&mut rng, stream, opened);
+                opened += 1;
+            }
+            let at = start + span * (sent + i) as i64 / events as i64;
+            out.push(sessions[k].event(&mut rng, at));
+        }
+        sent += n;
+        batch_id += 1;
+        let t = Instant::now();
+        tx.send(pb::AuditBatch {
+            batch_id,
+            events: out,
+            trace_context: Default::default(),
+        })
+        .await?;
+        let ack = acks.next().await.ok_or("the audit stream ended early")??;
+        latencies.push(t.elapsed());
+        if ack.batch_id != batch_id {
+            return Err(format!("ack for batch {} instead of {batch_id}", ack.batch_id).into());
+        }
+        stored += u64::from(ack.stored);
+    }
+    Ok((stored, latencies))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+async fn search(args: &[String]) -> Result<(), Error> {
+    let base: String = arg(args, "--http", None)?;
+    let token: String = arg(args, "--token", None)?;
+    let queries: usize = arg(args, "--queries", Some(200))?;
+    let days: i64 = arg(args, "--days", Some(30))?;
+    let http = reqwest::Client::new();
+    let mut rng = StdRng::seed_from_u64(7);
+    let now = chrono::Utc::now();
+    let windows = [
+        chrono::Duration::hours(1),
+        chrono::Duration::days(1),
+        chrono::Duration::days(7),
+        chrono::Duration::days(days),
+    ];
+    let mut latencies = Vec::new();
+    let mut found = 0usize;
+    for q in 0..queries + 20 {
+        let window = windows[rng.random_range(0..windows.len())];
+        let room = (chrono::Duration::days(days) - window).num_seconds().max(1);
+        let until = now - chrono::Duration::seconds(rng.random_range(0..room));
+        let since = until - window;
+        let who = identity(&mut rng);
+        let text = SEARCH_WORDS[rng.random_range(0..SEARCH_WORDS.len())];
+        let t = Instant::now();
+        let response = http
+            .get(format!("{base}/api/v1/audit"))
+            .bearer_auth(&token)
+            .query(&[
+                ("identity", who.as_str()),
+                ("since", &since.to_rfc3339()),
+                ("until", &until.to_rfc3339()),
+                ("text", text),
+                ("limit", "100"),
+            ])
+            .send()
+            .await?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await?;
+        let elapsed = t.elapsed();
+        if !status.is_success() {
+            return Err(format!("search answered {status}: {body}").into());
+        }
+        // The first 20 warm the caches and are not counted.
+        if q >= 20 {
+            latencies.push(elapsed);
+            found += body["events"].as_array().map_or(0, Vec::len);
+        }
+    }
+    latencies.sort_unstable();
+    println!(
+        "queries={queries} p50_ms={:.1} p95_ms={:.1} p99_ms={:.1} max_ms={:.1} avg_rows={:.1}",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.95),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+        found as f64 / queries as f64,
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    // reqwest's TLS stack needs a process-wide crypto provider, even for http://.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ingest") => ingest(&args).await,
+        Some("search") => search(&args).await,
+        _ => Err("usage: audit_bench ingest|search [options]; see the source".into()),
+    }
+}

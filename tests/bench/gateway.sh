@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# The gateway's cost, side by side in one run: direct PostgreSQL vs. PgBouncer (session
+# mode) vs. Countersign (audit on, a guardrail policy, mask rules that match nothing) vs.
+# Countersign with masking active (the selected column is masked in every row).
+#
+# Usage: tests/bench/gateway.sh [seconds-per-run] [rounds]
+#
+# Workloads (targets alternate inside each round, so machine noise hits all alike; each
+# cell is the median of the rounds):
+#   1. pgbench -S in -M simple, extended and prepared, at 1, 8 and 32 clients;
+#   2. pgbench TPC-B (the default script), 8 clients;
+#   3. a 1,000,000-row transfer (SELECT * FROM pgbench_accounts at scale 10) through psql;
+#   4. new connections: pgbench -S -C (a new connection per transaction) over TLS, with
+#      SCRAM to the upstream and, for Countersign, the access token checked;
+#   5. 1,000 idle client connections: the resident memory of each proxy process.
+#
+# Everything runs against a private PostgreSQL cluster started by this script
+# (max_connections 1100, SSL on, the `bench` role authenticating with SCRAM), so the
+# machine's shared server is left alone. Builds the release binary, installs PgBouncer
+# from Debian's packages when missing, prints the tables and rewrites the "Gateway vs.
+# direct vs. PgBouncer" section of docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. tests/bench/lib.sh
+SECS=${1:-10}
+ROUNDS=${2:-3}
+BIN=${CARGO_TARGET_DIR:-target}/release/countersign
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+PASSWORD="bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+
+if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
+fi
+PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+cargo build --release --locked --bin countersign >/dev/null
+ulimit -n 8192
+
+DATA=$(mktemp -d)
+chmod 755 "$DATA"
+# PostgreSQL and PgBouncer run as `postgres` (both refuse root) and write here.
+chown postgres "$DATA"
+cleanup() {
+  [ -n "${DEV_PID:-}" ] && kill "$DEV_PID" 2>/dev/null && wait "$DEV_PID" 2>/dev/null || true
+  [ -f "$DATA/pgbouncer.pid" ] && kill "$(cat "$DATA/pgbouncer.pid")" 2>/dev/null || true
+  [ -d "$DATA/pg" ] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$DATA/pg" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# --- the private cluster -------------------------------------------------------------
+PG_PORT=$(free_port)
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+  -keyout "$DATA/server.key" -out "$DATA/server.crt" >/dev/null 2>&1
+chmod 600 "$DATA/server.key"
+chown postgres "$DATA/server.key" "$DATA/server.crt"
+mkdir "$DATA/pg" && chown postgres "$DATA/pg"
+runuser -u postgres -- "$PG_BIN/initdb" -D "$DATA/pg" -U postgres --auth-local=trust >/dev/null
+cat >>"$DATA/pg/postgresql.conf" <<CONF
+port = $PG_PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$DATA/pg'
+max_connections = 1100
+shared_buffers = 256MB
+password_encryption = 'scram-sha-256'
+ssl = on
+ssl_cert_file = '$DATA/server.crt'
+ssl_key_file = '$DATA/server.key'
+CONF
+cat >"$DATA/pg/pg_hba.conf" <<HBA
+local all postgres trust
+host all postgres 127.0.0.1/32 trust
+host all bench 127.0.0.1/32 scram-sha-256
+HBA
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$DATA/pg" -l "$DATA/pg/server.log" -w start >/dev/null
+psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE ROLE bench LOGIN SUPERUSER PASSWORD '$PASSWORD'" \
+  -c "CREATE DATABASE bench OWNER bench" >/dev/null
+PGPASSWORD="$PASSWORD" pgbench -h 127.0.0.1 -p "$PG_PORT" -U bench -i -s 10 -q bench >/dev/null 2>&1
+UPSTREAM="postgres://bench:$PASSWORD@127.0.0.1:$PG_PORT/bench?sslmode=disable"
+
+# --- PgBouncer: session mode, SCRAM on both sides, TLS offered to clients ------------------
+BOUNCER_PORT=$(free_port)
+printf '"bench" "%s"\n' "$PASSWORD" >"$DATA/userlist.txt"
+cat >"$DATA/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$PG_PORT dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $DATA/userlist.txt
+pool_mode = session
+max_client_conn = 1200
+default_pool_size = 1100
+client_tls_sslmode = allow
+client_tls_cert_file = $DATA/server.crt
+client_tls_key_file = $DATA/server.key
+pidfile = $DATA/pgbouncer.pid
+logfile = $DATA/pgbouncer.log
+INI
+chown -R postgres "$DATA/pgbouncer.ini" "$DATA/userlist.txt"
+touch "$DATA/pgbouncer.log" && chown postgres "$DATA/pgbouncer.log"
+runuser -u postgres -- "$PGBOUNCER" -d "$DATA/pgbouncer.ini"
+for _ in $(seq 1 50); do pg_isready -h 127.0.0.1 -p "$BOUNCER_PORT" -q && break; sleep 0.1; done
+
+# --- Countersign: `plain` (guardrails, mask rules matching nothing) and `masked` ----------
+cat >"$DATA/policy.toml" <<'TOML'
+[[access]]
+name = "bench"
+members = ["*"]
+level = "read-write"
+
+[[guardrail]]
+name = "no-drop"
+match = { kinds = ["drop", "truncate"] }
+action = "deny"
+
+[[guardrail]]
+name = "deletes-need-where"
+match = { kinds = ["delete", "update"], without_where = true }
+action = "deny"
+
+[[guardrail]]
+name = "no-privilege-changes"
+match = { kinds = ["grant", "revoke"] }
+action = "deny"
+
+# Matches nothing in the pgbench schema: the sessions on `plain` pay for the check only.
+[[mask]]
+name = "customer-ssn"
+columns = ["public.customers.ssn", "*.*.card_number"]
+style = "redact"
+resources = ["plain"]
+
+[[mask]]
+name = "balances"
+columns = ["public.pgbench_accounts.abalance"]
+style = "hash"
+resources = ["masked"]
+TOML
+"$BIN" dev --data-dir "$DATA/dev" --upstream "plain=$UPSTREAM" --upstream "masked=$UPSTREAM" \
+  --policy "$DATA/policy.toml" --pg-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 \
+  --admin-token "bench-admin-token-0123456789" >"$DATA/out" 2>"$DATA/err" &
+DEV_PID=$!
+for _ in $(seq 1 100); do grep -q '^ready' "$DATA/out" 2>/dev/null && break; sleep 0.1; done
+grep -q '^ready' "$DATA/out" || { cat "$DATA/err"; exit 1; }
+PG=$(sed -n 's/^pg=//p' "$DATA/out"); GW_PORT=${PG##*:}
+TOKEN=$(sed -n 's/^user_token=//p' "$DATA/out"); USER_ID=$(sed -n 's/^user=//p' "$DATA/out")
+
+# run TARGET CMD [ARGS...]: CMD with the target's connection in PG* variables.
+run() {
+  local target=$1; shift
+  case $target in
+    direct) PGHOST=127.0.0.1 PGPORT=$PG_PORT PGUSER=bench PGPASSWORD=$PASSWORD PGDATABASE=bench "$@" ;;
+    pgbouncer) PGHOST=127.0.0.1 PGPORT=$BOUNCER_PORT PGUSER=bench PGPASSWORD=$PASSWORD PGDATABASE=bench "$@" ;;
+    countersign) PGHOST=127.0.0.1 PGPORT=$GW_PORT PGUSER=$USER_ID PGPASSWORD=$TOKEN PGDATABASE=plain "$@" ;;
+    masked) PGHOST=127.0.0.1 PGPORT=$GW_PORT PGUSER=$USER_ID PGPASSWORD=$TOKEN PGDATABASE=masked "$@" ;;
+  esac
+}
+TARGETS=(direct pgbouncer countersign masked)
+
+# The masking really is on (and off) before anything is timed.
+m=$(run masked env PGSSLMODE=disable psql -Atc "SELECT abalance FROM pgbench_accounts WHERE aid = 1")
+p=$(run countersign env PGSSLMODE=disable psql -Atc "SELECT abalance FROM pgbench_accounts WHERE aid = 1")
+[ "$p" = "0" ] || { echo "plain is masked: $p"; exit 1; }
+[ "$m" != "0" ] && [ -n "$m" ] || { echo "masking is not on: $m"; exit 1; }
+
+tps() { sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR) printf "%s", a[int((NR+1)/2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
+declare -A R
+
+# 1 and 2: pgbench.
+for round in $(seq 1 "$ROUNDS"); do
+  for clients in 1 8 32; do
+    for mode in simple extended prepared; do
+      for t in "${TARGETS[@]}"; do
+        v=$(run "$t" env PGSSLMODE=disable pgbench -S -M "$mode" -c "$clients" -j "$(( clients < 2 ? 1 : 2 ))" -T "$SECS" -n 2>/dev/null | tps)
+        R[select,$clients,$mode,$t]+="$v "
+      done
+      echo "round $round: -S $mode $clients clients: $(for t in "${TARGETS[@]}"; do printf '%s %s  ' "$t" "$(echo "${R[select,$clients,$mode,$t]}" | awk '{print $NF}')"; done)"
+    done
+  done
+  for t in direct pgbouncer countersign; do
+    v=$(run "$t" env PGSSLMODE=disable pgbench -c 8 -j 2 -T "$SECS" -n 2>/dev/null | tps)
+    R[tpcb,$t]+="$v "
+  done
+  echo "round $round: TPC-B 8 clients: ${R[tpcb,direct]}| ${R[tpcb,pgbouncer]}| ${R[tpcb,countersign]}"
+done
+
+# 3: 1M-row transfer, wall seconds.
+secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'; }
+for round in $(seq 1 "$ROUNDS"); do
+  for t in "${TARGETS[@]}"; do
+    R[transfer,$t]+="$(run "$t" secs env PGSSLMODE=disable psql -At -c "SELECT aid, bid, abalance, filler FROM pgbench_accounts") "
+  done
+  echo "round $round: 1M rows: direct ${R[transfer,direct]}| countersign ${R[transfer,countersign]}| masked ${R[transfer,masked]}"
+done
+
+# 4: a new TLS connection per transaction (pgbench reports the mean connection time).
+conn_ms() { sed -n 's/^average connection time = \([0-9.]*\) ms.*/\1/p' | head -n1; }
+for round in $(seq 1 "$ROUNDS"); do
+  for t in direct pgbouncer countersign; do
+    v=$(run "$t" env PGSSLMODE=require pgbench -S -C -c 1 -j 1 -T "$SECS" -n 2>/dev/null | conn_ms)
+    R[connect,$t]+="$v "
+  done
+  echo "round $round: connection ms: ${R[connect,direct]}| ${R[connect,pgbouncer]}| ${R[connect,countersign]}"
+done
+
+# 5: 1,000 idle client connections (each holds an upstream one: session mode).
+printf '\\sleep 20 s\n' >"$DATA/idle.sql"
+rss_mb() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+IDLE_BASE_CS=$(rss_mb "$DEV_PID")
+IDLE_BASE_PGB=$(rss_mb "$(cat "$DATA/pgbouncer.pid")")
+for t in countersign pgbouncer; do
+  run "$t" env PGSSLMODE=disable pgbench -c 1000 -j 2 -t 1 -f "$DATA/idle.sql" -n >"$DATA/idle-$t.out" 2>&1 &
+  IDLE=$!
+  sleep 15
+  if [ "$t" = countersign ]; then R[idle,$t]=$(rss_mb "$DEV_PID"); else R[idle,$t]=$(rss_mb "$(cat "$DATA/pgbouncer.pid")"); fi
+  R[idle_conns,$t]=$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atc "SELECT count(*) FROM pg_stat_activity WHERE usename = 'bench'")
+  wait "$IDLE" || { tail -5 "$DATA/idle-$t.out"; exit 1; }
+done
+echo "idle: countersign ${R[idle,countersign]} MB (${R[idle_conns,countersign]} upstream), pgbouncer ${R[idle,pgbouncer]} MB"
+
+# --- the report ---------------------------------------------------------------------
+select_table="| clients | mode | direct | PgBouncer | Countersign | with masking | PgBouncer / direct | Countersign / direct | **Countersign / PgBouncer** | masking / PgBouncer |
+|---|---|---|---|---|---|---|---|---|---|"
+for clients in 1 8 32; do
+  for mode in simple extended prepared; do
+    d=$(echo "${R[select,$clients,$mode,direct]}" | median)
+    b=$(echo "${R[select,$clients,$mode,pgbouncer]}" | median)
+    c=$(echo "${R[select,$clients,$mode,countersign]}" | median)
+    m=$(echo "${R[select,$clients,$mode,masked]}" | median)
+    select_table+="
+| $clients | $mode | ${d%.*} | ${b%.*} | ${c%.*} | ${m%.*} | $(ratio "$b" "$d")× | $(ratio "$c" "$d")× | **$(ratio "$c" "$b")×** | $(ratio "$m" "$b")× |"
+  done
+done
+td=$(echo "${R[tpcb,direct]}" | median); tb=$(echo "${R[tpcb,pgbouncer]}" | median); tc=$(echo "${R[tpcb,countersign]}" | median)
+xd=$(echo "${R[transfer,direct]}" | median); xb=$(echo "${R[transfer,pgbouncer]}" | median)
+xc=$(echo "${R[transfer,countersign]}" | median); xm=$(echo "${R[transfer,masked]}" | median)
+cd_=$(echo "${R[connect,direct]}" | median); cb=$(echo "${R[connect,pgbouncer]}" | median); cc=$(echo "${R[connect,countersign]}" | median)
+echo "$select_table"
+
+section="## Gateway vs. direct vs. PgBouncer
+
+Measured $(date -u +%Y-%m-%d) on $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}')
+(a private cluster started by the script), PgBouncer $("$PGBOUNCER" --version 2>/dev/null | head -n1 | awk '{print $2}'), scale 10.
+Command: \`tests/bench/gateway.sh $SECS $ROUNDS\`: every cell is the median of $ROUNDS rounds of $SECS s,
+the targets alternating inside each round. PgBouncer: session mode, SCRAM to clients and upstream.
+Countersign: \`countersign dev\` (release; its control plane and SQLite audit store in the same process,
+on the same 2 cores as PostgreSQL and pgbench), audit of every statement on (spool, upload, chain),
+three guardrails, and a mask rule that matches no pgbench column; *with masking*: a second resource
+whose policy hashes \`pgbench_accounts.abalance\`, the column \`pgbench -S\` selects, in every row.
+Client to proxy: plain TCP, except for new connections (TLS).
+
+### pgbench -S (TPS)
+
+$select_table
+
+### pgbench TPC-B, 8 clients (TPS)
+
+| direct | PgBouncer | Countersign | PgBouncer / direct | Countersign / direct | **Countersign / PgBouncer** |
+|---|---|---|---|---|---|
+| ${td%.*} | ${tb%.*} | ${tc%.*} | $(ratio "$tb" "$td")× | $(ratio "$tc" "$td")× | **$(ratio "$tc" "$tb")×** |
+
+### 1,000,000-row transfer (psql, wall seconds)
+
+| direct | PgBouncer | Countersign | with masking | Countersign / direct (target ≤ 1.25×) | masking / direct (target ≤ 1.3×) |
+|---|---|---|---|---|---|
+| $xd | $xb | $xc | $xm | $(ratio "$xc" "$xd")× | $(ratio "$xm" "$xd")× |
+
+### New connections over TLS (pgbench -S -C, mean connection time, ms)
+
+| direct | PgBouncer | Countersign | Countersign − direct (target ≤ 5 ms at p50) |
+|---|---|---|---|
+| $cd_ | $cb | $cc | $(awk -v a="$cc" -v b="$cd_" 'BEGIN { printf "%.2f", a - b }') ms |
+
+Direct and PgBouncer: TLS and SCRAM. Countersign: TLS, the access token verified by the control plane,
+and SCRAM to the upstream. pgbench reports the mean, not the p50.
+
+### 1,000 idle client connections (resident memory)
+
+| | before | with 1,000 idle clients | upstream connections |
+|---|---|---|---|
+| Countersign (whole dev process, control plane included; target ≤ 100 MB) | $IDLE_BASE_CS MB | ${R[idle,countersign]} MB | ${R[idle_conns,countersign]} |
+| PgBouncer | $IDLE_BASE_PGB MB | ${R[idle,pgbouncer]} MB | ${R[idle_conns,pgbouncer]} |
+
+Countersign opens each client's upstream connection at startup (it authenticates the client and
+its upstream before the first query); PgBouncer, even in session mode, opens one only when a
+client sends its first query, so idle clients cost it no upstream connection.
+
+Raw values per round (TPS, seconds, ms or MB by workload): $(for k in "${!R[@]}"; do printf '%s: %s\n' "$k" "${R[$k]}"; done | sort -V | tr -s ' ' | paste -sd';' | sed 's/;/; /g')
+"
+write_section "Gateway vs. direct vs. PgBouncer" "$section"
