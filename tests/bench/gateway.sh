@@ -101,7 +101,8 @@ logfile = $DATA/pgbouncer.log
 INI
 chown -R postgres "$DATA/pgbouncer.ini" "$DATA/userlist.txt"
 touch "$DATA/pgbouncer.log" && chown postgres "$DATA/pgbouncer.log"
-runuser -u postgres -- "$PGBOUNCER" -d "$DATA/pgbouncer.ini"
+# runuser resets the soft open-files limit to 1,024; 1,000 idle clients need more.
+runuser -u postgres -- sh -c 'ulimit -n 8192 && exec "$0" -d "$1"' "$PGBOUNCER" "$DATA/pgbouncer.ini"
 for _ in $(seq 1 50); do pg_isready -h 127.0.0.1 -p "$BOUNCER_PORT" -q && break; sleep 0.1; done
 
 # --- Countersign: `plain` (guardrails, mask rules matching nothing) and `masked` ----------
