@@ -365,6 +365,10 @@ pub struct GatewayConfig {
     /// `control_plane_url` when `state_dir` holds no valid certificate; unused afterwards.
     #[schemars(with = "Option<String>")]
     pub enrollment_token: Option<Secret<String>>,
+    /// A file holding the one-time enrollment token (`COUNTERSIGN_ENROLLMENT_TOKEN_FILE`),
+    /// e.g. a mounted Kubernetes Secret: read only when `state_dir` holds no valid
+    /// certificate, so it may be gone afterwards. Not together with `enrollment_token`.
+    pub enrollment_token_file: Option<PathBuf>,
     /// PEM file of the control plane's gateway CA (`COUNTERSIGN_CONTROL_PLANE_CA`): the
     /// control plane's server certificate must chain to it, from the first contact on.
     /// Required with an `https://` `control_plane_url`.
@@ -561,6 +565,12 @@ impl ControlPlaneConfig {
     ];
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.check(true)
+    }
+
+    /// Every error in the file at once; `files`: also check that the files it names
+    /// exist (false checks a config away from the host it runs on).
+    pub fn check(&self, files: bool) -> anyhow::Result<()> {
         let mut errors = Vec::new();
         if !self.database_url.expose().starts_with("postgres") {
             errors.push("database_url must be a postgres:// URL".to_owned());
@@ -582,9 +592,9 @@ impl ControlPlaneConfig {
                     "gateway_token is not allowed with [grpc_tls]: gateways authenticate with enrolled client certificates"
                         .to_owned(),
                 );
-                errors.extend(tls.errors());
+                errors.extend(tls.errors(files));
             }
-            (None, Some(tls)) => errors.extend(tls.errors()),
+            (None, Some(tls)) => errors.extend(tls.errors(files)),
         }
         for (name, v) in [
             ("default_token_ttl", &self.default_token_ttl),
@@ -603,11 +613,13 @@ impl ControlPlaneConfig {
             errors.push("redis_url must start with redis:// or rediss://".to_owned());
         }
         if let Some(p) = &self.signing_key_file
+            && files
             && !p.exists()
         {
             errors.push(format!("signing_key_file {} does not exist", p.display()));
         }
         if let Some(p) = &self.audit_key_file
+            && files
             && !p.exists()
         {
             errors.push(format!("audit_key_file {} does not exist", p.display()));
@@ -745,7 +757,7 @@ impl AuditStreamEntry {
 }
 
 impl GrpcTlsEntry {
-    fn errors(&self) -> Vec<String> {
+    fn errors(&self, files: bool) -> Vec<String> {
         let mut errors = Vec::new();
         if self.names.is_empty() {
             errors.push("grpc_tls.names must name at least one DNS name or IP address".to_owned());
@@ -765,7 +777,7 @@ impl GrpcTlsEntry {
         match (&self.ca_cert_file, &self.ca_key_file) {
             (Some(c), Some(k)) => {
                 for p in [c, k] {
-                    if !p.exists() {
+                    if files && !p.exists() {
                         errors.push(format!("grpc_tls: {} does not exist", p.display()));
                     }
                 }
@@ -816,6 +828,7 @@ impl GatewayConfig {
         "spool_fsync_interval_ms",
         "mask_key",
         "enrollment_token",
+        "enrollment_token_file",
         "control_plane_ca",
         "state_dir",
     ];
@@ -829,6 +842,12 @@ impl GatewayConfig {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.check(true)
+    }
+
+    /// Every error in the file at once; `files`: also check that the files it names
+    /// exist (false checks a config away from the host it runs on).
+    pub fn check(&self, files: bool) -> anyhow::Result<()> {
         let mut errors = Vec::new();
         let urls = self.control_plane_urls();
         match (&self.control_plane_url, self.control_plane_urls.is_empty()) {
@@ -861,7 +880,7 @@ impl GatewayConfig {
                     "control_plane_ca (the control plane's gateway CA, PEM) is required with an https:// control_plane_url"
                         .to_owned(),
                 ),
-                Some(p) if !p.exists() => {
+                Some(p) if files && !p.exists() => {
                     errors.push(format!("control_plane_ca {} does not exist", p.display()));
                 }
                 Some(_) => {}
@@ -872,6 +891,9 @@ impl GatewayConfig {
                 .is_some_and(|t| t.expose().is_empty())
             {
                 errors.push("enrollment_token is empty".to_owned());
+            }
+            if self.enrollment_token.is_some() && self.enrollment_token_file.is_some() {
+                errors.push("set enrollment_token or enrollment_token_file, not both".to_owned());
             }
         } else if !urls.is_empty() && http == urls.len() {
             if self
@@ -886,6 +908,10 @@ impl GatewayConfig {
             }
             for (name, set) in [
                 ("enrollment_token", self.enrollment_token.is_some()),
+                (
+                    "enrollment_token_file",
+                    self.enrollment_token_file.is_some(),
+                ),
                 ("control_plane_ca", self.control_plane_ca.is_some()),
             ] {
                 if set {
@@ -923,12 +949,37 @@ impl GatewayConfig {
         }
         if let Some(t) = &self.tls {
             for p in [&t.cert_file, &t.key_file] {
-                if !p.exists() {
+                if files && !p.exists() {
                     errors.push(format!("tls file {} does not exist", p.display()));
                 }
             }
         }
         collect(errors)
+    }
+}
+
+/// `countersign config check`: loads `file` as `which` (`control-plane` or `gateway`)
+/// and validates it, printing what is wrong. Exit 0 when valid, 2 when not.
+pub fn check(which: &str, file: &Path, files: bool) -> std::process::ExitCode {
+    let result = match which {
+        "control-plane" => load::<ControlPlaneConfig>(file, ControlPlaneConfig::FIELDS)
+            .and_then(|c| c.check(files)),
+        "gateway" => {
+            load::<GatewayConfig>(file, GatewayConfig::FIELDS).and_then(|c| c.check(files))
+        }
+        other => Err(anyhow::anyhow!(
+            "no config named {other:?}; use control-plane or gateway"
+        )),
+    };
+    match result {
+        Ok(()) => {
+            println!("{}: valid {which} config", file.display());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e:#}", file.display());
+            std::process::ExitCode::from(2)
+        }
     }
 }
 
@@ -953,9 +1004,55 @@ mod tests {
         cp.validate().unwrap();
         assert_eq!(cp.redis_url.as_deref(), Some("redis://redis:6379"));
         let gw: GatewayConfig = load(&dir.join("gateway.toml"), &[]).unwrap();
-        gw.validate().unwrap();
+        // The CA is written into the enrollment volume by the compose file's `enroll` step.
+        let err = gw.validate().unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "control_plane_ca /etc/countersign/enrollment/control-plane-ca.pem does not exist"
+            ) && err.lines().count() == 2,
+            "{err}"
+        );
+        gw.check(false).unwrap();
         assert_eq!(gw.upstreams.len(), 1);
         assert!(gw.metrics_addr.is_some());
+        assert!(gw.enrollment_token_file.is_some() && gw.gateway_token.is_none());
+        assert!(cp.grpc_tls.is_some() && cp.gateway_token.is_none());
+    }
+
+    #[test]
+    fn enrollment_token_file_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "").unwrap();
+        let write = |body: &str| {
+            let path = dir.path().join("gw.toml");
+            std::fs::write(
+                &path,
+                format!("{body}\n[[upstream]]\nname = 'pg'\nurl = 'postgres://u@h/db'\n"),
+            )
+            .unwrap();
+            load::<GatewayConfig>(&path, &[]).unwrap().validate()
+        };
+        let ca = ca.display();
+        write(&format!(
+            "control_plane_url = 'https://cp:8081'\ncontrol_plane_ca = '{ca}'\nenrollment_token_file = '/run/token'"
+        ))
+        .unwrap();
+        let both = write(&format!(
+            "control_plane_url = 'https://cp:8081'\ncontrol_plane_ca = '{ca}'\nenrollment_token = 'cse_x'\nenrollment_token_file = '/run/token'"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(both.contains("not both"), "{both}");
+        let plain = write(
+            "control_plane_url = 'http://cp:8081'\ngateway_token = 'a-shared-token-of-32-characters-0001'\nenrollment_token_file = '/run/token'",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            plain.contains("enrollment_token_file needs an https:// control_plane_url"),
+            "{plain}"
+        );
     }
 
     /// `deploy/schema/*.schema.json` match the config types. To refresh them after a

@@ -95,6 +95,17 @@ enum ConfigCommand {
     /// Print the JSON schema of a config file (`control-plane` or `gateway`); the same as
     /// deploy/schema/NAME.schema.json.
     Schema { which: String },
+    /// Load a config file (`control-plane` or `gateway`) as the process would, with the
+    /// COUNTERSIGN_* environment overrides, and report every error in it at once. Exit 0
+    /// when it is valid, 2 when it is not.
+    Check {
+        which: String,
+        file: std::path::PathBuf,
+        /// Do not check that the files it names (certificates, keys, CA) exist: for a
+        /// config checked away from the host that runs it.
+        #[arg(long)]
+        skip_files: bool,
+    },
 }
 
 /// The OpenTelemetry service name of a serving command; `None` for client
@@ -162,6 +173,11 @@ fn main() -> ExitCode {
                 print!("{}", config::schema(&which)?);
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Config(ConfigCommand::Check {
+                which,
+                file,
+                skip_files,
+            }) => Ok(config::check(&which, &file, !skip_files)),
         }
     });
     // Stop the runtime's tasks first: the trace flush must run outside it.

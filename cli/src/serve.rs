@@ -119,6 +119,7 @@ pub async fn gateway(args: ConfigArg) -> anyhow::Result<ExitCode> {
             None => ControlPlaneAuth::Enrolled(EnrollmentSettings {
                 state_dir: cfg.state_dir,
                 enrollment_token: cfg.enrollment_token,
+                enrollment_token_file: cfg.enrollment_token_file,
                 control_plane_ca: cfg
                     .control_plane_ca
                     .context("control_plane_ca is required for mutual TLS")?,

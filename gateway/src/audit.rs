@@ -155,16 +155,32 @@ impl From<AuditEvent> for pb::AuditEvent {
 #[derive(Clone)]
 pub struct AuditSink {
     spool: Arc<Spool>,
+    progress: Arc<upload::Progress>,
 }
 
 impl AuditSink {
     /// Opens the spool and starts its fsync task and the uploader. Must be
     /// called inside a Tokio runtime.
-    pub fn start(settings: SpoolSettings, client: ControlClient) -> Result<Self, SpoolError> {
+    /// `uploaded` counts the events the control plane acknowledges.
+    pub fn start(
+        settings: SpoolSettings,
+        client: ControlClient,
+        uploaded: prometheus_client::metrics::counter::Counter,
+    ) -> Result<Self, SpoolError> {
         let spool = Spool::open(settings)?;
+        let progress = Arc::new(upload::Progress {
+            uploaded,
+            waiting_since_us: Default::default(),
+        });
         tokio::spawn(spool.clone().run_fsync());
-        tokio::spawn(upload::run(spool.clone(), client));
-        Ok(Self { spool })
+        tokio::spawn(upload::run(spool.clone(), client, progress.clone()));
+        Ok(Self { spool, progress })
+    }
+
+    /// How long the oldest event waiting for the control plane's acknowledgement
+    /// has waited (zero when none waits).
+    pub fn upload_lag(&self) -> Duration {
+        self.progress.lag()
     }
 
     /// Spools an event that completes admitted work (a session's start or end,

@@ -142,6 +142,9 @@ pub struct EnrollmentSettings {
     pub state_dir: PathBuf,
     /// One-time token used when `state_dir` holds no valid certificate.
     pub enrollment_token: Option<Secret<String>>,
+    /// A file holding the one-time token, read only when `state_dir` holds no
+    /// valid certificate and `enrollment_token` is not set.
+    pub enrollment_token_file: Option<PathBuf>,
     /// PEM file of the control plane's gateway CA: the control plane's server
     /// certificate must chain to it, from the very first contact.
     pub control_plane_ca: PathBuf,

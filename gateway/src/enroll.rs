@@ -43,9 +43,21 @@ pub enum EnrollError {
     #[error("control_plane_ca {path}: {reason}")]
     BadCa { path: PathBuf, reason: String },
     #[error(
-        "{state_dir} holds no valid gateway certificate and no enrollment_token is configured: create one with `countersign gateway enroll-token create --environment ENV` and set enrollment_token"
+        "{state_dir} holds no valid gateway certificate and no enrollment_token is configured: create one with `countersign gateway enroll-token create --environment ENV` and set enrollment_token (or enrollment_token_file)"
     )]
     NoToken { state_dir: PathBuf },
+    #[error(
+        "{state_dir} holds no valid gateway certificate, and the enrollment_token_file {path} cannot be read: {source}"
+    )]
+    TokenFile {
+        state_dir: PathBuf,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{state_dir} holds no valid gateway certificate, and the enrollment_token_file {path} is empty"
+    )]
+    EmptyTokenFile { state_dir: PathBuf, path: PathBuf },
     #[error("enrollment refused by the control plane: {0}")]
     Refused(String),
     #[error("cannot reach the control plane to enroll: {0}")]
@@ -219,6 +231,30 @@ fn store(dir: &Path, id: &Identity, ca_pem: &str) -> Result<(), EnrollError> {
     write_atomic(dir, CA_FILE, ca_pem)
 }
 
+/// The one-time enrollment token: `enrollment_token`, or else the contents of
+/// `enrollment_token_file` (surrounding whitespace removed).
+fn enrollment_token(settings: &EnrollmentSettings) -> Result<String, EnrollError> {
+    let state_dir = settings.state_dir.clone();
+    if let Some(token) = &settings.enrollment_token {
+        return Ok(token.expose().clone());
+    }
+    let Some(path) = &settings.enrollment_token_file else {
+        return Err(EnrollError::NoToken { state_dir });
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| EnrollError::TokenFile {
+        state_dir: state_dir.clone(),
+        path: path.clone(),
+        source,
+    })?;
+    match text.trim() {
+        "" => Err(EnrollError::EmptyTokenFile {
+            state_dir,
+            path: path.clone(),
+        }),
+        token => Ok(token.to_owned()),
+    }
+}
+
 /// A fresh key pair and a CSR for it: (key PEM, CSR PEM). The key never leaves the gateway.
 fn key_and_csr(gateway_id: &str) -> Result<(String, String), EnrollError> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
@@ -269,15 +305,10 @@ pub async fn establish(
             if stored.is_some() {
                 tracing::warn!(state_dir = %dir.display(), "the stored gateway certificate is not valid now, or not from control_plane_ca; enrolling again");
             }
-            let token = settings
-                .enrollment_token
-                .as_ref()
-                .ok_or_else(|| EnrollError::NoToken {
-                    state_dir: dir.clone(),
-                })?;
+            let token = enrollment_token(settings)?;
             let (key_pem, csr_pem) = key_and_csr(gateway_id)?;
             let request = pb::EnrollRequest {
-                token: token.expose().clone(),
+                token,
                 csr_pem,
                 gateway_id: gateway_id.to_owned(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -124,7 +124,12 @@ impl Gateway {
             resources: settings.upstreams.iter().map(|u| u.name.clone()).collect(),
         };
         let config = control::watch_config(control.clone(), hello);
-        let audit = audit::AuditSink::start(settings.spool.clone(), control.clone())?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let audit = audit::AuditSink::start(
+            settings.spool.clone(),
+            control.clone(),
+            metrics.audit_events_uploaded.clone(),
+        )?;
         let mask_key: Arc<[u8]> = match &settings.mask_key {
             Some(k) => k.expose().as_bytes().into(),
             None => {
@@ -146,7 +151,7 @@ impl Gateway {
                 upstream_tls,
                 catalogs: Arc::default(),
                 mask_key,
-                metrics: Arc::default(),
+                metrics,
             }),
         })
     }
@@ -157,6 +162,8 @@ impl Gateway {
         let m = &self.metrics;
         m.audit_spool_bytes
             .set(i64::try_from(self.audit.spooled_bytes()).unwrap_or(i64::MAX));
+        m.audit_upload_lag_seconds
+            .set(self.audit.upload_lag().as_secs_f64());
         if let Some(c) = self.config.borrow().as_ref() {
             m.policy_version
                 .set(i64::try_from(c.policy_version).unwrap_or(i64::MAX));

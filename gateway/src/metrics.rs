@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabel {
@@ -35,6 +36,7 @@ pub struct Metrics {
     pub masked_values: Counter,
     pub audit_spool_bytes: Gauge,
     pub audit_events_uploaded: Counter,
+    pub audit_upload_lag_seconds: Gauge<f64, AtomicU64>,
     pub policy_version: Gauge,
 }
 
@@ -58,6 +60,7 @@ impl Metrics {
             masked_values: Counter::default(),
             audit_spool_bytes: Gauge::default(),
             audit_events_uploaded: Counter::default(),
+            audit_upload_lag_seconds: Gauge::default(),
             policy_version: Gauge::default(),
             registry: Registry::default(),
         };
@@ -105,6 +108,11 @@ impl Metrics {
             "audit_events_uploaded",
             "Audit events acknowledged by the control plane",
             m.audit_events_uploaded.clone(),
+        );
+        registry.register(
+            "audit_upload_lag_seconds",
+            "How long the oldest audit event waiting for the control plane's acknowledgement has waited (0 when none waits)",
+            m.audit_upload_lag_seconds.clone(),
         );
         registry.register(
             "policy_version",

@@ -25,6 +25,7 @@ fn spawn(args: &[&str], env: &[(&str, &str)], log: &Path) -> Result<Child> {
         .stdout(Stdio::null())
         .stderr(file)
         .env_remove("COUNTERSIGN_ENROLLMENT_TOKEN")
+        .env_remove("COUNTERSIGN_ENROLLMENT_TOKEN_FILE")
         .kill_on_drop(true);
     for (k, v) in env {
         cmd.env(k, v);
@@ -100,9 +101,13 @@ impl Gateway {
             .map(|t| ("COUNTERSIGN_ENROLLMENT_TOKEN", t))
             .into_iter()
             .collect();
+        self.start_with(&env)
+    }
+
+    fn start_with(&self, env: &[(&str, &str)]) -> Result<Child> {
         spawn(
             &["gateway", "--config", self.config.to_str().context("path")?],
-            &env,
+            env,
             &self.log,
         )
     }
@@ -308,7 +313,13 @@ async fn enrolled_gateways_stay_in_their_environment_and_rotate() -> Result<()> 
             ("pg-prod", upstream.upstream_url()),
         ],
     )?;
-    let _staging_process = staging.start(Some(&staging_token))?;
+    // Staging reads its token from a file, as a mounted Kubernetes Secret provides it.
+    let token_file = dir.path().join("staging-token");
+    std::fs::write(&token_file, format!("{staging_token}\n"))?;
+    let _staging_process = staging.start_with(&[(
+        "COUNTERSIGN_ENROLLMENT_TOKEN_FILE",
+        token_file.to_str().context("path")?,
+    )])?;
     wait_port(staging.pg, &staging.log).await?;
     query(&staging.conn(user, "pg-staging"), "SELECT 1")
         .await

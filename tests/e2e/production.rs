@@ -50,17 +50,33 @@ async fn cli(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
+/// The value of an unlabelled series in Prometheus text.
+fn metric(text: &str, name: &str) -> Result<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .with_context(|| format!("{name} missing in\n{text}"))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{name} is not a number"))
+}
+
 #[tokio::test]
 async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
     ensure_services()?;
     let store = TestDb::create("cs_prod_store").await?;
     let upstream = TestDb::create("cs_prod_app").await?;
     upstream
-        .execute("CREATE TABLE orders (id int primary key, total numeric)")
+        .execute(
+            "CREATE TABLE orders (id int primary key, total numeric); \
+             CREATE TABLE customers (id int, email text); \
+             INSERT INTO customers VALUES (1, 'carol@example.org')",
+        )
         .await?;
     let dir = tempfile::tempdir()?;
     let (http, grpc, pg) = (free_port()?, free_port()?, free_port()?);
     let metrics = free_port()?;
+    // Nothing listens here: sessions to `pg-down` fail to reach their upstream.
+    let down = free_port()?;
 
     let cp_config = dir.path().join("control-plane.toml");
     std::fs::write(
@@ -69,7 +85,8 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
             "http_addr = \"127.0.0.1:{http}\"\ngrpc_addr = \"127.0.0.1:{grpc}\"\n\
              database_url = \"postgres://unused@127.0.0.1/overridden\"\n\
              admin_token = \"overridden-by-the-environment-0000000\"\n\
-             gateway_token = \"{GATEWAY}\"\n\n[[resource]]\nname = \"pg-prod\"\nenvironment = \"prod\"\n"
+             gateway_token = \"{GATEWAY}\"\n\n[[resource]]\nname = \"pg-prod\"\nenvironment = \"prod\"\n\n\
+             [[resource]]\nname = \"pg-down\"\nenvironment = \"prod\"\n"
         ),
     )?;
     let gw_config = dir.path().join("gateway.toml");
@@ -78,7 +95,8 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
         format!(
             "gateway_id = \"gw-prod-1\"\nenvironment = \"prod\"\n\
              control_plane_url = \"http://127.0.0.1:{grpc}\"\ngateway_token = \"{GATEWAY}\"\n\
-             pg_addr = \"127.0.0.1:{pg}\"\nmetrics_addr = \"127.0.0.1:{metrics}\"\nspool_dir = \"{}\"\n\n[[upstream]]\nname = \"pg-prod\"\nurl = \"{}\"\n",
+             pg_addr = \"127.0.0.1:{pg}\"\nmetrics_addr = \"127.0.0.1:{metrics}\"\nspool_dir = \"{}\"\n\n[[upstream]]\nname = \"pg-prod\"\nurl = \"{}\"\n\n\
+             [[upstream]]\nname = \"pg-down\"\nurl = \"postgres://postgres@127.0.0.1:{down}/postgres\"\n",
             dir.path().join("spool").display(),
             upstream.upstream_url()
         ),
@@ -135,7 +153,9 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
     let policy = dir.path().join("policy.toml");
     std::fs::write(
         &policy,
-        "[[access]]\nname = \"alice-prod\"\nmembers = [\"user:alice@example.com\"]\nlevel = \"read-write\"\nenvironments = [\"prod\"]\n",
+        "[[access]]\nname = \"alice-prod\"\nmembers = [\"user:alice@example.com\"]\nlevel = \"read-write\"\nenvironments = [\"prod\"]\n\n\
+         [[guardrail]]\nname = \"deletes-need-review\"\nmatch = { kinds = [\"delete\"] }\naction = \"review\"\napprovals = 1\napprovers = [\"group:dba\"]\n\n\
+         [[mask]]\nname = \"emails\"\ncolumns = [\"public.customers.email\"]\nstyle = \"redact\"\n",
     )?;
     cli(&[
         "policy",
@@ -215,6 +235,70 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
     );
     assert_eq!(events[0]["kinds"], serde_json::json!(["insert"]));
 
+    // Traffic for every metric the gateway keeps: a masked value, a statement held for
+    // review and approved by someone else, and a session whose upstream is down.
+    let masked = Psql::new(&conn)
+        .command("SELECT id, email FROM customers")
+        .output()
+        .await?;
+    assert!(
+        masked.contains("1|") && !masked.contains("carol@example.org"),
+        "{masked}"
+    );
+    let bob = cli(&[
+        "token",
+        "create",
+        "--server",
+        &server,
+        "--admin-token",
+        ADMIN,
+        "--identity",
+        "bob@example.com",
+        "--group",
+        "dba",
+        "--ttl",
+        "10m",
+    ])
+    .await?;
+    let bob = bob.trim().to_owned();
+    let held = tokio::spawn({
+        let conn = conn.clone();
+        async move {
+            Psql::new(&conn)
+                .command("DELETE FROM orders WHERE id = 7")
+                .run()
+                .await
+        }
+    });
+    let review_id = eventually(Duration::from_secs(15), || {
+        let (server, bob) = (server.clone(), bob.clone());
+        async move {
+            let out = cli(&[
+                "review", "list", "--server", &server, "--token", &bob, "--format", "jsonl",
+            ])
+            .await?;
+            for line in out.lines() {
+                let r: serde_json::Value = serde_json::from_str(line)?;
+                if r["status"] == "pending" {
+                    return r["id"].as_str().map(str::to_owned).context("review id");
+                }
+            }
+            bail!("no pending review yet: {out}")
+        }
+    })
+    .await?;
+    cli(&[
+        "review", "approve", &review_id, "--server", &server, "--token", &bob,
+    ])
+    .await?;
+    let deleted = held.await??;
+    assert!(deleted.success(), "{}", deleted.combined());
+    let down = Psql::new(&conn.clone().with_dbname("pg-down"))
+        .command("SELECT 1")
+        .run()
+        .await?;
+    assert!(!down.success(), "{}", down.combined());
+
     // Both processes report to Prometheus, and say they are ready.
     let gw_metrics = format!("http://127.0.0.1:{metrics}");
     for (base, path) in [
@@ -226,25 +310,38 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
             countersign_testkit::http::request("GET", &format!("{base}{path}"), None, None).await?;
         assert_eq!(r.status, 200, "{base}{path}: {}", r.body);
     }
-    let gw_text =
-        countersign_testkit::http::request("GET", &format!("{gw_metrics}/metrics"), None, None)
-            .await?
-            .body;
+    // Scraped once the uploader has sent every statement above (the upload counter
+    // then holds at least the session starts, the 4 statements and the session ends).
+    let gw_text = eventually(Duration::from_secs(15), || {
+        let url = format!("{gw_metrics}/metrics");
+        async move {
+            let text = countersign_testkit::http::request("GET", &url, None, None)
+                .await?
+                .body;
+            let uploaded = metric(&text, "countersign_gateway_audit_events_uploaded_total")?;
+            if uploaded < 10.0 {
+                bail!("{uploaded} audit events uploaded so far");
+            }
+            Ok(text)
+        }
+    })
+    .await?;
     for line in [
         "countersign_gateway_sessions_active 0",
-        "countersign_gateway_statements_total{decision=\"allow\"} 2",
+        "countersign_gateway_statements_total{decision=\"allow\"} 3",
+        "countersign_gateway_statements_total{decision=\"review\"} 1",
+        "countersign_gateway_review_wait_seconds_count 1",
+        "countersign_gateway_upstream_connect_errors_total{resource=\"pg-down\"} 1",
+        "countersign_gateway_masked_values_total 1",
         "countersign_gateway_policy_version 1",
     ] {
         assert!(gw_text.contains(line), "{line} missing in\n{gw_text}");
     }
-    assert!(
-        gw_text.contains("countersign_gateway_sessions_total "),
-        "{gw_text}"
-    );
-    assert!(
-        gw_text.contains("countersign_gateway_sessions_refused_total "),
-        "{gw_text}"
-    );
+    assert!(metric(&gw_text, "countersign_gateway_sessions_total")? >= 3.0);
+    assert!(metric(&gw_text, "countersign_gateway_sessions_refused_total")? >= 1.0);
+    // The spool and the uploader: the depth in bytes, and no event waiting once caught up.
+    assert!(metric(&gw_text, "countersign_gateway_audit_spool_bytes")? >= 0.0);
+    assert!(metric(&gw_text, "countersign_gateway_audit_upload_lag_seconds")? < 5.0);
     let cp_text =
         countersign_testkit::http::request("GET", &format!("{server}/metrics"), None, None)
             .await?
@@ -255,6 +352,19 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
     ] {
         assert!(cp_text.contains(line), "{line} missing in\n{cp_text}");
     }
+    assert!(
+        metric(
+            &cp_text,
+            "countersign_control_plane_sessions_authenticated_total"
+        )? >= 4.0
+    );
+    assert!(metric(&cp_text, "countersign_control_plane_sessions_refused_total")? >= 1.0);
+    assert!(
+        metric(
+            &cp_text,
+            "countersign_control_plane_audit_events_ingested_total"
+        )? >= 10.0
+    );
     // No identity or statement text ever reaches a metric.
     for text in [&gw_text, &cp_text] {
         assert!(

@@ -24,7 +24,8 @@ use countersign_proto::v1 as pb;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Most events sent in one batch.
 const BATCH_EVENTS: usize = 1_000;
@@ -84,6 +85,34 @@ impl Batch {
     }
 }
 
+/// What the uploader has done, for the gateway's metrics.
+pub struct Progress {
+    /// Events the control plane has acknowledged (the gateway's
+    /// `audit_events_uploaded` counter).
+    pub uploaded: prometheus_client::metrics::counter::Counter,
+    /// When (Unix µs) the oldest event of the batch being sent was written; 0 while no
+    /// batch is waiting for its acknowledgement.
+    pub waiting_since_us: AtomicI64,
+}
+
+impl Progress {
+    /// How long the oldest event not yet acknowledged has waited; zero when the
+    /// uploader waits for nothing. It keeps growing while the control plane is
+    /// unreachable.
+    pub fn lag(&self) -> Duration {
+        match self.waiting_since_us.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => Duration::from_micros(u64::try_from(now_us() - since).unwrap_or(0)),
+        }
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
 struct Uploader {
     spool: Arc<Spool>,
     segments: VecDeque<Segment>,
@@ -98,7 +127,7 @@ struct Uploader {
 }
 
 /// Ships the spool's events to the control plane, forever.
-pub async fn run(spool: Arc<Spool>, client: ControlClient) {
+pub async fn run(spool: Arc<Spool>, client: ControlClient, progress: Arc<Progress>) {
     let mut written = spool.written();
     let first_new = written.borrow().segment;
     let mut up = Uploader {
@@ -141,7 +170,15 @@ pub async fn run(spool: Arc<Spool>, client: ControlClient) {
             }
         }
         batch_id += 1;
-        let events = batch.items.iter().map(|o| o.event.clone()).collect();
+        let events: Vec<pb::AuditEvent> = batch.items.iter().map(|o| o.event.clone()).collect();
+        let oldest = events
+            .iter()
+            .map(|e| e.at)
+            .filter(|at| *at > 0)
+            .min()
+            .unwrap_or_else(now_us);
+        progress.waiting_since_us.store(oldest, Ordering::Relaxed);
+        let sent = events.len() as u64;
         uploader
             .send_until_acked(pb::AuditBatch {
                 batch_id,
@@ -149,6 +186,8 @@ pub async fn run(spool: Arc<Spool>, client: ControlClient) {
                 trace_context: Default::default(),
             })
             .await;
+        progress.waiting_since_us.store(0, Ordering::Relaxed);
+        progress.uploaded.inc_by(sent);
         for o in &batch.items {
             for s in o.segments.iter().flatten() {
                 up.resolve(*s);
