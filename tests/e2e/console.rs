@@ -13,7 +13,9 @@
 use anyhow::{Context, Result, bail, ensure};
 use countersign_testkit::browser::Scenario;
 use countersign_testkit::oidc_provider::{ClientSpec, OidcProvider, User};
-use countersign_testkit::{ConnParams, Psql, TestDb, ensure_services, eventually, free_port};
+use countersign_testkit::{
+    ConnParams, Psql, TestDb, TokenMinter, ensure_services, eventually, free_port,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -209,20 +211,13 @@ async fn apply_policy(server: &str, dir: &std::path::Path, text: &str) -> Result
 async fn held_statement_is_approved_in_the_console_and_audit_is_exported() -> Result<()> {
     let stack = start().await?;
     let server = stack.server.clone();
-    let token = cli(&[
-        "token",
-        "create",
-        "--server",
-        &server,
-        "--admin-token",
-        ADMIN,
-        "--identity",
-        ALICE,
-        "--ttl",
-        "10m",
-    ])
-    .await?;
-    let conn = ConnParams::new("127.0.0.1", stack.pg, ALICE, "pg-prod").with_password(token.trim());
+    let minter = TokenMinter {
+        bin: BIN.as_ref(),
+        server: &server,
+        admin_token: ADMIN,
+    };
+    let token = minter.mint(ALICE, &[], Some("10m")).await?;
+    let conn = ConnParams::new("127.0.0.1", stack.pg, ALICE, "pg-prod").with_password(&token);
 
     // Not signed in: the console sends the browser to sign in and come back.
     let bare = reqwest::Client::builder()

@@ -19,7 +19,9 @@
 use anyhow::{Context, Result, bail, ensure};
 use countersign_testkit::http::request;
 use countersign_testkit::oidc_provider::{ClientSpec, OidcProvider};
-use countersign_testkit::{ConnParams, Psql, TestDb, ensure_services, eventually, free_port};
+use countersign_testkit::{
+    ConnParams, Psql, TestDb, TokenMinter, ensure_services, eventually, free_port,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -328,29 +330,14 @@ async fn replicas_drain_and_die_without_dropping_held_statements() -> Result<()>
         policy.to_str().context("path")?,
     ])
     .await?;
-    let token = |identity: &'static str, groups: &'static [&'static str]| {
-        let server = one.server();
-        async move {
-            let mut args = vec![
-                "token",
-                "create",
-                "--server",
-                &server,
-                "--admin-token",
-                ADMIN,
-                "--identity",
-                identity,
-                "--ttl",
-                "30m",
-            ];
-            for g in groups {
-                args.extend(["--group", g]);
-            }
-            Ok::<_, anyhow::Error>(cli(&args).await?.trim().to_owned())
-        }
+    let server = one.server();
+    let minter = TokenMinter {
+        bin: BIN.as_ref(),
+        server: &server,
+        admin_token: ADMIN,
     };
-    let alice = token(ALICE, &[]).await?;
-    let bob = token(BOB, &["dba"]).await?;
+    let alice = minter.mint(ALICE, &[], Some("30m")).await?;
+    let bob = minter.mint(BOB, &["dba"], Some("30m")).await?;
 
     // The prod gateway serves TLS to clients with its own certificate.
     let tls_dir = dir.path().join("tls");

@@ -7,7 +7,9 @@
 #![cfg(test)]
 
 use anyhow::{Context, Result, bail};
-use countersign_testkit::{ConnParams, Psql, TestDb, ensure_services, eventually, free_port};
+use countersign_testkit::{
+    ConnParams, Psql, TestDb, TokenMinter, ensure_services, eventually, free_port,
+};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -235,20 +237,13 @@ async fn enrolled_gateways_stay_in_their_environment_and_rotate() -> Result<()> 
         policy.to_str().context("path")?,
     ])
     .await?;
-    let user = cli(&[
-        "token",
-        "create",
-        "--server",
-        &server,
-        "--admin-token",
-        ADMIN,
-        "--identity",
-        ALICE,
-        "--ttl",
-        "30m",
-    ])
-    .await?;
-    let user = user.trim();
+    let minter = TokenMinter {
+        bin: BIN.as_ref(),
+        server: &server,
+        admin_token: ADMIN,
+    };
+    let user = minter.mint(ALICE, &[], Some("30m")).await?;
+    let user = user.as_str();
 
     // A prod gateway enrolls with a fresh token.
     let prod_token = enroll_token(&server, "prod").await?;

@@ -6,7 +6,9 @@
 #![cfg(test)]
 
 use anyhow::{Context, Result, bail};
-use countersign_testkit::{ConnParams, Psql, TestDb, ensure_services, eventually, free_port};
+use countersign_testkit::{
+    ConnParams, Psql, TestDb, TokenMinter, ensure_services, eventually, free_port,
+};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
@@ -126,20 +128,13 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
     wait_port(pg, &gw_log).await?;
 
     let server = format!("http://127.0.0.1:{http}");
-    let token = cli(&[
-        "token",
-        "create",
-        "--server",
-        &server,
-        "--admin-token",
-        ADMIN,
-        "--identity",
-        "alice@example.com",
-        "--ttl",
-        "10m",
-    ])
-    .await?;
-    let token = token.trim();
+    let minter = TokenMinter {
+        bin: BIN.as_ref(),
+        server: &server,
+        admin_token: ADMIN,
+    };
+    let token = minter.mint("alice@example.com", &[], Some("10m")).await?;
+    let token = token.as_str();
     let conn =
         ConnParams::new("127.0.0.1", pg, "alice@example.com", "pg-prod").with_password(token);
 
@@ -245,22 +240,9 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
         masked.contains("1|") && !masked.contains("carol@example.org"),
         "{masked}"
     );
-    let bob = cli(&[
-        "token",
-        "create",
-        "--server",
-        &server,
-        "--admin-token",
-        ADMIN,
-        "--identity",
-        "bob@example.com",
-        "--group",
-        "dba",
-        "--ttl",
-        "10m",
-    ])
-    .await?;
-    let bob = bob.trim().to_owned();
+    let bob = minter
+        .mint("bob@example.com", &["dba"], Some("10m"))
+        .await?;
     let held = tokio::spawn({
         let conn = conn.clone();
         async move {

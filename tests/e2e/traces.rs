@@ -9,7 +9,9 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use countersign_testkit::http::request;
-use countersign_testkit::{ConnParams, TestDb, ensure_services, eventually, free_port};
+use countersign_testkit::{
+    ConnParams, TestDb, TokenMinter, ensure_services, eventually, free_port,
+};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -222,27 +224,13 @@ async fn one_session_is_one_trace_across_gateway_and_control_plane() -> Result<(
         policy.to_str().context("path")?,
     ])
     .await?;
-    let token = |identity: &'static str, group: Option<&'static str>| {
-        let server = server.clone();
-        async move {
-            let mut args = vec![
-                "token",
-                "create",
-                "--server",
-                &server,
-                "--admin-token",
-                ADMIN,
-                "--identity",
-                identity,
-            ];
-            if let Some(g) = group {
-                args.extend(["--group", g]);
-            }
-            cli(&args).await
-        }
+    let minter = TokenMinter {
+        bin: BIN.as_ref(),
+        server: &server,
+        admin_token: ADMIN,
     };
-    let alice = token("alice@example.com", None).await?;
-    let bob = token("bob@example.com", Some("dba")).await?;
+    let alice = minter.mint("alice@example.com", &[], None).await?;
+    let bob = minter.mint("bob@example.com", &["dba"], None).await?;
 
     // One session: a held delete, approved by bob.
     let params =

@@ -2,6 +2,7 @@
 //! and the HTTP API.
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -10,6 +11,40 @@ use crate::audit::{AuditEvent, AuditQuery, parse_jsonl};
 use crate::dev_server::DevServer;
 use crate::http::{HttpResponse, request};
 use crate::process::{CmdOutput, run};
+
+/// Mints access tokens with `countersign token create` on any control plane: a
+/// [`DevServer`]'s, or one a test started as its own process.
+pub struct TokenMinter<'a> {
+    /// The `countersign` binary.
+    pub bin: &'a Path,
+    /// The control plane's HTTP URL.
+    pub server: &'a str,
+    pub admin_token: &'a str,
+}
+
+impl TokenMinter<'_> {
+    /// A token for `identity` in `groups`, valid for `ttl` (the server's default when
+    /// `None`).
+    pub async fn mint(&self, identity: &str, groups: &[&str], ttl: Option<&str>) -> Result<String> {
+        let mut args = vec!["token", "create", "--server", self.server];
+        args.extend(["--admin-token", self.admin_token, "--identity", identity]);
+        for group in groups {
+            args.extend(["--group", group]);
+        }
+        if let Some(ttl) = ttl {
+            args.extend(["--ttl", ttl]);
+        }
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        let out = run(self.bin, &args, &[], None, Duration::from_secs(60))
+            .await?
+            .ok()?;
+        let token = out.stdout.trim();
+        if token.is_empty() || token.contains(char::is_whitespace) {
+            bail!("`token create` should print just the token: {out:?}");
+        }
+        Ok(token.to_owned())
+    }
+}
 
 impl DevServer {
     /// Runs `countersign ARGS...` (not `dev`); returns its output whatever the exit status.
@@ -30,20 +65,12 @@ impl DevServer {
         groups: &[&str],
         ttl: Option<&str>,
     ) -> Result<String> {
-        let mut args = vec!["token", "create", "--server", self.http_url()];
-        args.extend(["--admin-token", self.admin_token(), "--identity", identity]);
-        for group in groups {
-            args.extend(["--group", group]);
-        }
-        if let Some(ttl) = ttl {
-            args.extend(["--ttl", ttl]);
-        }
-        let out = self.cli(&args).await?.ok()?;
-        let token = out.stdout.trim();
-        if token.is_empty() || token.contains(char::is_whitespace) {
-            bail!("`token create` should print just the token: {out:?}");
-        }
-        Ok(token.to_owned())
+        let minter = TokenMinter {
+            bin: self.bin(),
+            server: self.http_url(),
+            admin_token: self.admin_token(),
+        };
+        minter.mint(identity, groups, ttl).await
     }
 
     /// `countersign token revoke TOKEN_OR_ID`.

@@ -37,6 +37,7 @@ pub mod wire;
 pub mod workload;
 
 pub use audit::{AuditEvent, AuditQuery};
+pub use cli::TokenMinter;
 pub use cluster::PrivateCluster;
 pub use conn::{ConnParams, expect_fatal, expect_sqlstate, query_count};
 pub use db::TestDb;
