@@ -160,13 +160,15 @@ pub async fn run(spool: Arc<Spool>, client: ControlClient, progress: Arc<Progres
                     let _ = tokio::time::timeout(IDLE_WAIT, written.changed()).await;
                     continue;
                 }
+                // A batch has begun: let the writers fill the spool until the batch is due
+                // and read it all at once, rather than waking on every record written (two
+                // per statement) and reading each with its own read(2).
                 let at = *deadline.get_or_insert(tokio::time::Instant::now() + BATCH_WAIT);
-                if tokio::time::timeout_at(at, written.changed())
-                    .await
-                    .is_err()
-                {
+                if tokio::time::Instant::now() >= at {
                     break;
                 }
+                tokio::time::sleep_until(at).await;
+                written.mark_unchanged();
             }
         }
         batch_id += 1;
