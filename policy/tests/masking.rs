@@ -77,11 +77,7 @@ fn catalog() -> Catalog {
 
 fn index(resource: &str, level: Option<&str>) -> MaskIndex {
     let policy = Policy::parse(POLICY).unwrap();
-    MaskIndex::new(
-        policy.masking(resource, "prod", level),
-        &catalog(),
-        b"k".to_vec(),
-    )
+    MaskIndex::new(policy.masking(resource, "prod", level), &catalog(), b"k")
 }
 
 fn verdict(ix: &MaskIndex, sql: &str) -> StatementMask {
@@ -264,7 +260,7 @@ fn copy_to_gets_a_plan_per_column() {
     assert!(plan("COPY (SELECT id FROM orders) TO STDOUT").all.is_some());
     let only_columns =
         Policy::parse("[[mask]]\nname = \"c\"\ncolumns = [\"public.customers.email\"]\n").unwrap();
-    let plain = MaskIndex::new(only_columns.masking("r", "e", None), &catalog(), vec![]);
+    let plain = MaskIndex::new(only_columns.masking("r", "e", None), &catalog(), &[]);
     let v = plain.statement(&classify("COPY (SELECT id FROM orders) TO STDOUT"), &|_| {
         None
     });
@@ -356,7 +352,7 @@ fn strict_masks_what_cannot_be_seen_through() {
     let strict =
         format!("{POLICY}\n[[mask]]\nname = \"strict\"\nnames = [\"zz\"]\nstrict = true\n");
     let policy = Policy::parse(&strict).unwrap();
-    let ix = MaskIndex::new(policy.masking("pg-prod", "prod", None), &catalog(), vec![]);
+    let ix = MaskIndex::new(policy.masking("pg-prod", "prod", None), &catalog(), &[]);
     for sql in [
         "SELECT leak(1)",
         "DO $$ BEGIN PERFORM 1; END $$",

@@ -111,7 +111,7 @@ pub async fn refresh(shared: &Shared, reload: bool) -> Result<(), String> {
         Some(c) if !reload => c,
         _ => shared.catalogs.get(&shared.mask_source, reload).await?,
     };
-    let index = Arc::new(MaskIndex::new(masking, &catalog, shared.mask_key.to_vec()));
+    let index = Arc::new(MaskIndex::new(masking, &catalog, &shared.mask_key));
     let mut state = shared.mask.lock().map_err(|_| "masking state poisoned")?;
     state.policy = Some(policy);
     state.catalog = Some(catalog);

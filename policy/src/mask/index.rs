@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::detect::{Detector, Detectors};
+use super::style::MaskKey;
 use super::{MaskRule, Masking};
 use crate::facts::{CopyOptions, Statement, StatementFacts, StatementKind};
 
@@ -118,7 +119,7 @@ impl StatementMask {
 #[derive(Debug)]
 pub struct MaskIndex {
     masking: Masking,
-    key: Vec<u8>,
+    key: MaskKey,
     attrs: HashMap<(u32, i16), usize>,
     /// Relations holding a masked column: the first such column's rule.
     relation_rule: HashMap<u32, usize>,
@@ -137,7 +138,7 @@ pub struct MaskIndex {
 
 impl MaskIndex {
     /// Joins `masking` with `catalog`. `key` keys the `hash` style.
-    pub fn new(masking: Masking, catalog: &Catalog, key: Vec<u8>) -> MaskIndex {
+    pub fn new(masking: Masking, catalog: &Catalog, key: &[u8]) -> MaskIndex {
         let mut attrs = HashMap::new();
         let mut by_relation: HashMap<String, Vec<(String, usize)>> = HashMap::new();
         let mut known = HashSet::new();
@@ -183,7 +184,7 @@ impl MaskIndex {
             strict: masking.rules.iter().position(|r| r.strict),
             user_functions: catalog.functions.iter().map(|f| f.to_lowercase()).collect(),
             masking,
-            key,
+            key: MaskKey::new(key),
             attrs,
             relation_rule: HashMap::new(),
             relation_columns: {
@@ -274,7 +275,7 @@ impl MaskIndex {
         &self.masking
     }
 
-    pub fn key(&self) -> &[u8] {
+    pub fn key(&self) -> &MaskKey {
         &self.key
     }
 

@@ -369,7 +369,7 @@ detect = ["email"]
         let index = Arc::new(MaskIndex::new(
             policy.masking("r", "e", None),
             &catalog,
-            vec![],
+            &[],
         ));
         let plan = CopyMask {
             format,
