@@ -5,6 +5,12 @@
 #
 # Usage: tests/bench/gateway.sh [seconds-per-run] [rounds]
 #
+# Countersign runs in two shapes, both measured: `countersign dev` (control plane, SQLite
+# audit store and gateway in one process) and the production shape (`countersign
+# control-plane` with its PostgreSQL store, and `countersign gateway`, as two processes,
+# with the same policy). On this one machine the production shape's control plane and store
+# still share the two cores with everything else.
+#
 # Workloads (targets alternate inside each round, so machine noise hits all alike; each
 # cell is the median of the rounds):
 #   1. pgbench -S in -M simple, extended and prepared, at 1, 8 and 32 clients;
@@ -40,7 +46,7 @@ chmod 755 "$DATA"
 # PostgreSQL and PgBouncer run as `postgres` (both refuse root) and write here.
 chown postgres "$DATA"
 cleanup() {
-  [ -n "${DEV_PID:-}" ] && kill "$DEV_PID" 2>/dev/null && wait "$DEV_PID" 2>/dev/null || true
+  for pid in ${DEV_PID:-} ${GW_PID:-} ${CP_PID:-}; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
   [ -f "$DATA/pgbouncer.pid" ] && kill "$(cat "$DATA/pgbouncer.pid")" 2>/dev/null || true
   [ -d "$DATA/pg" ] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$DATA/pg" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$DATA"
@@ -149,6 +155,46 @@ grep -q '^ready' "$DATA/out" || { cat "$DATA/err"; exit 1; }
 PG=$(sed -n 's/^pg=//p' "$DATA/out"); GW_PORT=${PG##*:}
 TOKEN=$(sed -n 's/^user_token=//p' "$DATA/out"); USER_ID=$(sed -n 's/^user=//p' "$DATA/out")
 
+# --- Countersign, production shape: control plane (PostgreSQL store) + gateway ----------
+ADMIN="bench-admin-token-0123456789-production"
+GW_SECRET="bench-gateway-token-0123456789-production"
+CP_HTTP=$(free_port); CP_GRPC=$(free_port); PROD_PORT=$(free_port); PROD_METRICS=$(free_port)
+psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE countersign" >/dev/null
+cat >"$DATA/cp.toml" <<TOML
+http_addr = "127.0.0.1:$CP_HTTP"
+grpc_addr = "127.0.0.1:$CP_GRPC"
+database_url = "postgres://postgres@127.0.0.1:$PG_PORT/countersign"
+admin_token = "$ADMIN"
+gateway_token = "$GW_SECRET"
+
+[[resource]]
+name = "plain"
+environment = "prod"
+TOML
+cat >"$DATA/gw.toml" <<TOML
+gateway_id = "gw-bench"
+environment = "prod"
+control_plane_url = "http://127.0.0.1:$CP_GRPC"
+gateway_token = "$GW_SECRET"
+pg_addr = "127.0.0.1:$PROD_PORT"
+metrics_addr = "127.0.0.1:$PROD_METRICS"
+spool_dir = "$DATA/gw-spool"
+
+[[upstream]]
+name = "plain"
+url = "$UPSTREAM"
+TOML
+"$BIN" control-plane --config "$DATA/cp.toml" >"$DATA/cp.log" 2>&1 &
+CP_PID=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$CP_HTTP/readyz" >/dev/null && break; sleep 0.2; done
+"$BIN" gateway --config "$DATA/gw.toml" >"$DATA/gw.log" 2>&1 &
+GW_PID=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PROD_METRICS/readyz" >/dev/null && break; sleep 0.2; done
+curl -sf "http://127.0.0.1:$PROD_METRICS/readyz" >/dev/null || { tail -20 "$DATA/cp.log" "$DATA/gw.log"; exit 1; }
+"$BIN" policy apply --server "http://127.0.0.1:$CP_HTTP" --token "$ADMIN" -f "$DATA/policy.toml" >/dev/null
+PROD_USER=bench@example.com
+PROD_TOKEN=$("$BIN" token create --server "http://127.0.0.1:$CP_HTTP" --admin-token "$ADMIN" --identity "$PROD_USER" --ttl 1h)
+
 # run TARGET CMD [ARGS...]: CMD with the target's connection in PG* variables.
 run() {
   local target=$1; shift
@@ -157,15 +203,18 @@ run() {
     pgbouncer) PGHOST=127.0.0.1 PGPORT=$BOUNCER_PORT PGUSER=bench PGPASSWORD=$PASSWORD PGDATABASE=bench "$@" ;;
     countersign) PGHOST=127.0.0.1 PGPORT=$GW_PORT PGUSER=$USER_ID PGPASSWORD=$TOKEN PGDATABASE=plain "$@" ;;
     masked) PGHOST=127.0.0.1 PGPORT=$GW_PORT PGUSER=$USER_ID PGPASSWORD=$TOKEN PGDATABASE=masked "$@" ;;
+    production) PGHOST=127.0.0.1 PGPORT=$PROD_PORT PGUSER=$PROD_USER PGPASSWORD=$PROD_TOKEN PGDATABASE=plain "$@" ;;
   esac
 }
-TARGETS=(direct pgbouncer countersign masked)
+TARGETS=(direct pgbouncer countersign masked production)
 
 # The masking really is on (and off) before anything is timed.
 m=$(run masked env PGSSLMODE=disable psql -Atc "SELECT abalance FROM pgbench_accounts WHERE aid = 1")
 p=$(run countersign env PGSSLMODE=disable psql -Atc "SELECT abalance FROM pgbench_accounts WHERE aid = 1")
 [ "$p" = "0" ] || { echo "plain is masked: $p"; exit 1; }
 [ "$m" != "0" ] && [ -n "$m" ] || { echo "masking is not on: $m"; exit 1; }
+p=$(run production env PGSSLMODE=disable psql -Atc "SELECT abalance FROM pgbench_accounts WHERE aid = 1")
+[ "$p" = "0" ] || { echo "the production-shape gateway does not answer: $p"; tail -20 "$DATA/gw.log"; exit 1; }
 
 tps() { sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR) printf "%s", a[int((NR+1)/2)]}'; }
@@ -183,11 +232,11 @@ for round in $(seq 1 "$ROUNDS"); do
       echo "round $round: -S $mode $clients clients: $(for t in "${TARGETS[@]}"; do printf '%s %s  ' "$t" "$(echo "${R[select,$clients,$mode,$t]}" | awk '{print $NF}')"; done)"
     done
   done
-  for t in direct pgbouncer countersign; do
+  for t in direct pgbouncer countersign production; do
     v=$(run "$t" env PGSSLMODE=disable pgbench -c 8 -j 2 -T "$SECS" -n 2>/dev/null | tps)
     R[tpcb,$t]+="$v "
   done
-  echo "round $round: TPC-B 8 clients: ${R[tpcb,direct]}| ${R[tpcb,pgbouncer]}| ${R[tpcb,countersign]}"
+  echo "round $round: TPC-B 8 clients: ${R[tpcb,direct]}| ${R[tpcb,pgbouncer]}| ${R[tpcb,countersign]}| ${R[tpcb,production]}"
 done
 
 # 3: 1M-row transfer, wall seconds.
@@ -212,34 +261,37 @@ done
 # 5: 1,000 idle client connections (each holds an upstream one: session mode).
 printf '\\sleep 20 s\n' >"$DATA/idle.sql"
 rss_mb() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
-IDLE_BASE_CS=$(rss_mb "$DEV_PID")
-IDLE_BASE_PGB=$(rss_mb "$(cat "$DATA/pgbouncer.pid")")
-for t in countersign pgbouncer; do
+pid_of() { case $1 in countersign) echo "$DEV_PID" ;; production) echo "$GW_PID" ;; *) cat "$DATA/pgbouncer.pid" ;; esac; }
+declare -A IDLE_BASE
+for t in countersign production pgbouncer; do IDLE_BASE[$t]=$(rss_mb "$(pid_of "$t")"); done
+for t in countersign production pgbouncer; do
   run "$t" env PGSSLMODE=disable pgbench -c 1000 -j 2 -t 1 -f "$DATA/idle.sql" -n >"$DATA/idle-$t.out" 2>&1 &
   IDLE=$!
   sleep 15
-  if [ "$t" = countersign ]; then R[idle,$t]=$(rss_mb "$DEV_PID"); else R[idle,$t]=$(rss_mb "$(cat "$DATA/pgbouncer.pid")"); fi
+  R[idle,$t]=$(rss_mb "$(pid_of "$t")")
   R[idle_conns,$t]=$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atc "SELECT count(*) FROM pg_stat_activity WHERE usename = 'bench'")
   wait "$IDLE" || { tail -5 "$DATA/idle-$t.out"; exit 1; }
 done
-echo "idle: countersign ${R[idle,countersign]} MB (${R[idle_conns,countersign]} upstream), pgbouncer ${R[idle,pgbouncer]} MB"
+echo "idle: countersign ${R[idle,countersign]} MB (${R[idle_conns,countersign]} upstream), production gateway ${R[idle,production]} MB, pgbouncer ${R[idle,pgbouncer]} MB"
 
 # --- the report ---------------------------------------------------------------------
-select_table="| clients | mode | direct | PgBouncer | Countersign | with masking | PgBouncer / direct | Countersign / direct | **Countersign / PgBouncer** | masking / PgBouncer |
-|---|---|---|---|---|---|---|---|---|---|"
+select_table="| clients | mode | direct | PgBouncer | Countersign | with masking | production shape | PgBouncer / direct | Countersign / direct | **Countersign / PgBouncer** | masking / PgBouncer | **production / PgBouncer** |
+|---|---|---|---|---|---|---|---|---|---|---|---|"
 for clients in 1 8 32; do
   for mode in simple extended prepared; do
     d=$(echo "${R[select,$clients,$mode,direct]}" | median)
     b=$(echo "${R[select,$clients,$mode,pgbouncer]}" | median)
     c=$(echo "${R[select,$clients,$mode,countersign]}" | median)
     m=$(echo "${R[select,$clients,$mode,masked]}" | median)
+    q=$(echo "${R[select,$clients,$mode,production]}" | median)
     select_table+="
-| $clients | $mode | ${d%.*} | ${b%.*} | ${c%.*} | ${m%.*} | $(ratio "$b" "$d")× | $(ratio "$c" "$d")× | **$(ratio "$c" "$b")×** | $(ratio "$m" "$b")× |"
+| $clients | $mode | ${d%.*} | ${b%.*} | ${c%.*} | ${m%.*} | ${q%.*} | $(ratio "$b" "$d")× | $(ratio "$c" "$d")× | **$(ratio "$c" "$b")×** | $(ratio "$m" "$b")× | **$(ratio "$q" "$b")×** |"
   done
 done
-td=$(echo "${R[tpcb,direct]}" | median); tb=$(echo "${R[tpcb,pgbouncer]}" | median); tc=$(echo "${R[tpcb,countersign]}" | median)
+td=$(echo "${R[tpcb,direct]}" | median); tb=$(echo "${R[tpcb,pgbouncer]}" | median); tc=$(echo "${R[tpcb,countersign]}" | median); tq=$(echo "${R[tpcb,production]}" | median)
 xd=$(echo "${R[transfer,direct]}" | median); xb=$(echo "${R[transfer,pgbouncer]}" | median)
 xc=$(echo "${R[transfer,countersign]}" | median); xm=$(echo "${R[transfer,masked]}" | median)
+xq=$(echo "${R[transfer,production]}" | median)
 cd_=$(echo "${R[connect,direct]}" | median); cb=$(echo "${R[connect,pgbouncer]}" | median); cc=$(echo "${R[connect,countersign]}" | median)
 echo "$select_table"
 
@@ -252,7 +304,9 @@ the targets alternating inside each round. PgBouncer: session mode, SCRAM to cli
 Countersign: \`countersign dev\` (release; its control plane and SQLite audit store in the same process,
 on the same 2 cores as PostgreSQL and pgbench), audit of every statement on (spool, upload, chain),
 three guardrails, and a mask rule that matches no pgbench column; *with masking*: a second resource
-whose policy hashes \`pgbench_accounts.abalance\`, the column \`pgbench -S\` selects, in every row.
+whose policy hashes \`pgbench_accounts.abalance\`, the column \`pgbench -S\` selects, in every row;
+*production shape*: \`countersign control-plane\` (its store a database in the same PostgreSQL
+cluster) and \`countersign gateway\` as separate processes, with the policy of *Countersign*.
 Client to proxy: plain TCP, except for new connections (TLS).
 
 ### pgbench -S (TPS)
@@ -261,15 +315,15 @@ $select_table
 
 ### pgbench TPC-B, 8 clients (TPS)
 
-| direct | PgBouncer | Countersign | PgBouncer / direct | Countersign / direct | **Countersign / PgBouncer** |
-|---|---|---|---|---|---|
-| ${td%.*} | ${tb%.*} | ${tc%.*} | $(ratio "$tb" "$td")× | $(ratio "$tc" "$td")× | **$(ratio "$tc" "$tb")×** |
+| direct | PgBouncer | Countersign | production shape | PgBouncer / direct | Countersign / direct | **Countersign / PgBouncer** | **production / PgBouncer** |
+|---|---|---|---|---|---|---|---|
+| ${td%.*} | ${tb%.*} | ${tc%.*} | ${tq%.*} | $(ratio "$tb" "$td")× | $(ratio "$tc" "$td")× | **$(ratio "$tc" "$tb")×** | **$(ratio "$tq" "$tb")×** |
 
 ### 1,000,000-row transfer (psql, wall seconds)
 
-| direct | PgBouncer | Countersign | with masking | Countersign / direct (target ≤ 1.25×) | masking / direct (target ≤ 1.3×) |
-|---|---|---|---|---|---|
-| $xd | $xb | $xc | $xm | $(ratio "$xc" "$xd")× | $(ratio "$xm" "$xd")× |
+| direct | PgBouncer | Countersign | with masking | production shape | Countersign / direct (target ≤ 1.25×) | masking / direct (target ≤ 1.3×) | production / direct |
+|---|---|---|---|---|---|---|---|
+| $xd | $xb | $xc | $xm | $xq | $(ratio "$xc" "$xd")× | $(ratio "$xm" "$xd")× | $(ratio "$xq" "$xd")× |
 
 ### New connections over TLS (pgbench -S -C, mean connection time, ms)
 
@@ -284,8 +338,9 @@ and SCRAM to the upstream. pgbench reports the mean, not the p50.
 
 | | before | with 1,000 idle clients | upstream connections |
 |---|---|---|---|
-| Countersign (whole dev process, control plane included; target ≤ 100 MB) | $IDLE_BASE_CS MB | ${R[idle,countersign]} MB | ${R[idle_conns,countersign]} |
-| PgBouncer | $IDLE_BASE_PGB MB | ${R[idle,pgbouncer]} MB | ${R[idle_conns,pgbouncer]} |
+| Countersign gateway, production shape (the gateway process alone; target ≤ 100 MB) | ${IDLE_BASE[production]} MB | ${R[idle,production]} MB | ${R[idle_conns,production]} |
+| Countersign \`dev\` (the whole process, control plane and SQLite store included) | ${IDLE_BASE[countersign]} MB | ${R[idle,countersign]} MB | ${R[idle_conns,countersign]} |
+| PgBouncer | ${IDLE_BASE[pgbouncer]} MB | ${R[idle,pgbouncer]} MB | ${R[idle_conns,pgbouncer]} |
 
 Countersign opens each client's upstream connection at startup (it authenticates the client and
 its upstream before the first query); PgBouncer, even in session mode, opens one only when a
