@@ -14,15 +14,16 @@ use anyhow::{Context, Result, bail, ensure};
 use countersign_testkit::cluster::PrivateCluster;
 use countersign_testkit::{
     CmdOutput, ConnParams, TestDb, check_pgbench_run, ensure_services, eventually, free_port,
-    pgbench,
+    pgbench, spawn_server, wait_port,
 };
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_countersign");
+/// The servers log at `info`, so a failure shows what they did.
+const LOG_INFO: &[(&str, &str)] = &[("RUST_LOG", "info")];
 const ADMIN: &str = "kill-admin-token-0123456789abcdef012345";
 const GATEWAY: &str = "kill-gateway-token-0123456789abcdef0123";
 const IDENTITY: &str = "alice@example.com";
@@ -158,12 +159,14 @@ impl Deployment {
     async fn start_control_plane(&mut self) -> Result<()> {
         let log = self.log("cp");
         let config = self.dir.path().join("control-plane.toml");
-        self.cp = Some(spawn(
+        self.cp = Some(spawn_server(
+            BIN.as_ref(),
             &[
                 "control-plane",
                 "--config",
                 config.to_str().context("path")?,
             ],
+            LOG_INFO,
             &log,
         )?);
         wait_port(self.http, &log).await
@@ -172,8 +175,10 @@ impl Deployment {
     async fn start_gateway(&mut self) -> Result<()> {
         let log = self.log("gw");
         let config = self.dir.path().join("gateway.toml");
-        self.gw = Some(spawn(
+        self.gw = Some(spawn_server(
+            BIN.as_ref(),
             &["gateway", "--config", config.to_str().context("path")?],
+            LOG_INFO,
             &log,
         )?);
         self.gw_log = log.clone();
@@ -352,28 +357,6 @@ fn parse_insert(statement: &str) -> Result<(i32, i32)> {
         .with_context(|| format!("not a ledger insert: {statement:?}"))?;
     let (c, n) = inner.split_once(',').context("two values")?;
     Ok((c.trim().parse()?, n.trim().parse()?))
-}
-
-fn spawn(args: &[&str], log: &Path) -> Result<Child> {
-    let file = std::fs::File::create(log)?;
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(file)
-        .kill_on_drop(true);
-    Ok(cmd.spawn()?)
-}
-
-async fn wait_port(port: u16, log: &Path) -> Result<()> {
-    eventually(Duration::from_secs(60), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map(|_| ())
-            .with_context(|| std::fs::read_to_string(log).unwrap_or_default())
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,17 +10,17 @@
 
 #![cfg(test)]
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use countersign_testkit::browser::Scenario;
 use countersign_testkit::oidc_provider::{ClientSpec, OidcProvider, User};
 use countersign_testkit::{
-    ConnParams, Psql, TestDb, TokenMinter, ensure_services, eventually, free_port,
+    AdminCli, ConnParams, NO_ENV, Psql, TestDb, cli_stdout, ensure_services, free_port,
+    spawn_server, wait_port,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const BIN: &str = env!("CARGO_BIN_EXE_countersign");
 const ADMIN: &str = "console-admin-token-0123456789abcdef0123";
@@ -44,40 +44,6 @@ approvals = 1
 approvers = ["group:dba"]
 message = "deletes on orders are approved by a DBA"
 "#;
-
-fn spawn(args: &[&str], env: &[(&str, &str)], log: &std::path::Path) -> Result<Child> {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log)?)
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Ok(cmd.spawn()?)
-}
-
-async fn wait_port(port: u16, log: &std::path::Path) -> Result<()> {
-    eventually(Duration::from_secs(60), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map(|_| ())
-            .with_context(|| std::fs::read_to_string(log).unwrap_or_default())
-    })
-    .await
-}
-
-async fn cli(args: &[&str]) -> Result<String> {
-    let out = Command::new(BIN).args(args).output().await?;
-    if !out.status.success() {
-        bail!(
-            "countersign {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?)
-}
 
 async fn row_exists(db: &TestDb, id: i32) -> Result<bool> {
     let client = db.client().await?;
@@ -160,7 +126,8 @@ async fn start() -> Result<Stack> {
         ),
     )?;
     let cp_log = dir.path().join("cp.log");
-    let cp = spawn(
+    let cp = spawn_server(
+        BIN.as_ref(),
         &[
             "control-plane",
             "--config",
@@ -171,9 +138,10 @@ async fn start() -> Result<Stack> {
     )?;
     wait_port(http, &cp_log).await?;
     let gw_log = dir.path().join("gw.log");
-    let gw = spawn(
+    let gw = spawn_server(
+        BIN.as_ref(),
         &["gateway", "--config", gw_config.to_str().context("path")?],
-        &[],
+        NO_ENV,
         &gw_log,
     )?;
     wait_port(pg, &gw_log).await?;
@@ -193,25 +161,20 @@ async fn start() -> Result<Stack> {
 async fn apply_policy(server: &str, dir: &std::path::Path, text: &str) -> Result<()> {
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, text)?;
-    cli(&[
-        "policy",
-        "apply",
-        "--server",
+    AdminCli {
+        bin: BIN.as_ref(),
         server,
-        "--token",
-        ADMIN,
-        "-f",
-        policy.to_str().context("path")?,
-    ])
-    .await?;
-    Ok(())
+        admin_token: ADMIN,
+    }
+    .apply_policy(&policy)
+    .await
 }
 
 #[tokio::test]
 async fn held_statement_is_approved_in_the_console_and_audit_is_exported() -> Result<()> {
     let stack = start().await?;
     let server = stack.server.clone();
-    let minter = TokenMinter {
+    let minter = AdminCli {
         bin: BIN.as_ref(),
         server: &server,
         admin_token: ADMIN,
@@ -337,22 +300,25 @@ async fn held_statement_is_approved_in_the_console_and_audit_is_exported() -> Re
     scenario.finish(Duration::from_secs(60)).await?;
 
     // The CLI exports the same rows.
-    let exported = cli(&[
-        "audit",
-        "export",
-        "--server",
-        &server,
-        "--token",
-        ADMIN,
-        "--format",
-        "csv",
-        "--text",
-        STATEMENT,
-        "--decision",
-        "review",
-        "--event",
-        "statement",
-    ])
+    let exported = cli_stdout(
+        BIN.as_ref(),
+        &[
+            "audit",
+            "export",
+            "--server",
+            &server,
+            "--token",
+            ADMIN,
+            "--format",
+            "csv",
+            "--text",
+            STATEMENT,
+            "--decision",
+            "review",
+            "--event",
+            "statement",
+        ],
+    )
     .await?;
     let lines: Vec<&str> = exported.split("\r\n").filter(|l| !l.is_empty()).collect();
     ensure!(

@@ -16,11 +16,12 @@
 
 #![cfg(test)]
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use countersign_testkit::http::request;
 use countersign_testkit::oidc_provider::{ClientSpec, OidcProvider};
 use countersign_testkit::{
-    ConnParams, Psql, TestDb, TokenMinter, ensure_services, eventually, free_port,
+    AdminCli, ConnParams, Psql, TestDb, cli_stdout, ensure_services, eventually, free_port,
+    spawn_server, wait_port,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,43 +53,6 @@ fn example_copy(name: &str, substitutions: &[(&str, &str)], dest: &Path) -> Resu
     Ok(path)
 }
 
-fn spawn(args: &[&str], env: &[(String, String)], log: &Path) -> Result<Child> {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log)?)
-        .kill_on_drop(true);
-    for (k, _) in countersign_testkit::process::countersign_vars() {
-        cmd.env_remove(k);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Ok(cmd.spawn()?)
-}
-
-async fn wait_port(port: u16, log: &Path) -> Result<()> {
-    eventually(Duration::from_secs(60), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map(|_| ())
-            .with_context(|| std::fs::read_to_string(log).unwrap_or_default())
-    })
-    .await
-}
-
-async fn cli(args: &[&str]) -> Result<String> {
-    let out = Command::new(BIN).args(args).output().await?;
-    if !out.status.success() {
-        bail!(
-            "countersign {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?)
-}
-
 struct Replica {
     config: PathBuf,
     env: Vec<(String, String)>,
@@ -99,7 +63,8 @@ struct Replica {
 
 impl Replica {
     async fn start(&self) -> Result<Child> {
-        let child = spawn(
+        let child = spawn_server(
+            BIN.as_ref(),
             &[
                 "control-plane",
                 "--config",
@@ -163,7 +128,8 @@ async fn start_gateway(
         ("COUNTERSIGN_METRICS_ADDR", format!("127.0.0.1:{metrics}")),
     ]
     .map(|(k, v)| (k.to_owned(), v));
-    let child = spawn(
+    let child = spawn_server(
+        BIN.as_ref(),
         &["gateway", "--config", config.to_str().context("path")?],
         &env,
         &log,
@@ -315,23 +281,23 @@ async fn replicas_drain_and_die_without_dropping_held_statements() -> Result<()>
     let ca = dir.path().join("control-plane-ca.pem");
     std::fs::write(
         &ca,
-        cli(&["gateway", "ca", "--server", &one.server(), "--token", ADMIN]).await?,
+        cli_stdout(
+            BIN.as_ref(),
+            &["gateway", "ca", "--server", &one.server(), "--token", ADMIN],
+        )
+        .await?,
     )?;
     let policy = dir.path().join("policy.toml");
     std::fs::write(&policy, POLICY)?;
-    cli(&[
-        "policy",
-        "apply",
-        "--server",
-        &two.server(),
-        "--token",
-        ADMIN,
-        "-f",
-        policy.to_str().context("path")?,
-    ])
-    .await?;
+    let policy_server = two.server();
+    let via_two = AdminCli {
+        bin: BIN.as_ref(),
+        server: &policy_server,
+        admin_token: ADMIN,
+    };
+    via_two.apply_policy(&policy).await?;
     let server = one.server();
-    let minter = TokenMinter {
+    let minter = AdminCli {
         bin: BIN.as_ref(),
         server: &server,
         admin_token: ADMIN,
@@ -367,29 +333,7 @@ async fn replicas_drain_and_die_without_dropping_held_statements() -> Result<()>
     let prod_upstream = prod_db.upstream_url();
     let staging_upstream = staging_db.upstream_url();
     let (cert_path, key_path) = (cert.display().to_string(), key.display().to_string());
-    let enroll = |environment: &'static str| {
-        let server = one.server();
-        async move {
-            Ok::<_, anyhow::Error>(
-                cli(&[
-                    "gateway",
-                    "enroll-token",
-                    "create",
-                    "--environment",
-                    environment,
-                    "--ttl",
-                    "10m",
-                    "--server",
-                    &server,
-                    "--token",
-                    ADMIN,
-                ])
-                .await?
-                .trim()
-                .to_owned(),
-            )
-        }
-    };
+    let enroll = |environment: &'static str| minter.enroll_token(environment, "10m");
     let (prod, _prod_process) = start_gateway(
         dir.path(),
         "prod",

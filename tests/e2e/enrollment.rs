@@ -8,53 +8,16 @@
 
 use anyhow::{Context, Result, bail};
 use countersign_testkit::{
-    ConnParams, Psql, TestDb, TokenMinter, ensure_services, eventually, free_port,
+    AdminCli, ConnParams, Psql, TestDb, cli_stdout, ensure_services, eventually, free_port,
+    spawn_server, wait_port,
 };
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const BIN: &str = env!("CARGO_BIN_EXE_countersign");
 const ADMIN: &str = "enroll-admin-token-0123456789abcdef01";
 const ALICE: &str = "alice@example.com";
-
-fn spawn(args: &[&str], env: &[(&str, &str)], log: &Path) -> Result<Child> {
-    let file = std::fs::File::create(log)?;
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(file)
-        .env_remove("COUNTERSIGN_ENROLLMENT_TOKEN")
-        .env_remove("COUNTERSIGN_ENROLLMENT_TOKEN_FILE")
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Ok(cmd.spawn()?)
-}
-
-async fn wait_port(port: u16, log: &Path) -> Result<()> {
-    eventually(Duration::from_secs(60), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map(|_| ())
-            .with_context(|| std::fs::read_to_string(log).unwrap_or_default())
-    })
-    .await
-}
-
-async fn cli(args: &[&str]) -> Result<String> {
-    let out = Command::new(BIN).args(args).output().await?;
-    if !out.status.success() {
-        bail!(
-            "countersign {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?)
-}
 
 struct Gateway {
     config: PathBuf,
@@ -107,7 +70,8 @@ impl Gateway {
     }
 
     fn start_with(&self, env: &[(&str, &str)]) -> Result<Child> {
-        spawn(
+        spawn_server(
+            BIN.as_ref(),
             &["gateway", "--config", self.config.to_str().context("path")?],
             env,
             &self.log,
@@ -123,25 +87,6 @@ impl Gateway {
     }
 }
 
-async fn enroll_token(server: &str, environment: &str) -> Result<String> {
-    Ok(cli(&[
-        "gateway",
-        "enroll-token",
-        "create",
-        "--environment",
-        environment,
-        "--ttl",
-        "10m",
-        "--server",
-        server,
-        "--token",
-        ADMIN,
-    ])
-    .await?
-    .trim()
-    .to_owned())
-}
-
 /// Runs `sql` through `conn` until the gateway has its first config.
 async fn query(conn: &ConnParams, sql: &str) -> Result<String> {
     eventually(Duration::from_secs(30), || {
@@ -153,20 +98,23 @@ async fn query(conn: &ConnParams, sql: &str) -> Result<String> {
 }
 
 async fn statements(server: &str) -> Result<Vec<String>> {
-    let out = cli(&[
-        "audit",
-        "search",
-        "--server",
-        server,
-        "--token",
-        ADMIN,
-        "--identity",
-        ALICE,
-        "--event",
-        "statement",
-        "--format",
-        "jsonl",
-    ])
+    let out = cli_stdout(
+        BIN.as_ref(),
+        &[
+            "audit",
+            "search",
+            "--server",
+            server,
+            "--token",
+            ADMIN,
+            "--identity",
+            ALICE,
+            "--event",
+            "statement",
+            "--format",
+            "jsonl",
+        ],
+    )
     .await?;
     out.lines()
         .map(|l| {
@@ -200,7 +148,8 @@ async fn enrolled_gateways_stay_in_their_environment_and_rotate() -> Result<()> 
     )?;
     let cp_log = dir.path().join("cp.log");
     let store_url = store.url();
-    let _cp = spawn(
+    let _cp = spawn_server(
+        BIN.as_ref(),
         &[
             "control-plane",
             "--config",
@@ -216,7 +165,11 @@ async fn enrolled_gateways_stay_in_their_environment_and_rotate() -> Result<()> 
     let ca = dir.path().join("control-plane-ca.pem");
     std::fs::write(
         &ca,
-        cli(&["gateway", "ca", "--server", &server, "--token", ADMIN]).await?,
+        cli_stdout(
+            BIN.as_ref(),
+            &["gateway", "ca", "--server", &server, "--token", ADMIN],
+        )
+        .await?,
     )?;
 
     let policy = dir.path().join("policy.toml");
@@ -226,27 +179,17 @@ async fn enrolled_gateways_stay_in_their_environment_and_rotate() -> Result<()> 
             "[[access]]\nname = \"alice\"\nmembers = [\"user:{ALICE}\"]\nlevel = \"read-write\"\nenvironments = [\"prod\", \"staging\"]\n"
         ),
     )?;
-    cli(&[
-        "policy",
-        "apply",
-        "--server",
-        &server,
-        "--token",
-        ADMIN,
-        "-f",
-        policy.to_str().context("path")?,
-    ])
-    .await?;
-    let minter = TokenMinter {
+    let minter = AdminCli {
         bin: BIN.as_ref(),
         server: &server,
         admin_token: ADMIN,
     };
+    minter.apply_policy(&policy).await?;
     let user = minter.mint(ALICE, &[], Some("30m")).await?;
     let user = user.as_str();
 
     // A prod gateway enrolls with a fresh token.
-    let prod_token = enroll_token(&server, "prod").await?;
+    let prod_token = minter.enroll_token("prod", "10m").await?;
     assert!(prod_token.starts_with("cse_"), "{prod_token}");
     let prod = gateway_config(
         dir.path(),
@@ -296,7 +239,7 @@ async fn enrolled_gateways_stay_in_their_environment_and_rotate() -> Result<()> 
 
     // A staging gateway that also holds credentials for the prod resource:
     // the control plane refuses it sessions there, whatever it claims.
-    let staging_token = enroll_token(&server, "staging").await?;
+    let staging_token = minter.enroll_token("staging", "10m").await?;
     let staging = gateway_config(
         dir.path(),
         "gw-staging",
@@ -333,7 +276,11 @@ async fn enrolled_gateways_stay_in_their_environment_and_rotate() -> Result<()> 
     );
 
     // Both are listed, each in the environment of its token.
-    let listed = cli(&["gateway", "list", "--server", &server, "--token", ADMIN]).await?;
+    let listed = cli_stdout(
+        BIN.as_ref(),
+        &["gateway", "list", "--server", &server, "--token", ADMIN],
+    )
+    .await?;
     let rows: Vec<Vec<&str>> = listed
         .lines()
         .skip(1)

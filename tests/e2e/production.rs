@@ -7,50 +7,14 @@
 
 use anyhow::{Context, Result, bail};
 use countersign_testkit::{
-    ConnParams, Psql, TestDb, TokenMinter, ensure_services, eventually, free_port,
+    AdminCli, ConnParams, NO_ENV, Psql, TestDb, cli_stdout, ensure_services, eventually, free_port,
+    spawn_server, wait_port,
 };
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_countersign");
 const ADMIN: &str = "prod-admin-token-0123456789abcdef0123";
 const GATEWAY: &str = "prod-gateway-token-0123456789abcdef012";
-
-fn spawn(args: &[&str], env: &[(&str, &str)], log: &std::path::Path) -> Result<Child> {
-    let file = std::fs::File::create(log)?;
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(file)
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Ok(cmd.spawn()?)
-}
-
-async fn wait_port(port: u16, log: &std::path::Path) -> Result<()> {
-    eventually(Duration::from_secs(60), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map(|_| ())
-            .with_context(|| std::fs::read_to_string(log).unwrap_or_default())
-    })
-    .await
-}
-
-async fn cli(args: &[&str]) -> Result<String> {
-    let out = Command::new(BIN).args(args).output().await?;
-    if !out.status.success() {
-        bail!(
-            "countersign {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?)
-}
 
 /// The value of an unlabelled series in Prometheus text.
 fn metric(text: &str, name: &str) -> Result<f64> {
@@ -106,29 +70,31 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
 
     let cp_log = dir.path().join("cp.log");
     let store_url = store.url();
-    let _cp = spawn(
+    let _cp = spawn_server(
+        BIN.as_ref(),
         &[
             "control-plane",
             "--config",
             cp_config.to_str().context("path")?,
         ],
         &[
-            ("COUNTERSIGN_DATABASE_URL", &store_url),
+            ("COUNTERSIGN_DATABASE_URL", store_url.as_str()),
             ("COUNTERSIGN_ADMIN_TOKEN", ADMIN),
         ],
         &cp_log,
     )?;
     wait_port(http, &cp_log).await?;
     let gw_log = dir.path().join("gw.log");
-    let _gw = spawn(
+    let _gw = spawn_server(
+        BIN.as_ref(),
         &["gateway", "--config", gw_config.to_str().context("path")?],
-        &[],
+        NO_ENV,
         &gw_log,
     )?;
     wait_port(pg, &gw_log).await?;
 
     let server = format!("http://127.0.0.1:{http}");
-    let minter = TokenMinter {
+    let minter = AdminCli {
         bin: BIN.as_ref(),
         server: &server,
         admin_token: ADMIN,
@@ -152,17 +118,7 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
          [[guardrail]]\nname = \"deletes-need-review\"\nmatch = { kinds = [\"delete\"] }\naction = \"review\"\napprovals = 1\napprovers = [\"group:dba\"]\n\n\
          [[mask]]\nname = \"emails\"\ncolumns = [\"public.customers.email\"]\nstyle = \"redact\"\n",
     )?;
-    cli(&[
-        "policy",
-        "apply",
-        "--server",
-        &server,
-        "--token",
-        ADMIN,
-        "-f",
-        policy.to_str().context("path")?,
-    ])
-    .await?;
+    minter.apply_policy(&policy).await?;
 
     let out = Psql::new(&conn)
         .command("INSERT INTO orders VALUES (7, 12.50)")
@@ -186,20 +142,23 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
     let events = eventually(Duration::from_secs(15), || {
         let server = server.clone();
         async move {
-            let out = cli(&[
-                "audit",
-                "search",
-                "--server",
-                &server,
-                "--token",
-                ADMIN,
-                "--identity",
-                "alice@example.com",
-                "--event",
-                "statement",
-                "--format",
-                "jsonl",
-            ])
+            let out = cli_stdout(
+                BIN.as_ref(),
+                &[
+                    "audit",
+                    "search",
+                    "--server",
+                    &server,
+                    "--token",
+                    ADMIN,
+                    "--identity",
+                    "alice@example.com",
+                    "--event",
+                    "statement",
+                    "--format",
+                    "jsonl",
+                ],
+            )
             .await?;
             let events: Vec<serde_json::Value> = out
                 .lines()
@@ -255,9 +214,12 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
     let review_id = eventually(Duration::from_secs(15), || {
         let (server, bob) = (server.clone(), bob.clone());
         async move {
-            let out = cli(&[
-                "review", "list", "--server", &server, "--token", &bob, "--format", "jsonl",
-            ])
+            let out = cli_stdout(
+                BIN.as_ref(),
+                &[
+                    "review", "list", "--server", &server, "--token", &bob, "--format", "jsonl",
+                ],
+            )
             .await?;
             for line in out.lines() {
                 let r: serde_json::Value = serde_json::from_str(line)?;
@@ -269,9 +231,12 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
         }
     })
     .await?;
-    cli(&[
-        "review", "approve", &review_id, "--server", &server, "--token", &bob,
-    ])
+    cli_stdout(
+        BIN.as_ref(),
+        &[
+            "review", "approve", &review_id, "--server", &server, "--token", &bob,
+        ],
+    )
     .await?;
     let deleted = held.await??;
     assert!(deleted.success(), "{}", deleted.combined());

@@ -10,7 +10,10 @@
 
 use anyhow::{Context, Result, bail};
 use countersign_testkit::http::request;
-use countersign_testkit::{ConnParams, TestDb, ensure_services, eventually, free_port};
+use countersign_testkit::{
+    ConnParams, NO_ENV, TestDb, ensure_services, eventually, free_port, spawn_server, wait_port,
+};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,27 +34,6 @@ struct Cluster {
     http_a: String,
     http_b: String,
     pg: u16,
-}
-
-fn spawn(args: &[&str], env: &[(&str, String)], log: std::path::PathBuf) -> Result<Child> {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log)?)
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Ok(cmd.spawn()?)
-}
-
-async fn wait_port(port: u16) -> Result<()> {
-    eventually(Duration::from_secs(60), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        Ok(())
-    })
-    .await
 }
 
 impl Cluster {
@@ -79,7 +61,7 @@ impl Cluster {
             .kill_on_drop(true)
             .spawn()
             .context("starting redis-server")?;
-        wait_port(redis_port).await?;
+        wait_port(redis_port, Path::new("/dev/null")).await?;
 
         let mut replicas = Vec::new();
         let mut http = Vec::new();
@@ -96,17 +78,19 @@ impl Cluster {
                     store.url()
                 ),
             )?;
-            replicas.push(spawn(
+            let log = dir.path().join(format!("cp-{name}.log"));
+            replicas.push(spawn_server(
+                BIN.as_ref(),
                 &[
                     "control-plane",
                     "--config",
                     config.to_str().context("path")?,
                 ],
-                &[],
-                dir.path().join(format!("cp-{name}.log")),
+                NO_ENV,
+                &log,
             )?);
             // Start the second replica after the first has migrated the store.
-            wait_port(h).await?;
+            wait_port(h, &log).await?;
             http.push(format!("http://127.0.0.1:{h}"));
             grpc.push(g);
         }
@@ -122,12 +106,14 @@ impl Cluster {
                 app.upstream_url()
             ),
         )?;
-        let gateway = spawn(
+        let gw_log = dir.path().join("gw.log");
+        let gateway = spawn_server(
+            BIN.as_ref(),
             &["gateway", "--config", gw_config.to_str().context("path")?],
-            &[],
-            dir.path().join("gw.log"),
+            NO_ENV,
+            &gw_log,
         )?;
-        wait_port(pg).await?;
+        wait_port(pg, &gw_log).await?;
         let policy = dir.path().join("policy.toml");
         std::fs::write(&policy, POLICY)?;
         let out = Command::new(BIN)

@@ -7,15 +7,13 @@
 
 #![cfg(test)]
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use countersign_testkit::http::request;
 use countersign_testkit::{
-    ConnParams, TestDb, TokenMinter, ensure_services, eventually, free_port,
+    AdminCli, ConnParams, TestDb, ensure_services, eventually, free_port, spawn_server, wait_port,
 };
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_countersign");
 const ADMIN: &str = "traces-admin-token-0123456789abcdef0123";
@@ -129,39 +127,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn spawn(args: &[&str], otlp: &str, log: std::path::PathBuf) -> Result<Child> {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log)?)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .env_remove("OTEL_SERVICE_NAME")
-        .env_remove("OTEL_TRACES_EXPORTER")
-        .kill_on_drop(true);
-    Ok(cmd.spawn()?)
-}
-
-async fn wait_port(port: u16) -> Result<()> {
-    eventually(Duration::from_secs(60), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        Ok(())
-    })
-    .await
-}
-
-async fn cli(args: &[&str]) -> Result<String> {
-    let out = Command::new(BIN).args(args).output().await?;
-    if !out.status.success() {
-        bail!(
-            "countersign {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-}
-
 #[tokio::test]
 async fn one_session_is_one_trace_across_gateway_and_control_plane() -> Result<()> {
     ensure_services()?;
@@ -183,16 +148,23 @@ async fn one_session_is_one_trace_across_gateway_and_control_plane() -> Result<(
             store.url()
         ),
     )?;
-    let _cp = spawn(
+    // Traces go to the test's collector, exported every 100 ms.
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let cp_log = dir.path().join("cp.log");
+    let _cp = spawn_server(
+        BIN.as_ref(),
         &[
             "control-plane",
             "--config",
             cp_config.to_str().context("path")?,
         ],
-        &otlp,
-        dir.path().join("cp.log"),
+        &otel,
+        &cp_log,
     )?;
-    wait_port(http).await?;
+    wait_port(http, &cp_log).await?;
     let gw_config = dir.path().join("gw.toml");
     std::fs::write(
         &gw_config,
@@ -204,31 +176,22 @@ async fn one_session_is_one_trace_across_gateway_and_control_plane() -> Result<(
         ),
     )?;
     let gw_log = dir.path().join("gw.log");
-    let _gw = spawn(
+    let _gw = spawn_server(
+        BIN.as_ref(),
         &["gateway", "--config", gw_config.to_str().context("path")?],
-        &otlp,
-        gw_log.clone(),
+        &otel,
+        &gw_log,
     )?;
-    wait_port(pg).await?;
+    wait_port(pg, &gw_log).await?;
     let server = format!("http://127.0.0.1:{http}");
     let policy = dir.path().join("policy.toml");
     std::fs::write(&policy, POLICY)?;
-    cli(&[
-        "policy",
-        "apply",
-        "--server",
-        &server,
-        "--token",
-        ADMIN,
-        "-f",
-        policy.to_str().context("path")?,
-    ])
-    .await?;
-    let minter = TokenMinter {
+    let minter = AdminCli {
         bin: BIN.as_ref(),
         server: &server,
         admin_token: ADMIN,
     };
+    minter.apply_policy(&policy).await?;
     let alice = minter.mint("alice@example.com", &[], None).await?;
     let bob = minter.mint("bob@example.com", &["dba"], None).await?;
 

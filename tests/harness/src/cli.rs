@@ -5,16 +5,16 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::audit::{AuditEvent, AuditQuery, parse_jsonl};
 use crate::dev_server::DevServer;
 use crate::http::{HttpResponse, request};
 use crate::process::{CmdOutput, run};
 
-/// Mints access tokens with `countersign token create` on any control plane: a
-/// [`DevServer`]'s, or one a test started as its own process.
-pub struct TokenMinter<'a> {
+/// The admin's `countersign` commands against any control plane: a [`DevServer`]'s, or one
+/// a test started as its own process.
+pub struct AdminCli<'a> {
     /// The `countersign` binary.
     pub bin: &'a Path,
     /// The control plane's HTTP URL.
@@ -22,7 +22,35 @@ pub struct TokenMinter<'a> {
     pub admin_token: &'a str,
 }
 
-impl TokenMinter<'_> {
+impl AdminCli<'_> {
+    /// Runs `countersign ARGS...`; its stdout, or an error with all its output.
+    async fn run(&self, args: &[&str]) -> Result<String> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        Ok(run(self.bin, &args, &[], None, Duration::from_secs(60))
+            .await?
+            .ok()?
+            .stdout)
+    }
+
+    /// `countersign policy apply -f FILE`.
+    pub async fn apply_policy(&self, file: &Path) -> Result<()> {
+        let file = file.to_str().context("policy path is not UTF-8")?;
+        let args = ["policy", "apply", "--server", self.server, "--token"];
+        let mut args = args.to_vec();
+        args.extend([self.admin_token, "-f", file]);
+        self.run(&args).await?;
+        Ok(())
+    }
+
+    /// A one-time enrollment token for a gateway of `environment`, valid for `ttl`.
+    pub async fn enroll_token(&self, environment: &str, ttl: &str) -> Result<String> {
+        let args = ["gateway", "enroll-token", "create", "--server", self.server];
+        let mut args = args.to_vec();
+        args.extend(["--token", self.admin_token, "--environment", environment]);
+        args.extend(["--ttl", ttl]);
+        Ok(self.run(&args).await?.trim().to_owned())
+    }
+
     /// A token for `identity` in `groups`, valid for `ttl` (the server's default when
     /// `None`).
     pub async fn mint(&self, identity: &str, groups: &[&str], ttl: Option<&str>) -> Result<String> {
@@ -34,11 +62,8 @@ impl TokenMinter<'_> {
         if let Some(ttl) = ttl {
             args.extend(["--ttl", ttl]);
         }
-        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-        let out = run(self.bin, &args, &[], None, Duration::from_secs(60))
-            .await?
-            .ok()?;
-        let token = out.stdout.trim();
+        let out = self.run(&args).await?;
+        let token = out.trim();
         if token.is_empty() || token.contains(char::is_whitespace) {
             bail!("`token create` should print just the token: {out:?}");
         }
@@ -65,7 +90,7 @@ impl DevServer {
         groups: &[&str],
         ttl: Option<&str>,
     ) -> Result<String> {
-        let minter = TokenMinter {
+        let minter = AdminCli {
             bin: self.bin(),
             server: self.http_url(),
             admin_token: self.admin_token(),

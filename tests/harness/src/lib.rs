@@ -5,6 +5,8 @@
 //! - [`cluster`]: a private cluster with SCRAM, md5 and TLS for upstream-auth tests.
 //! - [`dev_server`]: runs `countersign dev` and parses its banner; [`cli`] adds the
 //!   token, audit and HTTP helpers on top.
+//! - [`server`]: a control plane or gateway a test starts as its own process, waiting for
+//!   its port, and client commands against it.
 //! - [`process`], [`conn`]: psql, pgbench and tokio-postgres with the same parameters.
 //! - [`wire`]: raw protocol bytes for malformed-input tests.
 //! - [`exposure`]: checks that a client session cannot see a secret.
@@ -32,12 +34,13 @@ pub mod npm;
 pub mod oidc;
 pub mod oidc_provider;
 pub mod process;
+pub mod server;
 pub mod services;
 pub mod wire;
 pub mod workload;
 
 pub use audit::{AuditEvent, AuditQuery};
-pub use cli::TokenMinter;
+pub use cli::AdminCli;
 pub use cluster::PrivateCluster;
 pub use conn::{ConnParams, expect_fatal, expect_sqlstate, query_count};
 pub use db::TestDb;
@@ -45,6 +48,7 @@ pub use dev_server::{DevServer, DevServerOpts};
 pub use exposure::ensure_session_hides;
 pub use fixture::{Fixture, RESOURCE};
 pub use process::{CmdOutput, Psql, check_pgbench_run, ensure_same_output, pgbench};
+pub use server::{NO_ENV, cli_stdout, spawn_server, wait_port};
 pub use services::ensure_services;
 
 /// A port on 127.0.0.1 that was free a moment ago (bind port 0, read it, release it).
