@@ -958,22 +958,35 @@ impl GatewayConfig {
     }
 }
 
-/// `countersign config check`: loads `file` as `which` (`control-plane` or `gateway`)
-/// and validates it, printing what is wrong. Exit 0 when valid, 2 when not.
-pub fn check(which: &str, file: &Path, files: bool) -> std::process::ExitCode {
-    let result = match which {
-        "control-plane" => load::<ControlPlaneConfig>(file, ControlPlaneConfig::FIELDS)
+/// The two config files, as `countersign config` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConfigKind {
+    ControlPlane,
+    Gateway,
+}
+
+impl ConfigKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigKind::ControlPlane => "control-plane",
+            ConfigKind::Gateway => "gateway",
+        }
+    }
+}
+
+/// `countersign config check`: loads `file` as a `kind` config and validates it, printing
+/// what is wrong. Exit 0 when valid, 2 when not.
+pub fn check(kind: ConfigKind, file: &Path, files: bool) -> std::process::ExitCode {
+    let result = match kind {
+        ConfigKind::ControlPlane => load::<ControlPlaneConfig>(file, ControlPlaneConfig::FIELDS)
             .and_then(|c| c.check(files)),
-        "gateway" => {
+        ConfigKind::Gateway => {
             load::<GatewayConfig>(file, GatewayConfig::FIELDS).and_then(|c| c.check(files))
         }
-        other => Err(anyhow::anyhow!(
-            "no config named {other:?}; use control-plane or gateway"
-        )),
     };
     match result {
         Ok(()) => {
-            println!("{}: valid {which} config", file.display());
+            println!("{}: valid {} config", file.display(), kind.name());
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
@@ -983,12 +996,11 @@ pub fn check(which: &str, file: &Path, files: bool) -> std::process::ExitCode {
     }
 }
 
-/// The JSON schema of a config file: `control-plane` or `gateway`.
-pub fn schema(which: &str) -> anyhow::Result<String> {
-    let schema = match which {
-        "control-plane" => schemars::schema_for!(ControlPlaneConfig),
-        "gateway" => schemars::schema_for!(GatewayConfig),
-        other => anyhow::bail!("no config named {other:?}; use control-plane or gateway"),
+/// The JSON schema of a `kind` config file.
+pub fn schema(kind: ConfigKind) -> anyhow::Result<String> {
+    let schema = match kind {
+        ConfigKind::ControlPlane => schemars::schema_for!(ControlPlaneConfig),
+        ConfigKind::Gateway => schemars::schema_for!(GatewayConfig),
     };
     Ok(serde_json::to_string_pretty(&schema)? + "\n")
 }
@@ -1061,9 +1073,13 @@ mod tests {
     #[test]
     fn generated_schemas_are_current() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/schema");
-        for which in ["control-plane", "gateway"] {
+        for &kind in <ConfigKind as clap::ValueEnum>::value_variants() {
+            let which = kind.name();
+            // The command line takes the same name.
+            let on_cli = clap::ValueEnum::to_possible_value(&kind).unwrap();
+            assert_eq!(on_cli.get_name(), which);
             let path = dir.join(format!("{which}.schema.json"));
-            let want = schema(which).unwrap();
+            let want = schema(kind).unwrap();
             let have = std::fs::read_to_string(&path).unwrap_or_default();
             assert!(
                 have == want,

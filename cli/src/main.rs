@@ -94,12 +94,12 @@ struct GatewayArgs {
 enum ConfigCommand {
     /// Print the JSON schema of a config file (`control-plane` or `gateway`); the same as
     /// deploy/schema/NAME.schema.json.
-    Schema { which: String },
+    Schema { which: config::ConfigKind },
     /// Load a config file (`control-plane` or `gateway`) as the process would, with the
     /// COUNTERSIGN_* environment overrides, and report every error in it at once. Exit 0
     /// when it is valid, 2 when it is not.
     Check {
-        which: String,
+        which: config::ConfigKind,
         file: std::path::PathBuf,
         /// Do not check that the files it names (certificates, keys, CA) exist: for a
         /// config checked away from the host that runs it.
@@ -170,14 +170,14 @@ fn main() -> ExitCode {
             Command::Grant(cmd) => grant::run(cmd).await,
             Command::Binding(cmd) => binding::run(cmd).await,
             Command::Config(ConfigCommand::Schema { which }) => {
-                print!("{}", config::schema(&which)?);
+                print!("{}", config::schema(which)?);
                 Ok(ExitCode::SUCCESS)
             }
             Command::Config(ConfigCommand::Check {
                 which,
                 file,
                 skip_files,
-            }) => Ok(config::check(&which, &file, !skip_files)),
+            }) => Ok(config::check(which, &file, !skip_files)),
         }
     });
     // Stop the runtime's tasks first: the trace flush must run outside it.
