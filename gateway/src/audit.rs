@@ -86,12 +86,15 @@ pub struct StatementEvent {
     pub masking: Option<crate::pg::mask::MaskStats>,
 }
 
+/// `t` in microseconds since the Unix epoch, as audit events carry it (0 before the epoch).
+pub(crate) fn unix_us(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
 impl From<AuditEvent> for pb::AuditEvent {
     fn from(e: AuditEvent) -> Self {
-        let at =
-            e.at.duration_since(UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-                .unwrap_or(0);
+        let at = unix_us(e.at);
         let event = match e.body {
             AuditBody::SessionStarted {
                 identity,

@@ -25,7 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// Most events sent in one batch.
 const BATCH_EVENTS: usize = 1_000;
@@ -108,9 +108,7 @@ impl Progress {
 }
 
 fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    super::unix_us(SystemTime::now())
 }
 
 struct Uploader {
