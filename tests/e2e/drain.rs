@@ -17,7 +17,7 @@
 #![cfg(test)]
 
 use anyhow::{Context, Result, ensure};
-use countersign_testkit::http::request;
+use countersign_testkit::http::{pending_review, request};
 use countersign_testkit::oidc_provider::{ClientSpec, OidcProvider};
 use countersign_testkit::{
     AdminCli, ConnParams, Psql, TestDb, cli_stdout, ensure_services, eventually, free_port,
@@ -145,29 +145,6 @@ fn run_in_background(
 ) -> tokio::task::JoinHandle<Result<countersign_testkit::CmdOutput>> {
     let psql = Psql::new(conn).command(sql);
     tokio::spawn(async move { psql.run().await })
-}
-
-/// The id of the pending review of `statement`, as listed by `server`.
-async fn pending_review(server: &str, bearer: &str, statement: &str) -> Result<String> {
-    eventually(Duration::from_secs(30), || async {
-        let list = request(
-            "GET",
-            &format!("{server}/api/v1/reviews"),
-            Some(bearer),
-            None,
-        )
-        .await?
-        .json()?;
-        list["reviews"]
-            .as_array()
-            .and_then(|rs| {
-                rs.iter()
-                    .find(|r| r["statement"] == statement && r["status"] == "pending")
-            })
-            .and_then(|r| r["id"].as_str().map(str::to_owned))
-            .with_context(|| format!("no pending review of {statement:?} yet: {list}"))
-    })
-    .await
 }
 
 async fn approve(server: &str, bearer: &str, review: &str) -> Result<()> {
@@ -408,7 +385,7 @@ async fn replicas_drain_and_die_without_dropping_held_statements() -> Result<()>
     //    drains on SIGTERM; bob approves on replica 2.
     let first = "DELETE FROM orders WHERE id = 1";
     let held = run_in_background(&prod_conn, first);
-    let review = pending_review(&two.server(), &bob, first).await?;
+    let review = pending_review(&two.server(), &bob, first, Duration::from_secs(30)).await?;
     signal(&one_process, "TERM").await?;
     let status = tokio::time::timeout(Duration::from_secs(25), one_process.wait())
         .await
@@ -446,7 +423,7 @@ async fn replicas_drain_and_die_without_dropping_held_statements() -> Result<()>
     one_process = one.start().await?;
     let second = "DELETE FROM orders WHERE id = 2";
     let held = run_in_background(&prod_conn, second);
-    let review = pending_review(&one.server(), &bob, second).await?;
+    let review = pending_review(&one.server(), &bob, second, Duration::from_secs(30)).await?;
     two_process.start_kill()?;
     two_process.wait().await?;
     approve(&one.server(), &bob, &review).await?;

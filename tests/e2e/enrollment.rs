@@ -8,8 +8,8 @@
 
 use anyhow::{Context, Result, bail};
 use countersign_testkit::{
-    AdminCli, ConnParams, Psql, TestDb, cli_stdout, ensure_services, eventually, free_port,
-    spawn_server, wait_port,
+    AdminCli, AuditQuery, ConnParams, Psql, TestDb, cli_stdout, ensure_services, eventually,
+    free_port, spawn_server, wait_port,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -95,33 +95,6 @@ async fn query(conn: &ConnParams, sql: &str) -> Result<String> {
         async move { Psql::new(&conn).command(&sql).output().await }
     })
     .await
-}
-
-async fn statements(server: &str) -> Result<Vec<String>> {
-    let out = cli_stdout(
-        BIN.as_ref(),
-        &[
-            "audit",
-            "search",
-            "--server",
-            server,
-            "--token",
-            ADMIN,
-            "--identity",
-            ALICE,
-            "--event",
-            "statement",
-            "--format",
-            "jsonl",
-        ],
-    )
-    .await?;
-    out.lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l)?;
-            Ok(v["statement"].as_str().unwrap_or_default().to_owned())
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -307,15 +280,18 @@ async fn enrolled_gateways_stay_in_their_environment_and_rotate() -> Result<()> 
     );
     let renewed_cert = std::fs::read_to_string(prod.state_dir.join("gateway.pem"))?;
     assert_ne!(first_cert, renewed_cert);
-    eventually(Duration::from_secs(20), || {
-        let server = server.clone();
-        async move {
-            let seen = statements(&server).await?;
-            if seen.iter().any(|s| s.contains("VALUES (2, 20.00)")) {
-                Ok(())
-            } else {
-                bail!("audit so far: {seen:?}")
-            }
+    eventually(Duration::from_secs(20), || async {
+        let events = minter
+            .audit_search(&AuditQuery::statements_of(ALICE))
+            .await?;
+        let seen: Vec<&str> = events
+            .iter()
+            .filter_map(|e| e.statement.as_deref())
+            .collect();
+        if seen.iter().any(|s| s.contains("VALUES (2, 20.00)")) {
+            Ok(())
+        } else {
+            bail!("audit so far: {seen:?}")
         }
     })
     .await?;

@@ -6,9 +6,10 @@
 #![cfg(test)]
 
 use anyhow::{Context, Result, bail};
+use countersign_testkit::http::pending_review;
 use countersign_testkit::{
-    AdminCli, ConnParams, NO_ENV, Psql, TestDb, cli_stdout, ensure_services, eventually, free_port,
-    spawn_server, wait_port,
+    AdminCli, AuditQuery, ConnParams, NO_ENV, Psql, TestDb, cli_stdout, ensure_services,
+    eventually, free_port, spawn_server, wait_port,
 };
 use std::time::Duration;
 
@@ -139,41 +140,19 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
     // The refused attempt opened no session.
     assert_eq!(sessions, 1);
 
-    let events = eventually(Duration::from_secs(15), || {
-        let server = server.clone();
-        async move {
-            let out = cli_stdout(
-                BIN.as_ref(),
-                &[
-                    "audit",
-                    "search",
-                    "--server",
-                    &server,
-                    "--token",
-                    ADMIN,
-                    "--identity",
-                    "alice@example.com",
-                    "--event",
-                    "statement",
-                    "--format",
-                    "jsonl",
-                ],
-            )
+    let events = eventually(Duration::from_secs(15), || async {
+        let events = minter
+            .audit_search(&AuditQuery::statements_of("alice@example.com"))
             .await?;
-            let events: Vec<serde_json::Value> = out
-                .lines()
-                .map(serde_json::from_str)
-                .collect::<Result<_, _>>()?;
-            if events.len() < 2 {
-                bail!("{} statement events so far", events.len());
-            }
-            Ok(events)
+        if events.len() < 2 {
+            bail!("{} statement events so far", events.len());
         }
+        Ok(events)
     })
     .await?;
     let statements: Vec<&str> = events
         .iter()
-        .filter_map(|e| e["statement"].as_str())
+        .filter_map(|e| e.statement.as_deref())
         .collect();
     assert_eq!(
         statements,
@@ -185,9 +164,9 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
     assert!(
         events
             .iter()
-            .all(|e| e["resource"] == "pg-prod" && e["identity"] == "alice@example.com")
+            .all(|e| e.resource == "pg-prod" && e.identity == "alice@example.com")
     );
-    assert_eq!(events[0]["kinds"], serde_json::json!(["insert"]));
+    assert_eq!(events[0].kinds(), ["insert"]);
 
     // Traffic for every metric the gateway keeps: a masked value, a statement held for
     // review and approved by someone else, and a session whose upstream is down.
@@ -211,25 +190,12 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
                 .await
         }
     });
-    let review_id = eventually(Duration::from_secs(15), || {
-        let (server, bob) = (server.clone(), bob.clone());
-        async move {
-            let out = cli_stdout(
-                BIN.as_ref(),
-                &[
-                    "review", "list", "--server", &server, "--token", &bob, "--format", "jsonl",
-                ],
-            )
-            .await?;
-            for line in out.lines() {
-                let r: serde_json::Value = serde_json::from_str(line)?;
-                if r["status"] == "pending" {
-                    return r["id"].as_str().map(str::to_owned).context("review id");
-                }
-            }
-            bail!("no pending review yet: {out}")
-        }
-    })
+    let review_id = pending_review(
+        &server,
+        &bob,
+        "DELETE FROM orders WHERE id = 7",
+        Duration::from_secs(15),
+    )
     .await?;
     cli_stdout(
         BIN.as_ref(),

@@ -9,9 +9,9 @@
 #![cfg(test)]
 
 use anyhow::{Context, Result, bail};
-use countersign_testkit::http::request;
+use countersign_testkit::http::pending_review;
 use countersign_testkit::{
-    ConnParams, NO_ENV, TestDb, ensure_services, eventually, free_port, spawn_server, wait_port,
+    ConnParams, NO_ENV, TestDb, ensure_services, free_port, spawn_server, wait_port,
 };
 use std::path::Path;
 use std::process::Stdio;
@@ -190,26 +190,8 @@ impl Cluster {
                     Ok::<_, tokio_postgres::Error>(Instant::now())
                 }
             });
-            let review_id = eventually(Duration::from_secs(15), || async {
-                let list = request(
-                    "GET",
-                    &format!("{}/api/v1/reviews", self.http_b),
-                    Some(&bob),
-                    None,
-                )
-                .await?
-                .json()?;
-                list["reviews"]
-                    .as_array()
-                    .and_then(|rs| {
-                        rs.iter().find(|r| {
-                            r["statement"] == statement.as_str() && r["status"] == "pending"
-                        })
-                    })
-                    .and_then(|r| r["id"].as_str().map(str::to_owned))
-                    .context("not listed yet")
-            })
-            .await?;
+            let review_id =
+                pending_review(&self.http_b, &bob, &statement, Duration::from_secs(15)).await?;
             // An in-process client, so that process start-up is not measured.
             let approved_at = Instant::now();
             let resp = http

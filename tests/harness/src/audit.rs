@@ -77,6 +77,8 @@ pub fn parse_jsonl(text: &str) -> Result<Vec<AuditEvent>> {
 pub struct AuditQuery {
     pub identity: Option<String>,
     pub resource: Option<String>,
+    /// `statement`, `session_started`, ...: one kind of event.
+    pub event: Option<String>,
     /// A duration such as `1h` for the CLI.
     pub since: Option<String>,
     pub limit: Option<u32>,
@@ -90,12 +92,21 @@ impl AuditQuery {
         }
     }
 
+    /// Only the statement events of `identity`.
+    pub fn statements_of(identity: &str) -> Self {
+        AuditQuery {
+            event: Some("statement".to_owned()),
+            ..AuditQuery::identity(identity)
+        }
+    }
+
     /// `audit search` arguments after `--server` and `--token`.
     pub fn cli_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         let flags = [
             ("--identity", self.identity.clone()),
             ("--resource", self.resource.clone()),
+            ("--event", self.event.clone()),
             ("--since", self.since.clone()),
             ("--limit", self.limit.map(|l| l.to_string())),
         ];
@@ -133,5 +144,9 @@ mod tests {
             ..AuditQuery::identity("a@x")
         };
         assert_eq!(q.cli_args(), ["--identity", "a@x", "--limit", "5"]);
+        assert_eq!(
+            AuditQuery::statements_of("a@x").cli_args(),
+            ["--identity", "a@x", "--event", "statement"]
+        );
     }
 }

@@ -51,6 +51,15 @@ impl AdminCli<'_> {
         Ok(self.run(&args).await?.trim().to_owned())
     }
 
+    /// `countersign audit search ... --format jsonl`.
+    pub async fn audit_search(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        let extra = query.cli_args();
+        let mut args = vec!["audit", "search", "--server", self.server];
+        args.extend(["--token", self.admin_token, "--format", "jsonl"]);
+        args.extend(extra.iter().map(String::as_str));
+        parse_jsonl(&self.run(&args).await?)
+    }
+
     /// A token for `identity` in `groups`, valid for `ttl` (the server's default when
     /// `None`).
     pub async fn mint(&self, identity: &str, groups: &[&str], ttl: Option<&str>) -> Result<String> {
@@ -72,6 +81,15 @@ impl AdminCli<'_> {
 }
 
 impl DevServer {
+    /// The admin's commands against this server.
+    pub fn admin(&self) -> AdminCli<'_> {
+        AdminCli {
+            bin: self.bin(),
+            server: self.http_url(),
+            admin_token: self.admin_token(),
+        }
+    }
+
     /// Runs `countersign ARGS...` (not `dev`); returns its output whatever the exit status.
     pub async fn cli(&self, args: &[&str]) -> Result<CmdOutput> {
         self.cli_with_env(args, &[]).await
@@ -90,12 +108,7 @@ impl DevServer {
         groups: &[&str],
         ttl: Option<&str>,
     ) -> Result<String> {
-        let minter = AdminCli {
-            bin: self.bin(),
-            server: self.http_url(),
-            admin_token: self.admin_token(),
-        };
-        minter.mint(identity, groups, ttl).await
+        self.admin().mint(identity, groups, ttl).await
     }
 
     /// `countersign token revoke TOKEN_OR_ID`.
@@ -115,12 +128,7 @@ impl DevServer {
 
     /// `countersign audit search ... --format jsonl` with the admin token.
     pub async fn audit_search(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
-        let extra = query.cli_args();
-        let mut args = vec!["audit", "search", "--server", self.http_url()];
-        args.extend(["--token", self.admin_token(), "--format", "jsonl"]);
-        args.extend(extra.iter().map(String::as_str));
-        let out = self.cli(&args).await?.ok()?;
-        parse_jsonl(&out.stdout)
+        self.admin().audit_search(query).await
     }
 
     /// Polls [`DevServer::audit_search`] every 200 ms until `done` holds for the result, or

@@ -66,6 +66,36 @@ pub async fn request(
     })
 }
 
+/// The id of the pending review of `statement` as `GET <server>/api/v1/reviews` lists it for
+/// `bearer`, polled until it shows or `timeout` passes (a held statement reaches the
+/// control plane asynchronously).
+pub async fn pending_review(
+    server: &str,
+    bearer: &str,
+    statement: &str,
+    timeout: Duration,
+) -> Result<String> {
+    crate::eventually(timeout, || async {
+        let list = request(
+            "GET",
+            &format!("{server}/api/v1/reviews"),
+            Some(bearer),
+            None,
+        )
+        .await?
+        .json()?;
+        list["reviews"]
+            .as_array()
+            .and_then(|rs| {
+                rs.iter()
+                    .find(|r| r["statement"] == statement && r["status"] == "pending")
+            })
+            .and_then(|r| r["id"].as_str().map(str::to_owned))
+            .with_context(|| format!("no pending review of {statement:?} yet: {list}"))
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
