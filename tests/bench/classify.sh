@@ -11,7 +11,10 @@ section="## Statement classification
 
 Measured $(date -u +%Y-%m-%d) on $(nproc) cores. Command: \`tests/bench/classify.sh\`
 (\`cargo run --release -p countersign-policy --example classify_bench\`). Uncached is a full
-\`pg_query\` parse plus the facts walk; cached is a hit in the per-session LRU keyed by text.
+\`pg_query\` parse plus the facts walk; cached is a hit in the per-session LRU keyed by text;
+by shape is a text never seen whose shape (the text with its constants masked by PostgreSQL's
+lexer) is cached, as \`pgbench -M simple\` sends them (\`-\` where the shape is not used: no
+constants, or facts that depend on a constant's value).
 
 \`\`\`
 $out
