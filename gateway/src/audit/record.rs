@@ -44,6 +44,7 @@ impl Kind {
 /// Appends one framed record to `out`.
 pub fn encode(kind: Kind, event: &pb::AuditEvent, out: &mut Vec<u8>) {
     let body_len = 1 + event.encoded_len();
+    out.reserve(HEADER + body_len);
     let start = out.len();
     out.extend_from_slice(&u32::try_from(body_len).unwrap_or(u32::MAX).to_be_bytes());
     out.extend_from_slice(&[0; 4]);
@@ -54,22 +55,35 @@ pub fn encode(kind: Kind, event: &pb::AuditEvent, out: &mut Vec<u8>) {
     out[start + 4..start + HEADER].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// The fields of a spooled event that match an intent with its outcome or cancel, decoded
+/// without the rest (protobuf skips the fields a message does not declare). The tags are those
+/// of `pb::AuditEvent`; a test holds them to it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EventKey {
+    #[prost(string, tag = "1")]
+    pub session_id: String,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+}
+
 #[derive(Debug)]
-pub enum Decoded {
-    /// A whole record, and how many bytes it took.
+pub enum Decoded<'a> {
+    /// A whole record with a good CRC: its kind, its `pb::AuditEvent` bytes (not decoded
+    /// yet), and how many bytes the record took.
     Record {
         kind: Kind,
-        event: Box<pb::AuditEvent>,
+        event: &'a [u8],
         len: usize,
     },
     /// Not all of the record is in `buf` yet; at least this many bytes are needed.
     Incomplete(usize),
-    /// Torn or corrupt: a bad length, CRC, kind or protobuf.
+    /// Torn or corrupt: a bad length, CRC or kind.
     Bad(&'static str),
 }
 
-/// Reads the record at the start of `buf`.
-pub fn decode(buf: &[u8]) -> Decoded {
+/// Reads the record at the start of `buf`: its framing, CRC and kind. The event's bytes are
+/// left for the caller to decode as far as it needs.
+pub fn decode(buf: &[u8]) -> Decoded<'_> {
     let Some(header) = buf.get(..HEADER) else {
         return Decoded::Incomplete(HEADER);
     };
@@ -87,13 +101,10 @@ pub fn decode(buf: &[u8]) -> Decoded {
     let Some(kind) = Kind::from_byte(body[0]) else {
         return Decoded::Bad("unknown record kind");
     };
-    match pb::AuditEvent::decode(&body[1..]) {
-        Ok(event) => Decoded::Record {
-            kind,
-            event: Box::new(event),
-            len: HEADER + len,
-        },
-        Err(_) => Decoded::Bad("undecodable event"),
+    Decoded::Record {
+        kind,
+        event: &body[1..],
+        len: HEADER + len,
     }
 }
 
@@ -128,17 +139,27 @@ mod tests {
         else {
             panic!("no record")
         };
-        assert_eq!((kind, e.seq), (Kind::Intent, 1));
+        assert_eq!(kind, Kind::Intent);
+        assert_eq!(pb::AuditEvent::decode(e).unwrap(), event(1));
         let Decoded::Record { kind, event: e, .. } = decode(&buf[len..]) else {
             panic!("no second record")
         };
-        assert_eq!((kind, *e), (Kind::Final, event(2)));
+        assert_eq!(kind, Kind::Final);
+        assert_eq!(pb::AuditEvent::decode(e).unwrap(), event(2));
         for cut in 0..len {
             assert!(
                 matches!(decode(&buf[..cut]), Decoded::Incomplete(_)),
                 "{cut}"
             );
         }
+    }
+
+    #[test]
+    fn the_key_decodes_from_a_whole_event() {
+        let mut e = event(77);
+        e.session_id = "s-9".into();
+        let key = EventKey::decode(e.encode_to_vec().as_slice()).unwrap();
+        assert_eq!((key.session_id.as_str(), key.seq), ("s-9", 77));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use super::record::{self, Decoded, Kind};
 use countersign_proto::v1 as pb;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
+use prost::Message as _;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -191,7 +192,7 @@ impl Spool {
         event: &pb::AuditEvent,
         admit: Admit,
     ) -> Result<u64, SpoolError> {
-        let mut buf = Vec::with_capacity(64 + event.session_id.len());
+        let mut buf = Vec::new();
         record::encode(kind, event, &mut buf);
         if buf.len() > record::MAX_RECORD {
             return Err(SpoolError::TooLarge(buf.len()));
@@ -392,7 +393,12 @@ fn repair(path: &Path) -> std::io::Result<u64> {
     let bad = loop {
         match data.get(good..).map(record::decode) {
             None => break None,
-            Some(Decoded::Record { len, .. }) => good += len,
+            Some(Decoded::Record { len, event, .. }) => {
+                if pb::AuditEvent::decode(event).is_err() {
+                    break Some("undecodable event");
+                }
+                good += len;
+            }
             Some(Decoded::Incomplete(_)) if good == data.len() => break None,
             Some(Decoded::Incomplete(_)) => break Some("torn record"),
             Some(Decoded::Bad(why)) => break Some(why),
@@ -415,11 +421,23 @@ fn repair(path: &Path) -> std::io::Result<u64> {
 
 /// What [`read_records`] found.
 pub struct Chunk {
-    pub records: Vec<(Kind, pb::AuditEvent)>,
+    /// The bytes read.
+    data: Vec<u8>,
+    /// The whole records: each one's kind and where its event's bytes are in `data`.
+    spans: Vec<(Kind, std::ops::Range<usize>)>,
     /// The offset after the last whole record read.
     pub end: u64,
     /// Reading stopped at a corrupt record.
     pub bad: Option<&'static str>,
+}
+
+impl Chunk {
+    /// The records, each as its kind and its (undecoded) `pb::AuditEvent` bytes.
+    pub fn records(&self) -> impl Iterator<Item = (Kind, &[u8])> {
+        self.spans
+            .iter()
+            .filter_map(|(kind, span)| Some((*kind, self.data.get(span.clone())?)))
+    }
 }
 
 /// Reads the whole records of a segment in `[from, to)`, about `budget` bytes
@@ -439,18 +457,17 @@ pub fn read_records(file: &mut File, from: u64, to: u64, budget: usize) -> std::
             }
         }
         data.truncate(filled);
-        let mut chunk = Chunk {
-            records: Vec::new(),
-            end: from,
-            bad: None,
-        };
+        let mut spans = Vec::new();
+        let mut bad = None;
         let mut pos = 0;
         let mut grew = false;
         while pos < data.len() {
             match record::decode(&data[pos..]) {
                 Decoded::Record { kind, event, len } => {
-                    chunk.records.push((kind, *event));
-                    pos += len;
+                    // The event's bytes end where the record does.
+                    let end = pos + len;
+                    spans.push((kind, end - event.len()..end));
+                    pos = end;
                 }
                 Decoded::Incomplete(need) => {
                     if pos == 0 && need > want && need <= available {
@@ -460,7 +477,7 @@ pub fn read_records(file: &mut File, from: u64, to: u64, budget: usize) -> std::
                     break;
                 }
                 Decoded::Bad(why) => {
-                    chunk.bad = Some(why);
+                    bad = Some(why);
                     break;
                 }
             }
@@ -469,8 +486,12 @@ pub fn read_records(file: &mut File, from: u64, to: u64, budget: usize) -> std::
             // The first record is bigger than the budget: read it whole.
             continue;
         }
-        chunk.end = from + pos as u64;
-        return Ok(chunk);
+        return Ok(Chunk {
+            data,
+            spans,
+            end: from + pos as u64,
+            bad,
+        });
     }
 }
 
@@ -502,7 +523,10 @@ mod tests {
         let len = f.metadata().unwrap().len();
         let chunk = read_records(&mut f, 0, len, 1 << 20).unwrap();
         assert!(chunk.bad.is_none());
-        chunk.records.into_iter().map(|(k, e)| (k, e.seq)).collect()
+        chunk
+            .records()
+            .map(|(k, e)| (k, pb::AuditEvent::decode(e).unwrap().seq))
+            .collect()
     }
 
     #[test]

@@ -17,10 +17,11 @@
 //! was written; and events uploaded before the restart are resent, which the
 //! control plane ignores (it stores `(session_id, seq)` once).
 
-use super::record::Kind;
+use super::record::{EventKey, Kind};
 use super::spool::{Spool, read_records};
 use crate::control::ControlClient;
 use countersign_proto::v1 as pb;
+use prost::Message as _;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::sync::Arc;
@@ -48,9 +49,11 @@ struct Segment {
     read: bool,
 }
 
+/// An intent waiting for its outcome: kept as its encoded event, because almost every intent
+/// is resolved by its final event and never needed again; only an orphan is decoded.
 struct Intent {
     segment: u64,
-    event: pb::AuditEvent,
+    event: Vec<u8>,
 }
 
 /// Where the uploader reads.
@@ -60,28 +63,24 @@ struct Cursor {
     offset: u64,
 }
 
-/// An event to send, and the segments whose pending count drops once it is acknowledged.
-struct Outgoing {
-    event: pb::AuditEvent,
-    segments: [Option<u64>; 2],
-}
-
-/// The batch being filled.
+/// The batch being filled: the events to send and, for each, the segments whose pending
+/// count drops once it is acknowledged.
 #[derive(Default)]
 struct Batch {
-    items: Vec<Outgoing>,
+    events: Vec<pb::AuditEvent>,
+    segments: Vec<[Option<u64>; 2]>,
     bytes: usize,
 }
 
 impl Batch {
-    fn push(&mut self, o: Outgoing) {
-        use prost::Message;
-        self.bytes += o.event.encoded_len();
-        self.items.push(o);
+    fn push(&mut self, event: pb::AuditEvent, segments: [Option<u64>; 2]) {
+        self.bytes += event.encoded_len();
+        self.events.push(event);
+        self.segments.push(segments);
     }
 
     fn full(&self) -> bool {
-        self.items.len() >= BATCH_EVENTS || self.bytes >= BATCH_BYTES
+        self.events.len() >= BATCH_EVENTS || self.bytes >= BATCH_BYTES
     }
 }
 
@@ -149,7 +148,7 @@ pub async fn run(spool: Arc<Spool>, client: ControlClient, progress: Arc<Progres
                 break;
             }
             if up.caught_up() {
-                if batch.items.is_empty() {
+                if batch.events.is_empty() {
                     // Nothing to send. A segment may have become deletable without a new
                     // acknowledgement (read to its end after the writer moved on, or its last
                     // intent cancelled): delete it now rather than after the next batch.
@@ -170,7 +169,7 @@ pub async fn run(spool: Arc<Spool>, client: ControlClient, progress: Arc<Progres
             }
         }
         batch_id += 1;
-        let events: Vec<pb::AuditEvent> = batch.items.iter().map(|o| o.event.clone()).collect();
+        let events = std::mem::take(&mut batch.events);
         let oldest = events
             .iter()
             .map(|e| e.at)
@@ -188,10 +187,8 @@ pub async fn run(spool: Arc<Spool>, client: ControlClient, progress: Arc<Progres
             .await;
         progress.waiting_since_us.store(0, Ordering::Relaxed);
         progress.uploaded.inc_by(sent);
-        for o in &batch.items {
-            for s in o.segments.iter().flatten() {
-                up.resolve(*s);
-            }
+        for s in batch.segments.iter().flat_map(|s| s.iter().flatten()) {
+            up.resolve(*s);
         }
         up.delete_acknowledged();
     }
@@ -254,8 +251,11 @@ impl Uploader {
                 );
                 cursor.offset = end;
             }
-            for (kind, event) in chunk.records {
-                self.take(segment, kind, event, batch);
+            for (kind, event) in chunk.records() {
+                if let Err(e) = self.take(segment, kind, event, batch) {
+                    // Its CRC was good, so only a bug or damage under us gets here.
+                    tracing::error!(segment, error = %e, "undecodable audit spool record; skipping it");
+                }
             }
         }
     }
@@ -299,30 +299,45 @@ impl Uploader {
         self.cursor = None;
     }
 
-    fn take(&mut self, segment: u64, kind: Kind, event: pb::AuditEvent, batch: &mut Batch) {
-        let key = (event.session_id.clone(), event.seq);
+    /// Takes one record read from `segment`: a final event goes into `batch` (with the segment
+    /// of its intent), an intent waits for its outcome, a cancel drops its intent.
+    fn take(
+        &mut self,
+        segment: u64,
+        kind: Kind,
+        event: &[u8],
+        batch: &mut Batch,
+    ) -> Result<(), prost::DecodeError> {
         match kind {
             Kind::Intent => {
+                let key = EventKey::decode(event)?;
                 self.count(segment);
-                self.intents.insert(key, Intent { segment, event });
+                let intent = Intent {
+                    segment,
+                    event: event.to_vec(),
+                };
+                self.intents.insert((key.session_id, key.seq), intent);
             }
             Kind::Cancel => {
-                if let Some(intent) = self.intents.remove(&key) {
+                let key = EventKey::decode(event)?;
+                if let Some(intent) = self.intents.remove(&(key.session_id, key.seq)) {
                     self.resolve(intent.segment);
                 }
             }
             Kind::Final => {
+                let mut event = pb::AuditEvent::decode(event)?;
                 if matches!(event.event, Some(pb::audit_event::Event::SessionEnded(_))) {
                     self.spool.session_ended(&event.session_id);
                 }
                 self.count(segment);
+                // Borrow the session id for the lookup rather than clone it.
+                let key = (std::mem::take(&mut event.session_id), event.seq);
                 let intent = self.intents.remove(&key).map(|i| i.segment);
-                batch.push(Outgoing {
-                    event,
-                    segments: [Some(segment), intent],
-                });
+                event.session_id = key.0;
+                batch.push(event, [Some(segment), intent]);
             }
         }
+        Ok(())
     }
 
     /// Intents whose statement's outcome will never be written.
@@ -343,18 +358,24 @@ impl Uploader {
             .cloned()
             .collect();
         for key in orphaned {
-            if let Some(Intent { segment, mut event }) = self.intents.remove(&key) {
-                if let Some(pb::audit_event::Event::Statement(s)) = event.event.as_mut()
-                    && s.error.is_empty()
-                {
-                    s.error = ORPHAN_ERROR.to_owned();
+            let Some(Intent { segment, event }) = self.intents.remove(&key) else {
+                continue;
+            };
+            let mut event = match pb::AuditEvent::decode(event.as_slice()) {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::error!(session = %key.0, seq = key.1, error = %e, "undecodable audit intent; dropping it");
+                    self.resolve(segment);
+                    continue;
                 }
-                tracing::warn!(session = %key.0, seq = key.1, "statement without an outcome in the audit spool; uploading it as outcome unknown");
-                batch.push(Outgoing {
-                    event,
-                    segments: [Some(segment), None],
-                });
+            };
+            if let Some(pb::audit_event::Event::Statement(s)) = event.event.as_mut()
+                && s.error.is_empty()
+            {
+                s.error = ORPHAN_ERROR.to_owned();
             }
+            tracing::warn!(session = %key.0, seq = key.1, "statement without an outcome in the audit spool; uploading it as outcome unknown");
+            batch.push(event, [Some(segment), None]);
         }
     }
 
