@@ -100,8 +100,8 @@ fn main() {
             black_box(cache.get_or_classify(black_box(sql)));
         });
         // New constants in a known shape (what `-M simple` sends): a lexer pass and a hit.
-        let by_shape = (shape_key(sql).is_some() && shape_determines_facts(&classify(sql)))
-            .then(|| {
+        let by_shape =
+            (shape_key(sql).is_some() && shape_determines_facts(&classify(sql))).then(|| {
                 let texts: Vec<String> = (0..20_000).map(|n| with_numbers(sql, n + 7)).collect();
                 let mut i = 0;
                 per_op(20_000, || {

@@ -32,7 +32,6 @@
 //! grammar checks it) gets the facts of its shape rather than a parse error; the server rejects
 //! it all the same, so it does not run.
 
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use lru::LruCache;
@@ -55,10 +54,13 @@ pub struct CacheStats {
 
 /// A bounded LRU from statement text to its facts.
 pub struct FactsCache {
-    /// `None` when created with capacity 0: nothing is cached.
-    entries: Option<LruCache<String, Arc<StatementFacts>>>,
+    /// By exact text. Both maps are bounded by hand to `capacity` rather than by the LRU
+    /// itself, which would allocate its whole table up front: a session that is idle, or never
+    /// sends a shape, costs no table.
+    entries: LruCache<String, Arc<StatementFacts>>,
     /// By shape; only facts that [`shape_determines_facts`] admits.
-    shapes: Option<LruCache<String, Arc<StatementFacts>>>,
+    shapes: LruCache<String, Arc<StatementFacts>>,
+    capacity: usize,
     options: ClassifyOptions,
     stats: CacheStats,
 }
@@ -72,8 +74,9 @@ impl FactsCache {
 
     pub fn with_options(capacity: usize, options: ClassifyOptions) -> Self {
         Self {
-            entries: NonZeroUsize::new(capacity).map(LruCache::new),
-            shapes: NonZeroUsize::new(capacity).map(LruCache::new),
+            entries: LruCache::unbounded(),
+            shapes: LruCache::unbounded(),
+            capacity,
             options,
             stats: CacheStats::default(),
         }
@@ -84,9 +87,8 @@ impl FactsCache {
     pub fn set_options(&mut self, options: ClassifyOptions) {
         if options != self.options {
             self.options = options;
-            for entries in [&mut self.entries, &mut self.shapes].into_iter().flatten() {
-                entries.clear();
-            }
+            self.entries.clear();
+            self.shapes.clear();
         }
     }
 
@@ -96,37 +98,34 @@ impl FactsCache {
 
     /// The facts for `sql`, from the cache or freshly classified (and then cached).
     pub fn get_or_classify(&mut self, sql: &str) -> Arc<StatementFacts> {
-        if let Some(facts) = self.entries.as_mut().and_then(|e| e.get(sql)) {
+        if let Some(facts) = self.entries.get(sql) {
             self.stats.hits += 1;
             return Arc::clone(facts);
         }
-        let shape = match self.shapes {
-            Some(_) if sql.len() <= MAX_CACHED_SQL_LEN => shape_key(sql),
-            _ => None,
-        };
+        let cacheable = self.capacity > 0 && sql.len() <= MAX_CACHED_SQL_LEN;
+        let shape = cacheable.then(|| shape_key(sql)).flatten();
         if let Some(key) = &shape
-            && let Some(facts) = self.shapes.as_mut().and_then(|s| s.get(key))
+            && let Some(facts) = self.shapes.get(key)
         {
             self.stats.shape_hits += 1;
             return Arc::clone(facts);
         }
         self.stats.misses += 1;
         let facts = Arc::new(classify_with(sql, self.options));
-        if sql.len() <= MAX_CACHED_SQL_LEN {
-            if let Some(entries) = &mut self.entries {
-                entries.put(sql.to_owned(), Arc::clone(&facts));
-            }
-            if let (Some(key), Some(shapes)) = (shape, &mut self.shapes)
+        if cacheable {
+            put_bounded(&mut self.entries, self.capacity, sql.to_owned(), &facts);
+            if let Some(key) = shape
                 && shape_determines_facts(&facts)
             {
-                shapes.put(key, Arc::clone(&facts));
+                put_bounded(&mut self.shapes, self.capacity, key, &facts);
             }
         }
         facts
     }
 
+    /// Entries by exact text.
     pub fn len(&self) -> usize {
-        self.entries.as_ref().map_or(0, LruCache::len)
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -134,11 +133,24 @@ impl FactsCache {
     }
 
     pub fn capacity(&self) -> usize {
-        self.entries.as_ref().map_or(0, |e| e.cap().get())
+        self.capacity
     }
 
     pub fn stats(&self) -> CacheStats {
         self.stats
+    }
+}
+
+/// Inserts, then evicts the least recently used entries beyond `capacity`.
+fn put_bounded(
+    lru: &mut LruCache<String, Arc<StatementFacts>>,
+    capacity: usize,
+    key: String,
+    facts: &Arc<StatementFacts>,
+) {
+    lru.put(key, Arc::clone(facts));
+    while lru.len() > capacity {
+        lru.pop_lru();
     }
 }
 
@@ -193,8 +205,10 @@ pub fn shape_determines_facts(facts: &StatementFacts) -> bool {
     !facts.is_parse_failure()
         && !facts.statements.is_empty()
         && facts.all().iter().all(|s| {
-            matches!(s.kind, K::Select | K::Insert | K::Update | K::Delete | K::Merge)
-                && !s.calls("set_config")
+            matches!(
+                s.kind,
+                K::Select | K::Insert | K::Update | K::Delete | K::Merge
+            ) && !s.calls("set_config")
                 && !s.set_role
                 && !s.opaque
                 && !s.explain_analyze
@@ -292,8 +306,16 @@ mod tests {
         assert_ne!(key("SELECT 1"), key("SELECT  1"));
         assert_ne!(key("SELECT 1 FROM a"), key("SELECT 1 FROM b"));
         assert_eq!(key("SELECT 'a''b'"), key("SELECT $q$x$q$"));
-        assert_eq!(shape_key("SELECT $1"), None, "no constant: the exact cache serves it");
-        assert_eq!(shape_key("SELECT E'\\x'"), None, "a backslash lexes by session setting");
+        assert_eq!(
+            shape_key("SELECT $1"),
+            None,
+            "no constant: the exact cache serves it"
+        );
+        assert_eq!(
+            shape_key("SELECT E'\\x'"),
+            None,
+            "a backslash lexes by session setting"
+        );
         assert_eq!(shape_key("SELECT 'unterminated"), None);
     }
 

@@ -22,9 +22,7 @@ pub mod fingerprint;
 pub mod mask;
 pub mod rules;
 
-pub use cache::{
-    CacheStats, FactsCache, MAX_CACHED_SQL_LEN, shape_determines_facts, shape_key,
-};
+pub use cache::{CacheStats, FactsCache, MAX_CACHED_SQL_LEN, shape_determines_facts, shape_key};
 pub use facts::{
     ClassifyOptions, ColumnRefs, CopyDirection, Statement, StatementFacts, StatementKind, TableRef,
     classify, classify_with,

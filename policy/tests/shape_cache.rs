@@ -108,7 +108,10 @@ fn an_admitted_shape_has_the_facts_of_every_text_of_that_shape() {
     let mut compared = 0;
     for sql in CORPUS {
         let facts = classify(sql);
-        assert!(!facts.is_parse_failure(), "corpus entry does not parse: {sql}");
+        assert!(
+            !facts.is_parse_failure(),
+            "corpus entry does not parse: {sql}"
+        );
         let key = shape_key(sql);
         assert!(key.is_some(), "corpus entry has no constant: {sql}");
         if !shape_determines_facts(&facts) {
@@ -128,7 +131,8 @@ fn an_admitted_shape_has_the_facts_of_every_text_of_that_shape() {
             assert_eq!(facts, other, "{sql:?} and {variant:?} share a shape");
         }
     }
-    assert!(admitted >= 20, "only {admitted} corpus entries admitted");
+    // Every plain DML entry above but `SELECT ... INTO` (which nests a `create`).
+    assert!(admitted >= 19, "only {admitted} corpus entries admitted");
     assert!(compared >= 200, "only {compared} variants compared");
 }
 

@@ -24,9 +24,9 @@
 
 use super::record::{self, Decoded, Kind};
 use countersign_proto::v1 as pb;
+use prost::Message as _;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use prost::Message as _;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
