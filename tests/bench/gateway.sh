@@ -31,179 +31,30 @@ cd "$(dirname "$0")/../.."
 SECS=${1:-10}
 ROUNDS=${2:-3}
 BIN=${CARGO_TARGET_DIR:-target}/release/countersign
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
-PASSWORD="bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
-
-if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
-fi
-PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
 cargo build --release --locked --bin countersign >/dev/null
-ulimit -n 8192
+. tests/bench/proxies.sh
 
-DATA=$(mktemp -d)
-chmod 755 "$DATA"
-# PostgreSQL and PgBouncer run as `postgres` (both refuse root) and write here.
-chown postgres "$DATA"
-cleanup() {
-  for pid in ${DEV_PID:-} ${GW_PID:-} ${CP_PID:-}; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
-  [ -f "$DATA/pgbouncer.pid" ] && kill "$(cat "$DATA/pgbouncer.pid")" 2>/dev/null || true
-  [ -d "$DATA/pg" ] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$DATA/pg" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$DATA"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# --- the private cluster -------------------------------------------------------------
-PG_PORT=$(free_port)
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-  -keyout "$DATA/server.key" -out "$DATA/server.crt" >/dev/null 2>&1
-chmod 600 "$DATA/server.key"
-chown postgres "$DATA/server.key" "$DATA/server.crt"
-mkdir "$DATA/pg" && chown postgres "$DATA/pg"
-runuser -u postgres -- "$PG_BIN/initdb" -D "$DATA/pg" -U postgres --auth-local=trust >/dev/null
-cat >>"$DATA/pg/postgresql.conf" <<CONF
-port = $PG_PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$DATA/pg'
-max_connections = 1100
-shared_buffers = 256MB
-password_encryption = 'scram-sha-256'
-ssl = on
-ssl_cert_file = '$DATA/server.crt'
-ssl_key_file = '$DATA/server.key'
-CONF
-cat >"$DATA/pg/pg_hba.conf" <<HBA
-local all postgres trust
-host all postgres 127.0.0.1/32 trust
-host all bench 127.0.0.1/32 scram-sha-256
-HBA
-runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$DATA/pg" -l "$DATA/pg/server.log" -w start >/dev/null
-psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE ROLE bench LOGIN SUPERUSER PASSWORD '$PASSWORD'" \
-  -c "CREATE DATABASE bench OWNER bench" >/dev/null
-PGPASSWORD="$PASSWORD" pgbench -h 127.0.0.1 -p "$PG_PORT" -U bench -i -s 10 -q bench >/dev/null 2>&1
-UPSTREAM="postgres://bench:$PASSWORD@127.0.0.1:$PG_PORT/bench?sslmode=disable"
-
-# --- PgBouncer: session mode, SCRAM on both sides, TLS offered to clients ------------------
-BOUNCER_PORT=$(free_port)
-printf '"bench" "%s"\n' "$PASSWORD" >"$DATA/userlist.txt"
-cat >"$DATA/pgbouncer.ini" <<INI
-[databases]
-bench = host=127.0.0.1 port=$PG_PORT dbname=bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BOUNCER_PORT
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $DATA/userlist.txt
-pool_mode = session
-max_client_conn = 1200
-default_pool_size = 1100
-client_tls_sslmode = allow
-client_tls_cert_file = $DATA/server.crt
-client_tls_key_file = $DATA/server.key
-pidfile = $DATA/pgbouncer.pid
-logfile = $DATA/pgbouncer.log
-INI
-chown -R postgres "$DATA/pgbouncer.ini" "$DATA/userlist.txt"
-touch "$DATA/pgbouncer.log" && chown postgres "$DATA/pgbouncer.log"
-# runuser resets the soft open-files limit to 1,024; 1,000 idle clients need more.
-runuser -u postgres -- sh -c 'ulimit -n 8192 && exec "$0" -d "$1"' "$PGBOUNCER" "$DATA/pgbouncer.ini"
-for _ in $(seq 1 50); do pg_isready -h 127.0.0.1 -p "$BOUNCER_PORT" -q && break; sleep 0.1; done
-
-# --- Countersign: `plain` (guardrails, mask rules matching nothing) and `masked` ----------
-cat >"$DATA/policy.toml" <<'TOML'
-[[access]]
-name = "bench"
-members = ["*"]
-level = "read-write"
-
-[[guardrail]]
-name = "no-drop"
-match = { kinds = ["drop", "truncate"] }
-action = "deny"
-
-[[guardrail]]
-name = "deletes-need-where"
-match = { kinds = ["delete", "update"], without_where = true }
-action = "deny"
-
-[[guardrail]]
-name = "no-privilege-changes"
-match = { kinds = ["grant", "revoke"] }
-action = "deny"
-
-# Matches nothing in the pgbench schema: the sessions on `plain` pay for the check only.
-[[mask]]
-name = "customer-ssn"
-columns = ["public.customers.ssn", "*.*.card_number"]
-style = "redact"
-resources = ["plain"]
-
-[[mask]]
-name = "balances"
-columns = ["public.pgbench_accounts.abalance"]
-style = "hash"
-resources = ["masked"]
-TOML
+# --- Countersign `dev`: `plain` (guardrails, mask rules matching nothing) and `masked` ---------
 "$BIN" dev --data-dir "$DATA/dev" --upstream "plain=$UPSTREAM" --upstream "masked=$UPSTREAM" \
   --policy "$DATA/policy.toml" --pg-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 \
   --admin-token "bench-admin-token-0123456789" >"$DATA/out" 2>"$DATA/err" &
 DEV_PID=$!
+PIDS+=("$DEV_PID")
 for _ in $(seq 1 100); do grep -q '^ready' "$DATA/out" 2>/dev/null && break; sleep 0.1; done
 grep -q '^ready' "$DATA/out" || { cat "$DATA/err"; exit 1; }
 PG=$(sed -n 's/^pg=//p' "$DATA/out"); GW_PORT=${PG##*:}
 TOKEN=$(sed -n 's/^user_token=//p' "$DATA/out"); USER_ID=$(sed -n 's/^user=//p' "$DATA/out")
 
 # --- Countersign, production shape: control plane (PostgreSQL store) + gateway ----------
-ADMIN="bench-admin-token-0123456789-production"
-GW_SECRET="bench-gateway-token-0123456789-production"
-CP_HTTP=$(free_port); CP_GRPC=$(free_port); PROD_PORT=$(free_port); PROD_METRICS=$(free_port)
-psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE countersign" >/dev/null
-cat >"$DATA/cp.toml" <<TOML
-http_addr = "127.0.0.1:$CP_HTTP"
-grpc_addr = "127.0.0.1:$CP_GRPC"
-database_url = "postgres://postgres@127.0.0.1:$PG_PORT/countersign"
-admin_token = "$ADMIN"
-gateway_token = "$GW_SECRET"
-
-[[resource]]
-name = "plain"
-environment = "prod"
-TOML
-cat >"$DATA/gw.toml" <<TOML
-gateway_id = "gw-bench"
-environment = "prod"
-control_plane_url = "http://127.0.0.1:$CP_GRPC"
-gateway_token = "$GW_SECRET"
-pg_addr = "127.0.0.1:$PROD_PORT"
-metrics_addr = "127.0.0.1:$PROD_METRICS"
-spool_dir = "$DATA/gw-spool"
-
-[[upstream]]
-name = "plain"
-url = "$UPSTREAM"
-TOML
-"$BIN" control-plane --config "$DATA/cp.toml" >"$DATA/cp.log" 2>&1 &
-CP_PID=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$CP_HTTP/readyz" >/dev/null && break; sleep 0.2; done
-"$BIN" gateway --config "$DATA/gw.toml" >"$DATA/gw.log" 2>&1 &
-GW_PID=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PROD_METRICS/readyz" >/dev/null && break; sleep 0.2; done
-curl -sf "http://127.0.0.1:$PROD_METRICS/readyz" >/dev/null || { tail -20 "$DATA/cp.log" "$DATA/gw.log"; exit 1; }
-"$BIN" policy apply --server "http://127.0.0.1:$CP_HTTP" --token "$ADMIN" -f "$DATA/policy.toml" >/dev/null
-PROD_USER=bench@example.com
-PROD_TOKEN=$("$BIN" token create --server "http://127.0.0.1:$CP_HTTP" --admin-token "$ADMIN" --identity "$PROD_USER" --ttl 1h)
+start_production production "$BIN"
 
 # run TARGET CMD [ARGS...]: CMD with the target's connection in PG* variables.
 run() {
   local target=$1; shift
   case $target in
-    direct) PGHOST=127.0.0.1 PGPORT=$PG_PORT PGUSER=bench PGPASSWORD=$PASSWORD PGDATABASE=bench "$@" ;;
-    pgbouncer) PGHOST=127.0.0.1 PGPORT=$BOUNCER_PORT PGUSER=bench PGPASSWORD=$PASSWORD PGDATABASE=bench "$@" ;;
     countersign) PGHOST=127.0.0.1 PGPORT=$GW_PORT PGUSER=$USER_ID PGPASSWORD=$TOKEN PGDATABASE=plain "$@" ;;
     masked) PGHOST=127.0.0.1 PGPORT=$GW_PORT PGUSER=$USER_ID PGPASSWORD=$TOKEN PGDATABASE=masked "$@" ;;
-    production) PGHOST=127.0.0.1 PGPORT=$PROD_PORT PGUSER=$PROD_USER PGPASSWORD=$PROD_TOKEN PGDATABASE=plain "$@" ;;
+    *) bench_env "$target" "$@" ;;
   esac
 }
 TARGETS=(direct pgbouncer countersign masked production)
@@ -214,7 +65,7 @@ p=$(run countersign env PGSSLMODE=disable psql -Atc "SELECT abalance FROM pgbenc
 [ "$p" = "0" ] || { echo "plain is masked: $p"; exit 1; }
 [ "$m" != "0" ] && [ -n "$m" ] || { echo "masking is not on: $m"; exit 1; }
 p=$(run production env PGSSLMODE=disable psql -Atc "SELECT abalance FROM pgbench_accounts WHERE aid = 1")
-[ "$p" = "0" ] || { echo "the production-shape gateway does not answer: $p"; tail -20 "$DATA/gw.log"; exit 1; }
+[ "$p" = "0" ] || { echo "the production-shape gateway does not answer: $p"; tail -20 "$DATA/gw-production.log"; exit 1; }
 
 tps() { sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR) printf "%s", a[int((NR+1)/2)]}'; }
@@ -274,7 +125,7 @@ echo "connection p50 ms (psql, TLS): direct ${R[connect_p50,direct]} | pgbouncer
 # 5: 1,000 idle client connections (each holds an upstream one: session mode).
 printf '\\sleep 20 s\n' >"$DATA/idle.sql"
 rss_mb() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
-pid_of() { case $1 in countersign) echo "$DEV_PID" ;; production) echo "$GW_PID" ;; *) cat "$DATA/pgbouncer.pid" ;; esac; }
+pid_of() { case $1 in countersign) echo "$DEV_PID" ;; production) echo "${GWPID[production]}" ;; *) cat "$DATA/pgbouncer.pid" ;; esac; }
 declare -A IDLE_BASE
 for t in countersign production pgbouncer; do IDLE_BASE[$t]=$(rss_mb "$(pid_of "$t")"); done
 for t in countersign production pgbouncer; do

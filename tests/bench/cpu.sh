@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Where each transaction's CPU goes, by process, in the production shape: `countersign
+# control-plane` (its store a database in the same PostgreSQL cluster) and `countersign gateway`,
+# under pgbench -S at 8 clients. For each run it reads the CPU time of the gateway, of the
+# control plane, of the PostgreSQL backends serving the control plane's store (audit inserts)
+# and of the whole machine, and divides by the transactions pgbench completed: µs of CPU per
+# transaction. Direct PostgreSQL and PgBouncer (session mode) run alongside as references, and
+# two Countersign builds side by side: *before* (a binary given as the third argument, e.g. one
+# built from an earlier commit) and *after* (this checkout's release build). Targets alternate
+# inside each round; each cell is the median of the rounds.
+#
+# Usage: tests/bench/cpu.sh [seconds-per-run] [rounds] [before-binary]
+# Without a before-binary, this checkout's build runs in both columns. Runs against a private
+# PostgreSQL cluster started by the script, installs PgBouncer from Debian's packages when
+# missing (tests/bench/proxies.sh), prints the table and rewrites the "CPU per transaction, by process" section of
+# docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. tests/bench/lib.sh
+SECS=${1:-8}
+ROUNDS=${2:-3}
+BIN=${CARGO_TARGET_DIR:-target}/release/countersign
+cargo build --release --locked --bin countersign >/dev/null
+BIN_BEFORE=$(realpath "${3:-$BIN}")
+BIN=$(realpath "$BIN")
+. tests/bench/proxies.sh
+start_production before "$BIN_BEFORE"
+start_production after "$BIN"
+
+for t in before after; do
+  v=$(bench_env $t env PGSSLMODE=disable psql -Atc "SELECT abalance FROM pgbench_accounts WHERE aid = 1")
+  [ "$v" = 0 ] || { echo "$t does not answer: $v"; tail "$DATA/gw-$t.log"; exit 1; }
+done
+
+# CPU ticks (1/100 s) of a process; of the backends connected to database $1; of the machine.
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+pg_ticks() { local s=0 p; for p in $(pgrep -f "postgres: postgres $1 "); do s=$((s + $(ticks "$p" 2>/dev/null || echo 0))); done; echo $s; }
+total_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
+per_tx() { awk -v t="$1" -v tps="$2" -v s="$SECS" 'BEGIN { if (tps > 0) printf "%.0f", t * 1e4 / (tps * s); else printf "-" }'; }
+tps() { sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR) printf "%s", a[int((NR+1)/2)]}'; }
+declare -A R
+TARGETS=(direct pgbouncer before after)
+MODES=(simple extended prepared)
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in "${MODES[@]}"; do
+    for t in "${TARGETS[@]}"; do
+      case $t in before|after) g0=$(ticks "${GWPID[$t]}"); c0=$(ticks "${CPPID[$t]}"); s0=$(pg_ticks "cs_$t") ;; esac
+      m0=$(total_ticks)
+      v=$(bench_env "$t" env PGSSLMODE=disable pgbench -S -M "$mode" -c 8 -j 2 -T "$SECS" -n 2>/dev/null | tps)
+      m1=$(total_ticks)
+      R[$mode,$t,tps]+="$v "
+      R[$mode,$t,total]+="$(per_tx $((m1 - m0)) "$v") "
+      case $t in before|after)
+        R[$mode,$t,gw]+="$(per_tx $(( $(ticks "${GWPID[$t]}") - g0 )) "$v") "
+        R[$mode,$t,cp]+="$(per_tx $(( $(ticks "${CPPID[$t]}") - c0 )) "$v") "
+        R[$mode,$t,store]+="$(per_tx $(( $(pg_ticks "cs_$t") - s0 )) "$v") " ;;
+      esac
+    done
+    echo "round $round $mode: $(for t in "${TARGETS[@]}"; do printf '%s %s tps %s µs/tx; ' "$t" "$(echo "${R[$mode,$t,tps]}" | awk '{print $NF}')" "$(echo "${R[$mode,$t,total]}" | awk '{print $NF}')"; done)"
+  done
+done
+
+m() { echo "${R[$1]}" | median; }
+table="| mode | target | TPS | machine µs/tx | gateway | control plane | store backends | / PgBouncer TPS |
+|---|---|---|---|---|---|---|---|"
+for mode in "${MODES[@]}"; do
+  b=$(m "$mode,pgbouncer,tps")
+  for t in "${TARGETS[@]}"; do
+    v=$(m "$mode,$t,tps")
+    case $t in
+      before|after) parts="$(m "$mode,$t,gw") | $(m "$mode,$t,cp") | $(m "$mode,$t,store")" ;;
+      *) parts="- | - | -" ;;
+    esac
+    table+="
+| $mode | $t | ${v%.*} | $(m "$mode,$t,total") | $parts | $(awk -v a="$v" -v b="$b" 'BEGIN { printf "%.2f×", a / b }') |"
+  done
+done
+echo "$table"
+section="## CPU per transaction, by process (production shape)
+
+Measured $(date -u +%Y-%m-%d) on $(nproc) cores; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') (a private cluster), scale 10.
+Command: \`tests/bench/cpu.sh $SECS $ROUNDS${3:+ BEFORE}\`: pgbench -S at 8 clients, $SECS s per run, targets
+alternating, each cell the median of $ROUNDS rounds. *before* and *after* are two Countersign builds
+side by side (${3:+before: \`$(basename "$BIN_BEFORE")\`, an earlier build; }after: this checkout), each a
+\`countersign control-plane\` on its own database in the same cluster plus a \`countersign gateway\`,
+with three guardrails and a mask rule that matches nothing, audit of every statement on. µs/tx is
+CPU time over completed transactions: the machine's (everything: pgbench, PostgreSQL, the proxy,
+the control plane), and the gateway's, the control plane's and its store backends' (the PostgreSQL
+processes that insert the audit trail).
+
+$table
+
+Raw per round: $(for k in "${!R[@]}"; do printf '%s: %s\n' "$k" "${R[$k]}"; done | sort -V | tr -s ' ' | paste -sd';' | sed 's/;/; /g')
+"
+write_section "CPU per transaction, by process (production shape)" "$section"
