@@ -253,6 +253,7 @@ pub(crate) async fn insert_chained(
         m.received_at = received_at;
     }
     let mut new_rows = Vec::new();
+    let mut moved = Vec::new();
     for (session, mut rows) in by_session {
         let Some(mut head) = heads.remove(&session) else {
             return Err(StoreError::Corrupt(format!("no audit head for {session}")));
@@ -279,11 +280,71 @@ pub(crate) async fn insert_chained(
             continue;
         }
         new_rows.extend(chain_after(key, &mut head, rows.into_values().collect()));
-        save_head(conn, head).await?;
+        moved.push(head);
     }
+    save_heads(conn, moved).await?;
     let stored = new_rows.len() as u64;
     insert_rows(conn, new_rows).await?;
     Ok(stored)
+}
+
+/// A head as [`save_heads`] sends it: the columns a chained insert moves.
+#[derive(serde::Serialize)]
+struct JsonHead<'a> {
+    session_id: &'a str,
+    last_seq: Option<i64>,
+    last_hash: Option<&'a str>,
+    max_seq: Option<i64>,
+    events: i64,
+}
+
+/// Writes the heads a chained insert moved. On PostgreSQL in one `UPDATE` whatever the number
+/// of sessions in the batch (the heads travel as one JSON parameter); on SQLite one by one.
+async fn save_heads(
+    conn: &impl ConnectionTrait,
+    heads: Vec<audit_head::Model>,
+) -> Result<(), StoreError> {
+    let backend = conn.get_database_backend();
+    if backend != sea_orm::DbBackend::Postgres {
+        for head in heads {
+            save_head(conn, head).await?;
+        }
+        return Ok(());
+    }
+    if heads.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<JsonHead<'_>> = heads
+        .iter()
+        .map(|h| JsonHead {
+            session_id: &h.session_id,
+            last_seq: h.last_seq,
+            last_hash: h.last_hash.as_deref(),
+            max_seq: h.max_seq,
+            events: h.events,
+        })
+        .collect();
+    let json = serde_json::to_string(&rows)
+        .map_err(|e| StoreError::Corrupt(format!("audit heads as JSON: {e}")))?;
+    let done = conn
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            backend,
+            "UPDATE audit_heads AS h SET last_seq = v.last_seq, last_hash = v.last_hash, \
+             max_seq = v.max_seq, events = v.events \
+             FROM json_populate_recordset(NULL::audit_heads, $1::text::json) AS v \
+             WHERE h.session_id = v.session_id",
+            [sea_orm::Value::from(json)],
+        ))
+        .await?;
+    // Every head was locked by this transaction, so every one must have been updated.
+    if done.rows_affected() != heads.len() as u64 {
+        return Err(StoreError::Corrupt(format!(
+            "{} of {} audit heads updated",
+            done.rows_affected(),
+            heads.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The columns [`insert_rows`] fills on PostgreSQL, in the order of the JSON objects' keys.
