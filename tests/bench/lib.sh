@@ -16,3 +16,29 @@ open(path, "w").write(text)
 PY
   echo "wrote $doc"
 }
+
+# The benchmarks' access rule and guardrails (a realistic policy that denies nothing pgbench or
+# psql sends), as policy TOML on stdout; each script appends its own mask rules.
+guardrail_policy() {
+  cat <<'TOML'
+[[access]]
+name = "bench"
+members = ["*"]
+level = "read-write"
+
+[[guardrail]]
+name = "no-drop"
+match = { kinds = ["drop", "truncate"] }
+action = "deny"
+
+[[guardrail]]
+name = "deletes-need-where"
+match = { kinds = ["delete", "update"], without_where = true }
+action = "deny"
+
+[[guardrail]]
+name = "no-privilege-changes"
+match = { kinds = ["grant", "revoke"] }
+action = "deny"
+TOML
+}

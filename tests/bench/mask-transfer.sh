@@ -33,21 +33,7 @@ INSERT INTO people
   FROM generate_series(1, 1000000) i;
 VACUUM ANALYZE people;
 SQL
-cat >"$DATA/policy.toml" <<'TOML'
-[[access]]
-name = "bench"
-members = ["*"]
-level = "read-write"
-
-[[guardrail]]
-name = "no-drop"
-match = { kinds = ["drop", "truncate"] }
-action = "deny"
-
-[[guardrail]]
-name = "deletes-need-where"
-match = { kinds = ["delete"], without_where = true }
-action = "deny"
+{ guardrail_policy; cat <<'TOML'; } >"$DATA/policy.toml"
 
 [[mask]]
 name = "people-email"

@@ -90,26 +90,7 @@ runuser -u postgres -- sh -c 'ulimit -n 8192 && exec "$0" -d "$1"' "$PGBOUNCER" 
 for _ in $(seq 1 50); do pg_isready -h 127.0.0.1 -p "$BOUNCER_PORT" -q && break; sleep 0.1; done
 
 # --- Countersign: `plain` (guardrails, mask rules matching nothing) and `masked` ----------
-cat >"$DATA/policy.toml" <<'TOML'
-[[access]]
-name = "bench"
-members = ["*"]
-level = "read-write"
-
-[[guardrail]]
-name = "no-drop"
-match = { kinds = ["drop", "truncate"] }
-action = "deny"
-
-[[guardrail]]
-name = "deletes-need-where"
-match = { kinds = ["delete", "update"], without_where = true }
-action = "deny"
-
-[[guardrail]]
-name = "no-privilege-changes"
-match = { kinds = ["grant", "revoke"] }
-action = "deny"
+{ guardrail_policy; cat <<'TOML'; } >"$DATA/policy.toml"
 
 # Matches nothing in the pgbench schema: the sessions on `plain` pay for the check only.
 [[mask]]
