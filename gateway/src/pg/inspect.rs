@@ -121,6 +121,10 @@ pub struct Inspector {
     decision_event: Option<AuditEvent>,
     /// The number of the last intent spooled, until the caller forwards.
     spooled: Option<u64>,
+    /// The portal the previous client message described (`Describe` of a portal, in a
+    /// session under masking), and the masking its answer sets up. An `Execute` of that
+    /// portal right after it reuses that answer instead of asking for another.
+    described: Option<(String, Arc<MaskCtx>)>,
 }
 
 impl Inspector {
@@ -138,6 +142,7 @@ impl Inspector {
             needs_review: HashMap::new(),
             decision_event: None,
             spooled: None,
+            described: None,
         }
     }
 
@@ -344,6 +349,9 @@ impl Inspector {
 
     /// Looks at one client message; says what to forward for it.
     pub fn inspect(&mut self, shared: &Shared, frame: &Frame) -> Result<Verdict, RelayEnd> {
+        // Only the message right after a Describe may reuse its answer: any other message
+        // in between (a Flush, a new Bind of the portal, ...) ends that.
+        let described = self.described.take();
         if !matches!(
             frame.tag,
             b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' | b'D'
@@ -487,7 +495,20 @@ impl Inspector {
                     }
                     Action::Allow => {}
                 }
-                let mask = self.mask_ctx(shared, &stmt);
+                // Right after the client's own Describe of this portal (libpq sends Bind,
+                // Describe, Execute, Sync for every statement), that Describe's answer sets
+                // up the masker of these rows: nothing comes between the two answers.
+                // Only while the session's masking is the one that Describe was seen under.
+                let (mask, already_described) = match described {
+                    Some((p, ctx))
+                        if p == portal
+                            && mask::current_index(shared)
+                                .is_some_and(|index| Arc::ptr_eq(&index, &ctx.index)) =>
+                    {
+                        (Some(ctx), true)
+                    }
+                    _ => (self.mask_ctx(shared, &stmt), false),
+                };
                 if let Some(d) = mask_refusal(mask.as_deref()) {
                     let mut out = BytesMut::new();
                     frontend::encode_execute(NO_PORTAL, 0, &mut out);
@@ -506,7 +527,11 @@ impl Inspector {
                     Ok(seq) => seq,
                     Err(refused) => return Ok(Verdict::Replace(refused)),
                 };
-                let describe = describe_first(shared, portal, &mask, &frame.bytes);
+                let describe = if already_described {
+                    None
+                } else {
+                    describe_first(shared, portal, &mask, &frame.bytes)
+                };
                 shared.track(Pending::Execute {
                     seq,
                     stmt,
@@ -536,6 +561,11 @@ impl Inspector {
                     _ => self.portals.get(name).map(|p| p.stmt.clone()),
                 };
                 let mask = stmt.and_then(|s| self.mask_ctx(shared, &s));
+                if kind == b'P'
+                    && let Some(ctx) = &mask
+                {
+                    self.described = Some((name.to_owned(), ctx.clone()));
+                }
                 shared.track(Pending::Describe {
                     mask,
                     swallow: false,
