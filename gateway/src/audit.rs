@@ -186,8 +186,9 @@ impl AuditSink {
         self.progress.lag()
     }
 
-    /// Spools an event that completes admitted work (a session's start or end,
-    /// a statement's outcome, a denial): written even when the spool is full.
+    /// Spools an event that completes admitted work (a session's start or end, a
+    /// denial, an outcome that must not wait): written at once, even when the spool
+    /// is full.
     /// Returns false if it could not be written (logged).
     pub async fn record(&self, event: AuditEvent) -> bool {
         let (session, seq) = (event.session_id.clone(), event.seq);
@@ -197,6 +198,23 @@ impl AuditSink {
                 tracing::error!(%session, seq, error = %e, "audit event lost: cannot write it to the spool");
                 false
             }
+        }
+    }
+
+    /// Spools a statement's outcome, whose intent is in the spool already: it is written
+    /// with the next record, or within the spool's fsync interval (see `spool`). A kill in
+    /// between leaves the statement "outcome unknown", from its intent.
+    pub fn record_outcome(&self, event: AuditEvent) {
+        let (session, seq) = (event.session_id.clone(), event.seq);
+        if let Err(e) = self.spool.hold(Kind::Final, &event.into()) {
+            tracing::error!(%session, seq, error = %e, "audit outcome lost: cannot write it to the spool");
+        }
+    }
+
+    /// Writes the outcomes still held (before the process exits).
+    pub fn flush(&self) {
+        if let Err(e) = self.spool.flush() {
+            tracing::error!(error = %e, "held audit outcomes lost: cannot write them to the spool");
         }
     }
 
@@ -220,7 +238,7 @@ impl AuditSink {
             at: 0,
             event: None,
         };
-        if let Err(e) = self.spool.append(Kind::Cancel, &event, Admit::Always) {
+        if let Err(e) = self.spool.hold(Kind::Cancel, &event) {
             tracing::error!(session = session_id, seq, error = %e, "cannot write an audit cancel to the spool");
         }
     }

@@ -1,9 +1,17 @@
 //! The durable spool: numbered segment files of framed records (see `record`).
 //!
 //! - **Append** writes one record with one `write(2)` straight into the current
-//!   segment (no userspace buffer), under a short lock. Once `append` returns,
-//!   the record survives the gateway process dying; it survives the machine
-//!   crashing only once an fsync covered it.
+//!   segment, under a short lock. Once `append` returns, the record survives the
+//!   gateway process dying; it survives the machine crashing only once an fsync
+//!   covered it.
+//! - **Hold**: a statement's outcome (or the cancel of its intent), whose intent is
+//!   already written, waits in memory and goes out in the same `write(2)` as the
+//!   next record appended, or at the next group-commit tick (`fsync_interval`),
+//!   whichever comes first. A busy session so pays one write per statement, not
+//!   two. Held records keep their order against every later record. The price: a
+//!   process killed in that window loses the held outcomes, and their statements
+//!   are reported as "outcome unknown" from their intents (never lost). Denials and
+//!   session starts and ends, which have no intent, are always appended.
 //! - **Group commit**: a background task fsyncs every `fsync_interval` what was
 //!   written since the last fsync, or at once when someone waits for it
 //!   ([`Spool::wait_synced`], used by `strict_audit` resources).
@@ -35,6 +43,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 const SUFFIX: &str = ".seg";
+/// Held records are written once they reach this many bytes, whatever comes next.
+const HELD_MAX: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -108,12 +118,26 @@ struct Writer {
     dir_dirty: bool,
     /// A write failed and could not be undone: the segment may hold a torn record.
     broken: bool,
+    /// Records taken from [`Held`] and not written yet (only after a failed write, between
+    /// calls), and how many.
+    out: Vec<u8>,
+    out_records: u64,
+}
+
+/// Encoded records held for the next write (see the module docs), and how many. Behind a
+/// lock of their own, taken only to copy bytes in or out, so that holding a record never
+/// waits for a write in progress.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    records: u64,
 }
 
 /// The spool. Cheap to share through an `Arc`.
 pub struct Spool {
     settings: SpoolSettings,
     writer: Mutex<Writer>,
+    held: Mutex<Held>,
     /// Bytes in all segment files.
     used: AtomicU64,
     written: watch::Sender<Written>,
@@ -174,7 +198,10 @@ impl Spool {
                 unsynced: Vec::new(),
                 dir_dirty: true,
                 broken: false,
+                out: Vec::new(),
+                out_records: 0,
             }),
+            held: Mutex::default(),
             used: AtomicU64::new(used),
             written: watch::Sender::new(Written { segment, offset: 0 }),
             synced: watch::Sender::new(0),
@@ -185,34 +212,94 @@ impl Spool {
         }))
     }
 
-    /// Appends one record; returns its number, for [`Self::wait_synced`].
+    /// Appends one record, and any held before it, in one write; returns its number,
+    /// for [`Self::wait_synced`].
     pub fn append(
         &self,
         kind: Kind,
         event: &pb::AuditEvent,
         admit: Admit,
     ) -> Result<u64, SpoolError> {
-        let mut buf = Vec::new();
-        record::encode(kind, event, &mut buf);
-        if buf.len() > record::MAX_RECORD {
-            return Err(SpoolError::TooLarge(buf.len()));
-        }
-        let len = buf.len() as u64;
+        // Encoded before the lock: every session thread appends here.
+        let buf = encode(kind, event)?;
         let mut w = self.writer.lock().map_err(|_| SpoolError::Broken)?;
         if w.broken {
             return Err(SpoolError::Broken);
         }
+        self.take_held(&mut w)?;
         let used = self.used.load(Ordering::Acquire);
-        if admit == Admit::Checked && used + len > self.settings.max_bytes {
+        let mark = w.out.len();
+        if admit == Admit::Checked && used + (mark + buf.len()) as u64 > self.settings.max_bytes {
             return Err(SpoolError::Full {
                 used,
                 max: self.settings.max_bytes,
             });
         }
-        if w.offset > 0 && w.offset + len > self.settings.segment_bytes {
-            self.rotate(&mut w)?;
+        w.out.extend_from_slice(&buf);
+        w.out_records += 1;
+        if let Err(e) = self.write_out(&mut w) {
+            // Not written: the new record is taken back; the held ones wait for the next try.
+            w.out.truncate(mark);
+            w.out_records -= 1;
+            return Err(e);
         }
-        if let Err(source) = (&*w.file).write_all(&buf) {
+        Ok(w.records)
+    }
+
+    /// Holds a record that completes a statement whose intent is written: it goes out
+    /// with the next append, or at the next group-commit tick. Never refused for space.
+    pub fn hold(&self, kind: Kind, event: &pb::AuditEvent) -> Result<(), SpoolError> {
+        let buf = encode(kind, event)?;
+        let many = {
+            let mut held = self.held.lock().map_err(|_| SpoolError::Broken)?;
+            held.bytes.extend_from_slice(&buf);
+            held.records += 1;
+            held.bytes.len() >= HELD_MAX
+        };
+        // Many sessions finishing at once: do not let the buffer grow without bound.
+        if many {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is held now (the group-commit task does this every tick; call it
+    /// before the process exits).
+    pub fn flush(&self) -> Result<(), SpoolError> {
+        let mut w = self.writer.lock().map_err(|_| SpoolError::Broken)?;
+        if w.broken {
+            return Err(SpoolError::Broken);
+        }
+        self.take_held(&mut w)?;
+        self.write_out(&mut w)
+    }
+
+    /// Moves the held records behind those the writer still has to write.
+    fn take_held(&self, w: &mut Writer) -> Result<(), SpoolError> {
+        let mut held = self.held.lock().map_err(|_| SpoolError::Broken)?;
+        if held.records == 0 {
+            return Ok(());
+        }
+        if w.out.is_empty() {
+            std::mem::swap(&mut w.out, &mut held.bytes);
+        } else {
+            w.out.append(&mut held.bytes);
+        }
+        w.out_records += std::mem::take(&mut held.records);
+        Ok(())
+    }
+
+    /// Writes the writer's records with one `write(2)`. On error nothing is taken as
+    /// written and the records stay to be written.
+    fn write_out(&self, w: &mut Writer) -> Result<(), SpoolError> {
+        if w.out.is_empty() {
+            return Ok(());
+        }
+        let len = w.out.len() as u64;
+        if w.offset > 0 && w.offset + len > self.settings.segment_bytes {
+            self.rotate(w)?;
+        }
+        if let Err(source) = (&*w.file).write_all(&w.out) {
             // Take back a partial write so the segment stays readable.
             if w.file.set_len(w.offset).is_err() {
                 w.broken = true;
@@ -223,13 +310,17 @@ impl Spool {
             });
         }
         w.offset += len;
-        w.records += 1;
+        w.records += std::mem::take(&mut w.out_records);
+        w.out.clear();
+        if w.out.capacity() > HELD_MAX {
+            w.out.shrink_to(HELD_MAX);
+        }
         self.used.fetch_add(len, Ordering::AcqRel);
         self.written.send_replace(Written {
             segment: w.segment,
             offset: w.offset,
         });
-        Ok(w.records)
+        Ok(())
     }
 
     fn rotate(&self, w: &mut Writer) -> Result<(), SpoolError> {
@@ -265,6 +356,11 @@ impl Spool {
                 let Ok(mut w) = self.writer.lock() else {
                     return;
                 };
+                if !w.broken
+                    && let Err(e) = self.take_held(&mut w).and_then(|()| self.write_out(&mut w))
+                {
+                    tracing::error!(error = %e, "cannot write held audit records to the spool; will retry");
+                }
                 if w.records == *self.synced.borrow() && !w.dir_dirty {
                     continue;
                 }
@@ -355,6 +451,25 @@ impl Spool {
     }
 }
 
+/// One record's bytes, refused when over [`record::MAX_RECORD`].
+fn encode(kind: Kind, event: &pb::AuditEvent) -> Result<Vec<u8>, SpoolError> {
+    let mut buf = Vec::new();
+    record::encode(kind, event, &mut buf);
+    if buf.len() > record::MAX_RECORD {
+        return Err(SpoolError::TooLarge(buf.len()));
+    }
+    Ok(buf)
+}
+
+impl Drop for Spool {
+    /// Held records are written when the spool closes in order.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::error!(error = %e, "held audit records lost: cannot write them to the spool");
+        }
+    }
+}
+
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("{n:020}{SUFFIX}"))
 }
@@ -422,7 +537,7 @@ fn repair(path: &Path) -> std::io::Result<u64> {
 /// What [`read_records`] found.
 pub struct Chunk {
     /// The bytes read.
-    data: Vec<u8>,
+    data: bytes::Bytes,
     /// The whole records: each one's kind and where its event's bytes are in `data`.
     spans: Vec<(Kind, std::ops::Range<usize>)>,
     /// The offset after the last whole record read.
@@ -437,6 +552,14 @@ impl Chunk {
         self.spans
             .iter()
             .filter_map(|(kind, span)| Some((*kind, self.data.get(span.clone())?)))
+    }
+
+    /// The same, each event's bytes shared with the chunk rather than copied.
+    pub fn shared_records(&self) -> impl Iterator<Item = (Kind, bytes::Bytes)> + '_ {
+        self.spans
+            .iter()
+            .filter(|(_, span)| span.end <= self.data.len())
+            .map(|(kind, span)| (*kind, self.data.slice(span.clone())))
     }
 }
 
@@ -487,7 +610,7 @@ pub fn read_records(file: &mut File, from: u64, to: u64, budget: usize) -> std::
             continue;
         }
         return Ok(Chunk {
-            data,
+            data: data.into(),
             spans,
             end: from + pos as u64,
             bad,
@@ -625,6 +748,73 @@ mod tests {
         spool
             .append(Kind::Intent, &event(n), Admit::Checked)
             .unwrap();
+    }
+
+    #[test]
+    fn held_records_go_out_in_front_of_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(settings(dir.path(), 1 << 20)).unwrap();
+        spool
+            .append(Kind::Intent, &event(1), Admit::Checked)
+            .unwrap();
+        let before = spool.position();
+        spool.hold(Kind::Final, &event(1)).unwrap();
+        spool.hold(Kind::Cancel, &event(2)).unwrap();
+        assert_eq!(spool.position(), before, "held, not written");
+        let n = spool
+            .append(Kind::Intent, &event(3), Admit::Checked)
+            .unwrap();
+        assert_eq!(n, 4, "held records are numbered in order");
+        assert_eq!(
+            read_all(&spool, 1),
+            vec![
+                (Kind::Intent, 1),
+                (Kind::Final, 1),
+                (Kind::Cancel, 2),
+                (Kind::Intent, 3)
+            ]
+        );
+        // Dropping the spool writes what is still held.
+        spool.hold(Kind::Final, &event(3)).unwrap();
+        drop(spool);
+        let spool = Spool::open(settings(dir.path(), 1 << 20)).unwrap();
+        assert_eq!(read_all(&spool, 1).last(), Some(&(Kind::Final, 3)));
+    }
+
+    #[test]
+    fn a_refused_append_leaves_held_records_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(settings(dir.path(), 120)).unwrap();
+        while spool
+            .append(Kind::Intent, &event(0), Admit::Checked)
+            .is_ok()
+        {}
+        spool.hold(Kind::Final, &event(7)).unwrap();
+        assert!(matches!(
+            spool.append(Kind::Intent, &event(8), Admit::Checked),
+            Err(SpoolError::Full { .. })
+        ));
+        let before = spool.position();
+        spool.flush().unwrap();
+        assert!(spool.position() != before);
+        let last = spool.position().segment;
+        let all: Vec<(Kind, u64)> = (1..=last).flat_map(|n| read_all(&spool, n)).collect();
+        assert_eq!(all.last(), Some(&(Kind::Final, 7)));
+        assert!(!all.contains(&(Kind::Intent, 8)));
+    }
+
+    #[tokio::test]
+    async fn the_group_commit_tick_writes_and_syncs_held_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(settings(dir.path(), 1 << 20)).unwrap();
+        tokio::spawn(spool.clone().run_fsync());
+        spool.hold(Kind::Final, &event(5)).unwrap();
+        let mut synced = spool.synced.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), synced.wait_for(|s| *s >= 1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read_all(&spool, 1), vec![(Kind::Final, 5)]);
     }
 
     #[tokio::test]

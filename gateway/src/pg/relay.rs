@@ -127,7 +127,7 @@ impl Shared {
                 at: SystemTime::now(),
                 body: AuditBody::Statement(o.into_event(&self.identity, &self.resource)),
             };
-            self.audit.record(event).await;
+            self.audit.record_outcome(event);
         }
     }
 
