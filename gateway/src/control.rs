@@ -74,7 +74,27 @@ impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
     }
 }
 
-type Client = GatewayServiceClient<InterceptedService<Channel, BearerAuth>>;
+/// A replica's channel with the gateway's credentials: what every client is made over.
+type Service = InterceptedService<Channel, BearerAuth>;
+type Client = GatewayServiceClient<Service>;
+
+/// Largest message taken from the control plane.
+const MAX_DECODING: usize = 64 << 20;
+
+/// [`pb::AuditBatch`] with its events already encoded. An embedded message and a `bytes`
+/// field are the same on the wire (a length-delimited field of the same number), so this
+/// encodes to exactly the bytes of the `AuditBatch` it stands for, and the uploader sends
+/// the spool's records as they are, without decoding and encoding every event again.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct EncodedAuditBatch {
+    #[prost(uint64, tag = "1")]
+    pub batch_id: u64,
+    /// Each an encoded `pb::AuditEvent`.
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    pub events: Vec<bytes::Bytes>,
+    #[prost(map = "string, string", tag = "3")]
+    pub trace_context: HashMap<String, String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -289,14 +309,14 @@ pub(crate) fn tls_config(server_ca: &str, identity: Option<(&str, &str)>) -> Cli
     }
 }
 
-/// One client per control-plane URL; never empty.
+/// One service per control-plane URL; never empty.
 struct Clients {
-    first: Client,
-    rest: Vec<Client>,
+    first: Service,
+    rest: Vec<Service>,
 }
 
 impl Clients {
-    fn new(mut clients: Vec<Client>) -> Result<Self, ControlError> {
+    fn new(mut clients: Vec<Service>) -> Result<Self, ControlError> {
         if clients.is_empty() {
             return Err(ControlError::NoUrl);
         }
@@ -307,8 +327,8 @@ impl Clients {
         })
     }
 
-    /// The client of URL `index` (the first for an index out of range).
-    fn get(&self, index: usize) -> &Client {
+    /// The service of URL `index` (the first for an index out of range).
+    fn get(&self, index: usize) -> &Service {
         index
             .checked_sub(1)
             .and_then(|i| self.rest.get(i))
@@ -322,21 +342,20 @@ fn tls_clients(
     server_ca: &str,
     cert_pem: &str,
     key_pem: &str,
-) -> Result<Vec<Client>, ControlError> {
+) -> Result<Vec<Service>, ControlError> {
     urls.iter()
         .map(|url| {
             let tls = tls_config(server_ca, Some((cert_pem, key_pem)));
-            Ok(client_over(endpoint(url, Some(tls))?, None))
+            Ok(service_over(endpoint(url, Some(tls))?, None))
         })
         .collect()
 }
 
-fn client_over(
+fn service_over(
     endpoint: Endpoint,
     header: Option<MetadataValue<tonic::metadata::Ascii>>,
-) -> Client {
-    GatewayServiceClient::with_interceptor(endpoint.connect_lazy(), BearerAuth { header })
-        .max_decoding_message_size(64 << 20)
+) -> Service {
+    InterceptedService::new(endpoint.connect_lazy(), BearerAuth { header })
 }
 
 impl ControlClient {
@@ -347,7 +366,7 @@ impl ControlClient {
             .map_err(|_| ControlError::BadToken)?;
         let clients = urls
             .iter()
-            .map(|url| Ok(client_over(endpoint(url, None)?, Some(header.clone()))))
+            .map(|url| Ok(service_over(endpoint(url, None)?, Some(header.clone()))))
             .collect::<Result<Vec<_>, ControlError>>()?;
         Self::over(urls, clients, None)
     }
@@ -366,7 +385,7 @@ impl ControlClient {
 
     fn over(
         urls: &[String],
-        clients: Vec<Client>,
+        clients: Vec<Service>,
         server_ca: Option<Arc<str>>,
     ) -> Result<Self, ControlError> {
         let clients = Clients::new(clients)?;
@@ -401,6 +420,15 @@ impl ControlClient {
 
     /// The replica in use (its index) and its client.
     fn pick(&self) -> (usize, Client) {
+        let (index, service) = self.pick_service();
+        (
+            index,
+            GatewayServiceClient::new(service).max_decoding_message_size(MAX_DECODING),
+        )
+    }
+
+    /// The replica in use (its index) and its service, for calls made by hand.
+    fn pick_service(&self) -> (usize, Service) {
         let index = self.active.load(Ordering::Relaxed);
         (index, self.current.borrow().1.get(index).clone())
     }
@@ -593,7 +621,7 @@ pub(crate) struct AuditUploader {
     client: ControlClient,
     /// The open stream and the index of the replica it goes to.
     stream: Option<(
-        mpsc::Sender<pb::AuditBatch>,
+        mpsc::Sender<EncodedAuditBatch>,
         tonic::Streaming<pb::AuditAck>,
         usize,
     )>,
@@ -605,7 +633,7 @@ pub(crate) struct AuditUploader {
 impl AuditUploader {
     /// Sends the batch and waits for its acknowledgement, reconnecting and
     /// resending (with backoff) for as long as it takes.
-    pub(crate) async fn send_until_acked(&mut self, mut batch: pb::AuditBatch) {
+    pub(crate) async fn send_until_acked(&mut self, mut batch: EncodedAuditBatch) {
         let span = tracing::info_span!(
             "publish_audit_batch",
             batch = batch.batch_id,
@@ -615,7 +643,7 @@ impl AuditUploader {
         self.send_with_retries(batch).instrument(span).await;
     }
 
-    async fn send_with_retries(&mut self, batch: pb::AuditBatch) {
+    async fn send_with_retries(&mut self, batch: EncodedAuditBatch) {
         loop {
             match self.try_send(batch.clone()).await {
                 Ok(()) => {
@@ -634,7 +662,7 @@ impl AuditUploader {
         }
     }
 
-    async fn try_send(&mut self, batch: pb::AuditBatch) -> Result<(), String> {
+    async fn try_send(&mut self, batch: EncodedAuditBatch) -> Result<(), String> {
         if self.client.generation() != self.generation {
             // A renewed certificate: move to the new connection.
             self.stream = None;
@@ -642,9 +670,9 @@ impl AuditUploader {
         }
         if self.stream.is_none() {
             let (tx, rx) = mpsc::channel(4);
-            let (index, mut client) = self.client.pick();
-            let acks = match client.publish_audit(ReceiverStream::new(rx)).await {
-                Ok(acks) => acks.into_inner(),
+            let (index, service) = self.client.pick_service();
+            let acks = match publish_encoded_audit(service, ReceiverStream::new(rx)).await {
+                Ok(acks) => acks,
                 Err(status) => {
                     self.client.failed(index);
                     return Err(status.to_string());
@@ -673,6 +701,27 @@ impl AuditUploader {
             ))
         }
     }
+}
+
+/// Opens `PublishAudit` as the generated client does, but sending [`EncodedAuditBatch`]es.
+async fn publish_encoded_audit(
+    service: Service,
+    batches: ReceiverStream<EncodedAuditBatch>,
+) -> Result<tonic::Streaming<pb::AuditAck>, Status> {
+    let mut grpc = tonic::client::Grpc::new(service).max_decoding_message_size(MAX_DECODING);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("control plane not ready: {e}")))?;
+    let mut request = tonic::Request::new(batches);
+    request.extensions_mut().insert(tonic::GrpcMethod::new(
+        "countersign.v1.GatewayService",
+        "PublishAudit",
+    ));
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/countersign.v1.GatewayService/PublishAudit",
+    );
+    let codec = tonic_prost::ProstCodec::<EncodedAuditBatch, pb::AuditAck>::default();
+    Ok(grpc.streaming(request, path, codec).await?.into_inner())
 }
 
 /// A statement held for review, as the gateway asks for it.
@@ -797,5 +846,53 @@ impl ControlClient {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    #[test]
+    fn an_encoded_batch_is_the_bytes_of_the_audit_batch_it_stands_for() {
+        let events = vec![
+            pb::AuditEvent {
+                session_id: "s-1".into(),
+                seq: 4,
+                at: 1_700_000_000_000_000,
+                event: Some(pb::audit_event::Event::Statement(pb::StatementExecuted {
+                    identity: "alice@example.com".into(),
+                    statement: "SELECT 1".into(),
+                    ..Default::default()
+                })),
+            },
+            pb::AuditEvent::default(),
+            pb::AuditEvent {
+                session_id: "s-2".into(),
+                seq: 9,
+                at: 5,
+                event: Some(pb::audit_event::Event::SessionEnded(pb::SessionEnded {
+                    reason: "bye".into(),
+                    ..Default::default()
+                })),
+            },
+        ];
+        let trace_context = HashMap::from([("traceparent".to_owned(), "00-ab-cd-01".to_owned())]);
+        let typed = pb::AuditBatch {
+            batch_id: 7,
+            events: events.clone(),
+            trace_context: trace_context.clone(),
+        };
+        let encoded = EncodedAuditBatch {
+            batch_id: 7,
+            events: events.iter().map(|e| e.encode_to_vec().into()).collect(),
+            trace_context,
+        };
+        assert_eq!(encoded.encode_to_vec(), typed.encode_to_vec());
+        assert_eq!(
+            pb::AuditBatch::decode(encoded.encode_to_vec().as_slice()).unwrap(),
+            typed
+        );
     }
 }

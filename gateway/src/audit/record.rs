@@ -55,16 +55,26 @@ pub fn encode(kind: Kind, event: &pb::AuditEvent, out: &mut Vec<u8>) {
     out[start + 4..start + HEADER].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// The fields of a spooled event that match an intent with its outcome or cancel, decoded
-/// without the rest (protobuf skips the fields a message does not declare). The tags are those
-/// of `pb::AuditEvent`; a test holds them to it.
+/// The fields of a spooled event the uploader needs: those that match an intent with its
+/// outcome or cancel, when it was written, and whether it ends its session; decoded without
+/// the rest (protobuf skips the fields a message does not declare). The tags are those of
+/// `pb::AuditEvent`; a test holds them to it.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct EventKey {
     #[prost(string, tag = "1")]
     pub session_id: String,
     #[prost(uint64, tag = "2")]
     pub seq: u64,
+    #[prost(int64, tag = "3")]
+    pub at: i64,
+    /// Present when the event is `SessionEnded` (its fields are skipped).
+    #[prost(message, optional, tag = "12")]
+    pub session_ended: Option<Skipped>,
 }
+
+/// A message whose fields are all skipped.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Skipped {}
 
 #[derive(Debug)]
 pub enum Decoded<'a> {
@@ -159,7 +169,15 @@ mod tests {
         let mut e = event(77);
         e.session_id = "s-9".into();
         let key = EventKey::decode(e.encode_to_vec().as_slice()).unwrap();
-        assert_eq!((key.session_id.as_str(), key.seq), ("s-9", 77));
+        assert_eq!((key.session_id.as_str(), key.seq, key.at), ("s-9", 77, 42));
+        assert!(key.session_ended.is_some());
+        e.event = Some(pb::audit_event::Event::Statement(pb::StatementExecuted {
+            statement: "SELECT 1".into(),
+            ..Default::default()
+        }));
+        let key = EventKey::decode(e.encode_to_vec().as_slice()).unwrap();
+        assert_eq!((key.session_id.as_str(), key.seq, key.at), ("s-9", 77, 42));
+        assert!(key.session_ended.is_none());
     }
 
     #[test]

@@ -19,7 +19,8 @@
 
 use super::record::{EventKey, Kind};
 use super::spool::{Spool, read_records};
-use crate::control::ControlClient;
+use crate::control::{ControlClient, EncodedAuditBatch};
+use bytes::Bytes;
 use countersign_proto::v1 as pb;
 use prost::Message as _;
 use std::collections::{HashMap, VecDeque};
@@ -63,20 +64,26 @@ struct Cursor {
     offset: u64,
 }
 
-/// The batch being filled: the events to send and, for each, the segments whose pending
-/// count drops once it is acknowledged.
+/// The batch being filled: the events to send, as the spool holds them (encoded
+/// `pb::AuditEvent`s), and for each the segments whose pending count drops once it is
+/// acknowledged.
 #[derive(Default)]
 struct Batch {
-    events: Vec<pb::AuditEvent>,
+    events: Vec<Bytes>,
     segments: Vec<[Option<u64>; 2]>,
     bytes: usize,
+    /// When (Unix µs) the oldest event was written; 0 when none says.
+    oldest_at: i64,
 }
 
 impl Batch {
-    fn push(&mut self, event: pb::AuditEvent, segments: [Option<u64>; 2]) {
-        self.bytes += event.encoded_len();
+    fn push(&mut self, event: Bytes, at: i64, segments: [Option<u64>; 2]) {
+        self.bytes += event.len();
         self.events.push(event);
         self.segments.push(segments);
+        if at > 0 && (self.oldest_at == 0 || at < self.oldest_at) {
+            self.oldest_at = at;
+        }
     }
 
     fn full(&self) -> bool {
@@ -158,8 +165,8 @@ pub async fn run(spool: Arc<Spool>, client: ControlClient, progress: Arc<Progres
                     continue;
                 }
                 // A batch has begun: let the writers fill the spool until the batch is due
-                // and read it all at once, rather than waking on every record written (two
-                // per statement) and reading each with its own read(2).
+                // and read it all at once, rather than waking on every write (about one per
+                // statement) and reading each with its own read(2).
                 let at = *deadline.get_or_insert(tokio::time::Instant::now() + BATCH_WAIT);
                 if tokio::time::Instant::now() >= at {
                     break;
@@ -170,16 +177,14 @@ pub async fn run(spool: Arc<Spool>, client: ControlClient, progress: Arc<Progres
         }
         batch_id += 1;
         let events = std::mem::take(&mut batch.events);
-        let oldest = events
-            .iter()
-            .map(|e| e.at)
-            .filter(|at| *at > 0)
-            .min()
-            .unwrap_or_else(now_us);
+        let oldest = match batch.oldest_at {
+            0 => now_us(),
+            at => at,
+        };
         progress.waiting_since_us.store(oldest, Ordering::Relaxed);
         let sent = events.len() as u64;
         uploader
-            .send_until_acked(pb::AuditBatch {
+            .send_until_acked(EncodedAuditBatch {
                 batch_id,
                 events,
                 trace_context: Default::default(),
@@ -251,7 +256,7 @@ impl Uploader {
                 );
                 cursor.offset = end;
             }
-            for (kind, event) in chunk.records() {
+            for (kind, event) in chunk.shared_records() {
                 if let Err(e) = self.take(segment, kind, event, batch) {
                     // Its CRC was good, so only a bug or damage under us gets here.
                     tracing::error!(segment, error = %e, "undecodable audit spool record; skipping it");
@@ -305,12 +310,12 @@ impl Uploader {
         &mut self,
         segment: u64,
         kind: Kind,
-        event: &[u8],
+        event: Bytes,
         batch: &mut Batch,
     ) -> Result<(), prost::DecodeError> {
         match kind {
             Kind::Intent => {
-                let key = EventKey::decode(event)?;
+                let key = EventKey::decode(event.as_ref())?;
                 self.count(segment);
                 let intent = Intent {
                     segment,
@@ -319,22 +324,24 @@ impl Uploader {
                 self.intents.insert((key.session_id, key.seq), intent);
             }
             Kind::Cancel => {
-                let key = EventKey::decode(event)?;
+                let key = EventKey::decode(event.as_ref())?;
                 if let Some(intent) = self.intents.remove(&(key.session_id, key.seq)) {
                     self.resolve(intent.segment);
                 }
             }
             Kind::Final => {
-                let mut event = pb::AuditEvent::decode(event)?;
-                if matches!(event.event, Some(pb::audit_event::Event::SessionEnded(_))) {
-                    self.spool.session_ended(&event.session_id);
+                // Sent as written: only the key is decoded here (the control plane decodes
+                // and checks the whole event).
+                let key = EventKey::decode(event.as_ref())?;
+                if key.session_ended.is_some() {
+                    self.spool.session_ended(&key.session_id);
                 }
                 self.count(segment);
-                // Borrow the session id for the lookup rather than clone it.
-                let key = (std::mem::take(&mut event.session_id), event.seq);
-                let intent = self.intents.remove(&key).map(|i| i.segment);
-                event.session_id = key.0;
-                batch.push(event, [Some(segment), intent]);
+                let intent = self
+                    .intents
+                    .remove(&(key.session_id, key.seq))
+                    .map(|i| i.segment);
+                batch.push(event, key.at, [Some(segment), intent]);
             }
         }
         Ok(())
@@ -375,7 +382,8 @@ impl Uploader {
                 s.error = ORPHAN_ERROR.to_owned();
             }
             tracing::warn!(session = %key.0, seq = key.1, "statement without an outcome in the audit spool; uploading it as outcome unknown");
-            batch.push(event, [Some(segment), None]);
+            let at = event.at;
+            batch.push(event.encode_to_vec().into(), at, [Some(segment), None]);
         }
     }
 
