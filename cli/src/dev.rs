@@ -273,7 +273,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
 
     crate::shutdown_signal().await;
     let _ = stop_tx.send(true);
-    let _ = gw_task.await;
+    match gw_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "gateway stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "gateway task failed"),
+        Ok(Ok(())) => {}
+    }
     // Let queued audit reach the store before the control plane stops.
     tokio::time::sleep(Duration::from_millis(300)).await;
     match cp_task.await {

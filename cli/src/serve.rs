@@ -159,6 +159,8 @@ pub async fn gateway(args: ConfigArg) -> anyhow::Result<ExitCode> {
         tokio::spawn(async move { gw.serve_metrics(listener, crate::shutdown_signal()).await });
     }
     tracing::info!(pg = %listener.local_addr()?, "gateway listening");
-    gw.serve_pg(listener, crate::shutdown_signal()).await;
+    gw.serve_pg(listener, crate::shutdown_signal())
+        .await
+        .context("starting the session threads")?;
     Ok(ExitCode::SUCCESS)
 }

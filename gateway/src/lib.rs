@@ -156,7 +156,6 @@ impl Gateway {
         })
     }
 
-    /// Accepts PostgreSQL clients on `listener` until `shutdown` resolves.
     /// Brings the scrape-time gauges up to date.
     pub fn refresh_gauges(&self) {
         let m = &self.metrics;
@@ -175,15 +174,23 @@ impl Gateway {
         metrics::serve(self.clone(), listener, shutdown).await;
     }
 
-    pub async fn serve_pg(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// Accepts PostgreSQL clients on `listener` until `shutdown` resolves; each session runs
+    /// on one of the session threads (`pg::threads`). Sessions open at shutdown run on.
+    pub async fn serve_pg(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let threads = pg::threads::SessionThreads::per_core(self)?;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => {
+                    self.audit.flush();
+                    return Ok(());
+                }
                 accepted = listener.accept() => match accepted {
-                    Ok((tcp, peer)) => {
-                        tokio::spawn(pg::session::run(self.clone(), tcp, peer));
-                    }
+                    Ok((tcp, peer)) => threads.dispatch(tcp, peer),
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
                         tracing::warn!(error = %e, "accept failed");

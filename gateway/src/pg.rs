@@ -4,7 +4,7 @@
 //! reader), `handshake` (startup phase), `upstream` (connect and authenticate),
 //! `cancel` (CancelRequest routing), `track` (responses → statements),
 //! `relay` (the two directions), `mask` (result masking), `session` (one connection end to
-//! end).
+//! end), `threads` (the session threads sessions run on).
 
 pub mod cancel;
 pub mod handshake;
@@ -14,6 +14,7 @@ pub mod relay;
 pub mod review;
 pub mod session;
 pub mod stream;
+pub mod threads;
 pub mod track;
 pub mod upstream;
 pub mod wire;

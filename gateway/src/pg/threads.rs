@@ -1,0 +1,104 @@
+//! Client sessions run on session threads: one single-threaded Tokio runtime per core, each
+//! with its own I/O driver, and every session pinned to one of them from accept to end.
+//!
+//! A session's two directions, its client and upstream sockets and its timers then wake one
+//! thread, the one already running it: no work stealing, and no waking of an idle worker
+//! thread (a futex call and two context switches) for every readiness event, which on a
+//! multi-threaded runtime cost about as much as the relay's own work per statement
+//! (docs/benchmarks.md). Accepted connections are handed out in turn.
+//!
+//! What it costs: a session that computes for long (a SCRAM exchange with the upstream, a
+//! large masked result) delays the other sessions of its thread for that time; nothing moves
+//! them to an idle thread. The gateway's background work (config watch, audit upload, fsync,
+//! metrics) stays on the process's main runtime.
+
+use crate::Gateway;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+type Accepted = (std::net::TcpStream, SocketAddr);
+
+/// The session threads of one listener. Dropping it lets each thread finish: it takes no
+/// new sessions, and ends when its open sessions have.
+pub struct SessionThreads {
+    threads: Vec<mpsc::UnboundedSender<Accepted>>,
+    next: AtomicUsize,
+}
+
+impl SessionThreads {
+    /// Starts `n` session threads (at least one).
+    pub fn start(gw: &Gateway, n: usize) -> std::io::Result<Self> {
+        let mut threads = Vec::with_capacity(n.max(1));
+        for i in 0..n.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let gw = gw.clone();
+            std::thread::Builder::new()
+                .name(format!("countersign-session-{i}"))
+                .spawn(move || runtime.block_on(serve(gw, rx)))?;
+            threads.push(tx);
+        }
+        Ok(Self {
+            threads,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// As many threads as the machine runs at once.
+    pub fn per_core(gw: &Gateway) -> std::io::Result<Self> {
+        Self::start(
+            gw,
+            std::thread::available_parallelism().map_or(1, usize::from),
+        )
+    }
+
+    /// Hands an accepted connection to the next thread. A connection that cannot be moved
+    /// (its socket is closed at once) is logged and dropped: the client sees it close.
+    pub fn dispatch(&self, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot hand a client connection to a session thread");
+                return;
+            }
+        };
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.threads.len();
+        if let Some(thread) = self.threads.get(i)
+            && thread.send((tcp, peer)).is_err()
+        {
+            tracing::error!(%peer, thread = i, "session thread gone; client connection dropped");
+        }
+    }
+}
+
+/// One session thread: runs the sessions it is given until no more come and they have ended.
+async fn serve(gw: Gateway, mut accepted: mpsc::UnboundedReceiver<Accepted>) {
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            next = accepted.recv() => match next {
+                Some((tcp, peer)) => match tokio::net::TcpStream::from_std(tcp) {
+                    Ok(tcp) => {
+                        sessions.spawn(super::session::run(gw.clone(), tcp, peer));
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "cannot register a client connection");
+                    }
+                },
+                None => break,
+            },
+            Some(done) = sessions.join_next(), if !sessions.is_empty() => {
+                if let Err(e) = done
+                    && e.is_panic()
+                {
+                    tracing::error!(error = %e, "a client session panicked");
+                }
+            }
+        }
+    }
+    while sessions.join_next().await.is_some() {}
+}
