@@ -109,8 +109,9 @@ TOML
 # start_production NAME BIN: `countersign control-plane` (its store the database cs_NAME in the
 # private cluster, resource `plain` in environment prod) and `countersign gateway` enrolled with
 # a gateway token, the policy applied and a token minted for bench@example.com. Sets PORT[NAME]
-# (the gateway's PostgreSQL port), TOKEN[NAME], CPPID[NAME], GWPID[NAME].
-declare -A PORT TOKEN CPPID GWPID
+# (the gateway's PostgreSQL port), METRICS[NAME] (its /metrics port), TOKEN[NAME], CPPID[NAME],
+# GWPID[NAME].
+declare -A PORT METRICS TOKEN CPPID GWPID
 start_production() {
   local name=$1 bin=$2
   local admin="bench-admin-token-0123456789-production-$name" secret="bench-gateway-token-0123456789-production-$name"
@@ -151,6 +152,21 @@ TOML
   "$bin" policy apply --server "http://127.0.0.1:$http" --token "$admin" -f "$DATA/policy.toml" >/dev/null
   TOKEN[$name]=$("$bin" token create --server "http://127.0.0.1:$http" --admin-token "$admin" --identity bench@example.com --ttl 1h)
   PORT[$name]=$port
+  METRICS[$name]=$metrics
+}
+
+# upload_drained NAME: waits until the gateway NAME has uploaded everything (its
+# audit_events_uploaded counter stopped moving for half a second; at most a minute).
+uploaded() { curl -sf "http://127.0.0.1:${METRICS[$1]}/metrics" | awk '$1 == "countersign_gateway_audit_events_uploaded_total" {print $2}'; }
+upload_drained() {
+  local last now
+  last=$(uploaded "$1")
+  for _ in $(seq 1 120); do
+    sleep 0.5
+    now=$(uploaded "$1")
+    [ "$now" = "$last" ] && return 0
+    last=$now
+  done
 }
 
 # bench_env TARGET CMD [ARGS...]: CMD with PG* variables for direct, pgbouncer, or a
