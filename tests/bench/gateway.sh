@@ -12,7 +12,9 @@
 # still share the two cores with everything else.
 #
 # Workloads (targets alternate inside each round, so machine noise hits all alike; each
-# cell is the median of the rounds):
+# cell is the median of the rounds; after each pgbench run the script waits for the machine to
+# be quiet, so that Countersign's audit upload catching up is not charged to the next target,
+# and records that wait as `settle`):
 #   1. pgbench -S in -M simple, extended and prepared, at 1, 8 and 32 clients;
 #   2. pgbench TPC-B (the default script), 8 clients;
 #   3. a 1,000,000-row transfer (SELECT * FROM pgbench_accounts at scale 10) through psql;
@@ -78,6 +80,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for mode in simple extended prepared; do
       for t in "${TARGETS[@]}"; do
         v=$(run "$t" env PGSSLMODE=disable pgbench -S -M "$mode" -c "$clients" -j "$(( clients < 2 ? 1 : 2 ))" -T "$SECS" -n 2>/dev/null | tps)
+        R[settle,$clients,$mode,$t]+="$(settle) "
         R[select,$clients,$mode,$t]+="$v "
       done
       echo "round $round: -S $mode $clients clients: $(for t in "${TARGETS[@]}"; do printf '%s %s  ' "$t" "$(echo "${R[select,$clients,$mode,$t]}" | awk '{print $NF}')"; done)"
@@ -85,6 +88,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
   for t in direct pgbouncer countersign production; do
     v=$(run "$t" env PGSSLMODE=disable pgbench -c 8 -j 2 -T "$SECS" -n 2>/dev/null | tps)
+    R[settle,tpcb,$t]+="$(settle) "
     R[tpcb,$t]+="$v "
   done
   echo "round $round: TPC-B 8 clients: ${R[tpcb,direct]}| ${R[tpcb,pgbouncer]}| ${R[tpcb,countersign]}| ${R[tpcb,production]}"
@@ -165,7 +169,10 @@ section="## Gateway vs. direct vs. PgBouncer
 Measured $(date -u +%Y-%m-%d) on $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}')
 (a private cluster started by the script), PgBouncer $("$PGBOUNCER" --version 2>/dev/null | head -n1 | awk '{print $2}'), scale 10.
 Command: \`tests/bench/gateway.sh $SECS $ROUNDS\`: every cell is the median of $ROUNDS rounds of $SECS s,
-the targets alternating inside each round. PgBouncer: session mode, SCRAM to clients and upstream.
+the targets alternating inside each round; after each pgbench run the script waits until the
+machine is quiet (*settle* in the raw values: for Countersign, its audit store catching up with the
+statements of the run; pgbench's TPS does not include that time). PgBouncer: session mode, SCRAM to
+clients and upstream.
 Countersign: \`countersign dev\` (release; its control plane and SQLite audit store in the same process,
 on the same 2 cores as PostgreSQL and pgbench), audit of every statement on (spool, upload, chain),
 three guardrails, and a mask rule that matches no pgbench column; *with masking*: a second resource
