@@ -187,8 +187,7 @@ impl AuditSink {
     }
 
     /// Spools an event that completes admitted work (a session's start or end, a
-    /// denial, an outcome that must not wait): written at once, even when the spool
-    /// is full.
+    /// denial): written at once, even when the spool is full.
     /// Returns false if it could not be written (logged).
     pub async fn record(&self, event: AuditEvent) -> bool {
         let (session, seq) = (event.session_id.clone(), event.seq);

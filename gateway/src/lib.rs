@@ -175,7 +175,8 @@ impl Gateway {
     }
 
     /// Accepts PostgreSQL clients on `listener` until `shutdown` resolves; each session runs
-    /// on one of the session threads (`pg::threads`). Sessions open at shutdown run on.
+    /// on one of the session threads (`pg::threads`). At shutdown the held audit outcomes
+    /// are written; sessions still open run on until the process exits.
     pub async fn serve_pg(
         &self,
         listener: TcpListener,

@@ -6,8 +6,8 @@
 //!   covered it.
 //! - **Hold**: a statement's outcome (or the cancel of its intent), whose intent is
 //!   already written, waits in memory and goes out in the same `write(2)` as the
-//!   next record appended, or at the next group-commit tick (`fsync_interval`),
-//!   whichever comes first. A busy session so pays one write per statement, not
+//!   next record appended, or at the next group-commit tick (about `fsync_interval`
+//!   after the last fsync ended), whichever comes first. A busy session so pays one write per statement, not
 //!   two. Held records keep their order against every later record. The price: a
 //!   process killed in that window loses the held outcomes, and their statements
 //!   are reported as "outcome unknown" from their intents (never lost). Denials and
@@ -247,7 +247,8 @@ impl Spool {
     }
 
     /// Holds a record that completes a statement whose intent is written: it goes out
-    /// with the next append, or at the next group-commit tick. Never refused for space.
+    /// with the next append, or at the next group-commit tick. Never refused for space;
+    /// an error means the record was not taken.
     pub fn hold(&self, kind: Kind, event: &pb::AuditEvent) -> Result<(), SpoolError> {
         let buf = encode(kind, event)?;
         let many = {
@@ -256,9 +257,10 @@ impl Spool {
             held.records += 1;
             held.bytes.len() >= HELD_MAX
         };
-        // Many sessions finishing at once: do not let the buffer grow without bound.
-        if many {
-            self.flush()?;
+        // Many sessions finishing at once: do not let the buffer grow without bound. The
+        // record is taken either way; what a failed write leaves is tried again.
+        if many && let Err(e) = self.flush() {
+            tracing::error!(error = %e, "cannot write held audit records to the spool; will retry");
         }
         Ok(())
     }

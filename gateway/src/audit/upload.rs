@@ -331,7 +331,9 @@ impl Uploader {
             }
             Kind::Final => {
                 // Sent as written: only the key is decoded here (the control plane decodes
-                // and checks the whole event).
+                // and checks the whole event). A record whose CRC holds was encoded from a
+                // whole event, by this process or, for recovered segments, checked event by
+                // event when the spool was opened (`spool::repair`).
                 let key = EventKey::decode(event.as_ref())?;
                 if key.session_ended.is_some() {
                     self.spool.session_ended(&key.session_id);

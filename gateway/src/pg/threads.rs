@@ -66,12 +66,23 @@ impl SessionThreads {
                 return;
             }
         };
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.threads.len();
-        if let Some(thread) = self.threads.get(i)
-            && thread.send((tcp, peer)).is_err()
-        {
-            tracing::error!(%peer, thread = i, "session thread gone; client connection dropped");
+        let n = self.threads.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut conn = (tcp, peer);
+        // A thread that is gone (it cannot be, short of a bug) is passed over.
+        for i in (first..first + n).map(|i| i % n) {
+            let Some(thread) = self.threads.get(i) else {
+                continue;
+            };
+            match thread.send(conn) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(back)) => {
+                    tracing::error!(thread = i, "session thread gone");
+                    conn = back;
+                }
+            }
         }
+        tracing::error!(%peer, "no session thread left; client connection dropped");
     }
 }
 
