@@ -549,15 +549,9 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    /// The records, each as its kind and its (undecoded) `pb::AuditEvent` bytes.
-    pub fn records(&self) -> impl Iterator<Item = (Kind, &[u8])> {
-        self.spans
-            .iter()
-            .filter_map(|(kind, span)| Some((*kind, self.data.get(span.clone())?)))
-    }
-
-    /// The same, each event's bytes shared with the chunk rather than copied.
-    pub fn shared_records(&self) -> impl Iterator<Item = (Kind, bytes::Bytes)> + '_ {
+    /// The records, each as its kind and its (undecoded) `pb::AuditEvent` bytes, shared with
+    /// the chunk rather than copied.
+    pub fn records(&self) -> impl Iterator<Item = (Kind, bytes::Bytes)> + '_ {
         self.spans
             .iter()
             .filter(|(_, span)| span.end <= self.data.len())

@@ -256,7 +256,7 @@ impl Uploader {
                 );
                 cursor.offset = end;
             }
-            for (kind, event) in chunk.shared_records() {
+            for (kind, event) in chunk.records() {
                 if let Err(e) = self.take(segment, kind, event, batch) {
                     // Its CRC was good, so only a bug or damage under us gets here.
                     tracing::error!(segment, error = %e, "undecodable audit spool record; skipping it");
