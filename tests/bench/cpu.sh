@@ -32,13 +32,11 @@ for t in before after; do
   [ "$v" = 0 ] || { echo "$t does not answer: $v"; tail "$DATA/gw-$t.log"; exit 1; }
 done
 
-# CPU ticks (1/100 s) of a process; of the backends connected to database $1; of the machine.
+# CPU ticks (1/100 s) of a process; of the backends connected to database $1 (the machine's:
+# busy_ticks, lib.sh).
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 pg_ticks() { local s=0 p; for p in $(pgrep -f "postgres: postgres $1 "); do s=$((s + $(ticks "$p" 2>/dev/null || echo 0))); done; echo $s; }
-total_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
 per_tx() { awk -v t="$1" -v tps="$2" -v s="$SECS" 'BEGIN { if (tps > 0) printf "%.0f", t * 1e4 / (tps * s); else printf "-" }'; }
-tps() { sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1; }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR) printf "%s", a[int((NR+1)/2)]}'; }
 declare -A R
 TARGETS=(direct pgbouncer before after)
 MODES=(simple extended prepared)
@@ -46,14 +44,14 @@ for round in $(seq 1 "$ROUNDS"); do
   for mode in "${MODES[@]}"; do
     for t in "${TARGETS[@]}"; do
       case $t in before|after) g0=$(ticks "${GWPID[$t]}"); c0=$(ticks "${CPPID[$t]}"); s0=$(pg_ticks "cs_$t") ;; esac
-      m0=$(total_ticks)
+      m0=$(busy_ticks)
       v=$(bench_env "$t" env PGSSLMODE=disable pgbench -S -M "$mode" -c 8 -j 2 -T "$SECS" -n 2>/dev/null | tps)
       # When the audit store falls behind, the upload goes on after pgbench ends: that CPU
       # belongs to these transactions, so a Countersign run is measured until it is done.
       case $t in before|after) d0=$(date +%s.%N); upload_drained "$t"
         R[$mode,$t,drain]+="$(awk -v a="$d0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a - 0.5 }') " ;;
       esac
-      m1=$(total_ticks)
+      m1=$(busy_ticks)
       R[$mode,$t,tps]+="$v "
       R[$mode,$t,total]+="$(per_tx $((m1 - m0)) "$v") "
       case $t in before|after)

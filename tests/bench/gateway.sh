@@ -69,8 +69,6 @@ p=$(run countersign env PGSSLMODE=disable psql -Atc "SELECT abalance FROM pgbenc
 p=$(run production env PGSSLMODE=disable psql -Atc "SELECT abalance FROM pgbench_accounts WHERE aid = 1")
 [ "$p" = "0" ] || { echo "the production-shape gateway does not answer: $p"; tail -20 "$DATA/gw-production.log"; exit 1; }
 
-tps() { sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1; }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR) printf "%s", a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
 declare -A R
 

@@ -43,6 +43,16 @@ action = "deny"
 TOML
 }
 
+# tps: pgbench's TPS from its output on stdin. median: the median of the space-separated numbers
+# on stdin, as given (the lower middle one of an even count).
+tps() { sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR) printf "%s", a[int((NR+1)/2)]}'; }
+
+# busy_ticks: CPU ticks (1/100 s) the machine has spent busy (user, nice, system, irq, softirq);
+# all_ticks: the same with idle and iowait.
+busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
+all_ticks() { awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
+
 # settle: waits until the machine is quiet (under 15 % of its CPUs busy over half a second; at
 # most a minute). Run between targets, so that work a run leaves behind (Countersign's audit
 # upload catching up with the statements it let through) is not charged to the next target.
@@ -51,9 +61,9 @@ settle() {
   local a b t0
   t0=$(date +%s.%N)
   for _ in $(seq 1 120); do
-    a=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
+    a="$(busy_ticks) $(all_ticks)"
     sleep 0.5
-    b=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
+    b="$(busy_ticks) $(all_ticks)"
     awk -v a="$a" -v b="$b" 'BEGIN { split(a, x); split(b, y); exit !((y[2] - x[2]) > 0 && (y[1] - x[1]) / (y[2] - x[2]) < 0.15) }' && break
   done
   awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a - 0.5 }'

@@ -64,7 +64,6 @@ if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$PGBOUNCER" -d "$DATA/pgboun
 for _ in $(seq 1 50); do pg_isready -h 127.0.0.1 -p "$BOUNCER_PORT" -q && break; sleep 0.1; done
 TOKEN=$(sed -n 's/^user_token=//p' "$DATA/out"); USER_ID=$(sed -n 's/^user=//p' "$DATA/out")
 
-tps() { sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1; }
 declare -A results
 for round in $(seq 1 "$ROUNDS"); do
   for mode in simple prepared; do

@@ -47,7 +47,6 @@ start_dev() {
 start_dev batched
 start_dev strict --strict-audit
 
-tps() { sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1; }
 lat() { sed -n 's/^latency average = \([0-9.]*\).*/\1/p' | head -n1; }
 gw() { # gw NAME MODE
   local port="PORT_$1" token="TOKEN_$1"
