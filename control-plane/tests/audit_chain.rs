@@ -184,6 +184,78 @@ async fn an_intact_log_verifies_and_resends_change_nothing() {
     }
 }
 
+/// A batch whose rows the database refuses stores nothing and moves no chain head: the rows,
+/// the heads and their locks are one transaction (on PostgreSQL the rows go in with `COPY`
+/// after the heads were moved). The same batch, once accepted, chains as if nothing happened.
+#[tokio::test]
+async fn a_refused_batch_moves_no_head() {
+    for (backend, store) in Backend::stores("cs_chain_refused").await {
+        let who = backend.name();
+        let db = store.db_for_tests();
+        assert_eq!(
+            store.insert_audit_events(&session("s1", 3)).await.unwrap(),
+            3
+        );
+        let (refuse, accept) = match db.get_database_backend() {
+            DbBackend::Postgres => (
+                "ALTER TABLE audit_events ADD CONSTRAINT refuse_boom \
+                 CHECK (statement NOT LIKE '%boom%')",
+                "ALTER TABLE audit_events DROP CONSTRAINT refuse_boom",
+            ),
+            _ => (
+                "CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_events \
+                 WHEN NEW.statement LIKE '%boom%' BEGIN SELECT RAISE(ABORT, 'boom'); END",
+                "DROP TRIGGER refuse_boom",
+            ),
+        };
+        db.execute_unprepared(refuse).await.unwrap();
+        let batch = vec![
+            statement("s1", 3, "SELECT 3"),
+            statement("s2", 0, "SELECT 'boom'"),
+            statement("s1", 4, "SELECT 4"),
+        ];
+        assert!(store.insert_audit_events(&batch).await.is_err(), "{who}");
+        let heads = || async {
+            db.query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT session_id, events, last_seq FROM audit_heads ORDER BY session_id",
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get::<String>("", "session_id").unwrap(),
+                    r.try_get::<i64>("", "events").unwrap(),
+                    r.try_get::<Option<i64>>("", "last_seq").unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(heads().await, vec![("s1".to_owned(), 3, Some(2))], "{who}");
+        let stored = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT count(*) AS n FROM audit_events",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<i64>("", "n")
+            .unwrap();
+        assert_eq!(stored, 3, "{who}");
+
+        db.execute_unprepared(accept).await.unwrap();
+        assert_eq!(store.insert_audit_events(&batch).await.unwrap(), 3, "{who}");
+        assert_eq!(
+            heads().await,
+            vec![("s1".to_owned(), 5, Some(4)), ("s2".to_owned(), 1, Some(0))],
+            "{who}"
+        );
+        verify_intact(&store, who).await;
+    }
+}
+
 #[tokio::test]
 async fn triggers_refuse_changes_outside_the_purge() {
     for (backend, store) in Backend::stores("cs_chain_triggers").await {

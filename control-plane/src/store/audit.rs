@@ -11,6 +11,7 @@
 
 pub mod chain;
 pub mod checkpoint;
+mod ingest;
 pub mod retention;
 pub mod stream;
 pub mod verify;
@@ -295,6 +296,13 @@ impl Store {
     /// Stores and chains events, skipping any already stored. Returns how
     /// many were new. Sessions lock only their own chain head (see [`chain`]).
     pub async fn insert_audit_events(&self, events: &[NewAuditEvent]) -> Result<u64, StoreError> {
+        if self.db().get_database_backend() == sea_orm::DbBackend::Postgres {
+            let tx = ingest::PgIngest::begin(self.db().get_postgres_connection_pool()).await?;
+            let rows = chain::chain_new(&tx, self.audit_key(), events).await?;
+            tx.copy_rows(&rows).await?;
+            tx.commit().await?;
+            return Ok(rows.len() as u64);
+        }
         let txn = self.db().begin().await?;
         let stored = chain::insert_chained(&txn, self.audit_key(), events).await?;
         txn.commit().await?;

@@ -231,8 +231,22 @@ pub(crate) async fn insert_chained(
     key: &AuditKey,
     events: &[NewAuditEvent],
 ) -> Result<u64, StoreError> {
+    let rows = chain_new(conn, key, events).await?;
+    let stored = rows.len() as u64;
+    insert_rows(conn, rows).await?;
+    Ok(stored)
+}
+
+/// Chains the `events` not stored yet after their sessions' heads, and moves the heads:
+/// everything of [`insert_chained`] but writing the rows, which it returns. Run inside a
+/// transaction that writes the rows before it commits: the head locks last until it ends.
+pub(crate) async fn chain_new(
+    conn: &impl ConnectionTrait,
+    key: &AuditKey,
+    events: &[NewAuditEvent],
+) -> Result<Vec<audit_event::Model>, StoreError> {
     if events.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let received_at = super::micros(Utc::now());
     let mut by_session: BTreeMap<String, BTreeMap<i64, audit_event::Model>> = BTreeMap::new();
@@ -283,9 +297,7 @@ pub(crate) async fn insert_chained(
         moved.push(head);
     }
     save_heads(conn, moved).await?;
-    let stored = new_rows.len() as u64;
-    insert_rows(conn, new_rows).await?;
-    Ok(stored)
+    Ok(new_rows)
 }
 
 /// A head as [`save_heads`] sends it: the columns a chained insert moves.
@@ -347,96 +359,13 @@ async fn save_heads(
     Ok(())
 }
 
-/// The columns [`insert_rows`] fills on PostgreSQL, in the order of the JSON objects' keys.
-const PG_COLUMNS: &str = "session_id, seq, at, event, identity, resource, statement, kinds, \
-    protocol, parameter_count, duration_us, command_tag, rows, error, decision, rule, detail, \
-    received_at, prev_seq, prev_hash, chain_hash";
-
-/// One row as the JSON object PostgreSQL's `json_populate_recordset` reads: keys are the column
-/// names, times RFC 3339 with microseconds (what the columns hold, so hashes computed over the
-/// model verify against the stored row).
-#[derive(serde::Serialize)]
-struct JsonRow<'a> {
-    session_id: &'a str,
-    seq: i64,
-    at: String,
-    event: &'a str,
-    identity: &'a str,
-    resource: &'a str,
-    statement: Option<&'a str>,
-    kinds: &'a str,
-    protocol: Option<&'a str>,
-    parameter_count: Option<i32>,
-    duration_us: Option<i64>,
-    command_tag: Option<&'a str>,
-    rows: Option<i64>,
-    error: Option<&'a str>,
-    decision: Option<&'a str>,
-    rule: Option<&'a str>,
-    detail: Option<&'a str>,
-    received_at: String,
-    prev_seq: Option<i64>,
-    prev_hash: Option<&'a str>,
-    chain_hash: Option<&'a str>,
-}
-
-impl<'a> JsonRow<'a> {
-    fn of(m: &'a audit_event::Model) -> Self {
-        let time = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        Self {
-            session_id: &m.session_id,
-            seq: m.seq,
-            at: time(m.at),
-            event: &m.event,
-            identity: &m.identity,
-            resource: &m.resource,
-            statement: m.statement.as_deref(),
-            kinds: &m.kinds,
-            protocol: m.protocol.as_deref(),
-            parameter_count: m.parameter_count,
-            duration_us: m.duration_us,
-            command_tag: m.command_tag.as_deref(),
-            rows: m.rows,
-            error: m.error.as_deref(),
-            decision: m.decision.as_deref(),
-            rule: m.rule.as_deref(),
-            detail: m.detail.as_deref(),
-            received_at: time(m.received_at),
-            prev_seq: m.prev_seq,
-            prev_hash: m.prev_hash.as_deref(),
-            chain_hash: m.chain_hash.as_deref(),
-        }
-    }
-}
-
-/// Inserts chained rows. On PostgreSQL all of them go in one statement whose text never
-/// changes (the rows travel as one JSON parameter), so it is prepared once per connection and
-/// planned cheaply; a multi-row `VALUES` list would be a new statement with 21 parameters per
-/// row for every batch size, parsed and planned each time. SQLite takes `VALUES` lists of
-/// [`INSERT_CHUNK`] rows.
+/// Inserts chained rows in `VALUES` lists of [`INSERT_CHUNK`] rows: SQLite's path, and
+/// PostgreSQL's for the single events of reviews (a gateway's batches take
+/// [`super::ingest::PgIngest::copy_rows`]).
 async fn insert_rows(
     conn: &impl ConnectionTrait,
     rows: Vec<audit_event::Model>,
 ) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let backend = conn.get_database_backend();
-    if backend == sea_orm::DbBackend::Postgres {
-        let json = serde_json::to_string(&rows.iter().map(JsonRow::of).collect::<Vec<_>>())
-            .map_err(|e| StoreError::Corrupt(format!("audit rows as JSON: {e}")))?;
-        let sql = format!(
-            "INSERT INTO audit_events ({PG_COLUMNS}) SELECT {PG_COLUMNS} \
-             FROM json_populate_recordset(NULL::audit_events, $1::text::json)"
-        );
-        conn.execute_raw(sea_orm::Statement::from_sql_and_values(
-            backend,
-            sql,
-            [sea_orm::Value::from(json)],
-        ))
-        .await?;
-        return Ok(());
-    }
     let mut rows = rows.into_iter().map(IntoActiveModel::into_active_model);
     loop {
         let chunk: Vec<_> = rows.by_ref().take(INSERT_CHUNK).collect();
