@@ -233,17 +233,11 @@ async fn a_refused_batch_moves_no_head() {
             .collect::<Vec<_>>()
         };
         assert_eq!(heads().await, vec![("s1".to_owned(), 3, Some(2))], "{who}");
-        let stored = db
-            .query_one_raw(Statement::from_string(
-                db.get_database_backend(),
-                "SELECT count(*) AS n FROM audit_events",
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get::<i64>("", "n")
-            .unwrap();
-        assert_eq!(stored, 3, "{who}");
+        assert_eq!(
+            store.verify_audit().await.unwrap().events_checked,
+            3,
+            "{who}"
+        );
 
         db.execute_unprepared(accept).await.unwrap();
         assert_eq!(store.insert_audit_events(&batch).await.unwrap(), 3, "{who}");

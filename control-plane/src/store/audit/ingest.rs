@@ -214,56 +214,50 @@ impl Row<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{AuditBody, NewAuditEvent, to_model};
     use super::*;
 
     #[test]
     fn rows_are_framed_as_binary_copy() {
         let at = DateTime::from_timestamp_micros(PG_EPOCH_MICROS + 1).unwrap();
-        let m = audit_event::Model {
+        let event = NewAuditEvent {
             session_id: "s".into(),
             seq: 2,
             at,
-            event: "statement".into(),
             identity: "i".into(),
             resource: "r".into(),
-            statement: None,
-            kinds: "[]".into(),
-            protocol: None,
-            parameter_count: Some(3),
-            duration_us: None,
-            command_tag: None,
-            rows: None,
-            error: None,
-            decision: None,
-            rule: None,
-            detail: None,
-            received_at: at,
-            prev_seq: None,
-            prev_hash: None,
-            chain_hash: Some("h".into()),
+            body: AuditBody::SessionEnded {
+                reason: "client closed".into(),
+                statements: 0,
+            },
         };
-        let out = encode_rows(std::slice::from_ref(&m));
+        let m = to_model(&event, at).unwrap();
+        let rows = [m.clone(), m];
+        let out = encode_rows(&rows);
         assert_eq!(&out[..11], b"PGCOPY\n\xff\r\n\0");
         assert_eq!(&out[11..19], &[0; 8]);
-        let row = &out[19..];
-        assert_eq!(&row[..2], &21i16.to_be_bytes());
-        // session_id "s", then seq 2 as eight bytes, then `at` one microsecond after the epoch.
-        assert_eq!(&row[2..7], &[0, 0, 0, 1, b's']);
-        assert_eq!(
-            &row[7..19],
-            &[&8i32.to_be_bytes()[..], &2i64.to_be_bytes()].concat()[..]
-        );
-        assert_eq!(
-            &row[19..31],
-            &[&8i32.to_be_bytes()[..], &1i64.to_be_bytes()].concat()[..]
-        );
-        // statement, the seventh field, is NULL: length -1 and no bytes.
-        let statement = 31 + 4 + 9 + 4 + 1 + 4 + 1;
-        assert_eq!(&row[statement..statement + 4], &(-1i32).to_be_bytes());
         assert_eq!(&out[out.len() - 2..], &(-1i16).to_be_bytes());
-        // Ten values (their lengths below) and eleven NULLs, each behind a 4-byte length.
-        let values = [1, 8, 8, 9, 1, 1, 2, 4, 8, 1];
-        let expected = 19 + 2 + 11 * 4 + values.iter().map(|v| 4 + v).sum::<usize>() + 2;
-        assert_eq!(out.len(), expected);
+        // Each row: 21 fields, each a 32-bit length (-1: NULL) and that many bytes; the two
+        // rows end exactly at the trailer.
+        let mut at_byte = 19;
+        let mut nulls = 0;
+        for _ in &rows {
+            assert_eq!(&out[at_byte..at_byte + 2], &21i16.to_be_bytes());
+            at_byte += 2;
+            let first = at_byte;
+            for _ in 0..21 {
+                let len = i32::from_be_bytes(out[at_byte..at_byte + 4].try_into().unwrap());
+                at_byte += 4 + usize::try_from(len).unwrap_or(0);
+                nulls += usize::from(len == -1);
+            }
+            // session_id "s", then seq 2 and `at` (one microsecond after PostgreSQL's
+            // epoch) as eight bytes each.
+            assert_eq!(&out[first..first + 5], &[0, 0, 0, 1, b's']);
+            assert_eq!(&out[first + 9..first + 17], &2i64.to_be_bytes());
+            assert_eq!(&out[first + 21..first + 29], &1i64.to_be_bytes());
+        }
+        assert_eq!(at_byte, out.len() - 2);
+        // A session's end has no statement, outcome, decision or chain yet.
+        assert_eq!(nulls, 2 * 12);
     }
 }
