@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# What one audit row costs the PostgreSQL store, by index. Runs pgbench -S (simple, then
+# prepared) through Countersign in the production shape, keeps the audit rows each run stored,
+# then inserts them again, in one INSERT … SELECT each, into empty copies of `audit_events` that
+# carry more and more of its indexes, and reports the time per row. Also timed: the trigram index
+# with `fastupdate = off`, and a design the store does not use, statement texts kept once in a
+# dictionary table (trigram-indexed) with the events pointing to it through an index on the
+# text's SHA-256, which pays off only when texts repeat.
+#
+# Usage: tests/bench/store-rows.sh [seconds-per-pgbench-run] [rounds]
+# Runs against a private PostgreSQL cluster (tests/bench/proxies.sh), one backend at a time on
+# an idle machine, prints the table and rewrites the "Audit store: cost per row, by index"
+# section of docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. tests/bench/lib.sh
+SECS=${1:-8}
+ROUNDS=${2:-2}
+BIN=${CARGO_TARGET_DIR:-target}/release/countersign
+cargo build --release --locked --bin countersign >/dev/null
+BIN=$(realpath "$BIN")
+. tests/bench/proxies.sh
+start_production rows "$BIN"
+P=(env PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d cs_rows -Atq -v ON_ERROR_STOP=1)
+"${P[@]}" -c "CREATE EXTENSION IF NOT EXISTS pg_trgm"
+
+BTREES="ALTER TABLE t ADD PRIMARY KEY (session_id, seq);
+CREATE INDEX ON t (identity, at); CREATE INDEX ON t (resource, at); CREATE INDEX ON t (at);
+CREATE INDEX ON t (received_at, session_id, seq); CREATE INDEX ON t (session_id) WHERE chain_hash IS NULL;"
+TRGM="CREATE INDEX ON t USING gin (statement gin_trgm_ops)"
+declare -A VARIANT=(
+  [1-heap]=""
+  [2-primary-key]="ALTER TABLE t ADD PRIMARY KEY (session_id, seq)"
+  [3-all-btrees]="$BTREES"
+  [4-production]="$BTREES $TRGM"
+  [5-fastupdate-off]="$BTREES $TRGM WITH (fastupdate = off)"
+  [6-dictionary]="$BTREES CREATE INDEX ON t (sha256(statement::bytea));
+    CREATE TABLE d (digest bytea PRIMARY KEY, statement text NOT NULL, last_seen timestamptz NOT NULL);
+    CREATE INDEX ON d USING gin (statement gin_trgm_ops)"
+)
+DICT_INSERT="WITH r AS (SELECT * FROM src), i AS (INSERT INTO t SELECT * FROM r)
+INSERT INTO d SELECT DISTINCT ON (sha256(statement::bytea)) sha256(statement::bytea), statement, now()
+FROM r WHERE statement IS NOT NULL
+ON CONFLICT (digest) DO UPDATE SET last_seen = EXCLUDED.last_seen
+WHERE d.last_seen < EXCLUDED.last_seen - interval '1 hour'"
+
+# insert_ms SRC VARIANT: milliseconds to insert SRC's rows into a fresh table with VARIANT.
+insert_ms() {
+  local src=$1 v=$2 sql="INSERT INTO t SELECT * FROM src"
+  [ "$v" = 6-dictionary ] && sql=$DICT_INSERT
+  "${P[@]}" -c "DROP TABLE IF EXISTS t, d" -c "CREATE TABLE t (LIKE audit_events)" >/dev/null
+  [ -n "${VARIANT[$v]}" ] && "${P[@]}" -c "${VARIANT[$v]}" >/dev/null
+  "${P[@]}" -c CHECKPOINT >/dev/null
+  { echo '\timing on'; echo "CREATE TEMP VIEW src AS SELECT * FROM $src;"; echo "$sql;"; } |
+    "${P[@]}" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n1
+}
+
+declare -A R ROWS DISTINCT
+MODES=(simple prepared)
+for mode in "${MODES[@]}"; do
+  mark=$("${P[@]}" -c "SELECT now()")
+  bench_env rows env PGSSLMODE=disable pgbench -S -M "$mode" -c 8 -j 2 -T "$SECS" -n >/dev/null 2>&1
+  upload_drained rows
+  "${P[@]}" -c "CREATE TABLE rows_$mode AS SELECT * FROM audit_events WHERE received_at >= '$mark'"
+  "${P[@]}" -c "VACUUM ANALYZE rows_$mode"
+  ROWS[$mode]=$("${P[@]}" -c "SELECT count(*) FROM rows_$mode")
+  DISTINCT[$mode]=$("${P[@]}" -c "SELECT count(DISTINCT statement) FROM rows_$mode")
+done
+for round in $(seq 1 "$ROUNDS"); do
+  for v in $(printf '%s\n' "${!VARIANT[@]}" | sort); do
+    for mode in "${MODES[@]}"; do
+      ms=$(insert_ms "rows_$mode" "$v")
+      R[$v,$mode]+="$(awk -v ms="$ms" -v n="${ROWS[$mode]}" 'BEGIN { printf "%.1f", ms * 1000 / n }') "
+    done
+    echo "round $round $v: simple ${R[$v,simple]}µs/row, prepared ${R[$v,prepared]}µs/row"
+  done
+done
+
+table="| indexes | simple: µs per row | prepared: µs per row |
+|---|---|---|"
+for v in $(printf '%s\n' "${!VARIANT[@]}" | sort); do
+  table+="
+| ${v#*-} | $(echo "${R[$v,simple]}" | median) | $(echo "${R[$v,prepared]}" | median) |"
+done
+echo "$table"
+section="## Audit store: cost per row, by index
+
+Measured $(date -u +%Y-%m-%d) on $(nproc) cores; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') (a private cluster).
+Command: \`tests/bench/store-rows.sh $SECS $ROUNDS\`. The rows are the audit trail of two $SECS-second
+pgbench -S runs at 8 clients through Countersign (production shape): simple, ${ROWS[simple]} rows with
+${DISTINCT[simple]} distinct statement texts (the values differ), and prepared, ${ROWS[prepared]} rows
+with ${DISTINCT[prepared]}. Each cell inserts all of one run's rows with one \`INSERT … SELECT\`
+into an empty table with the indexes named (cumulative down to *production*, which is what
+\`audit_events\` has), on an idle machine, and is the median of $ROUNDS rounds in µs per row.
+*fastupdate-off*: the trigram index without its pending list. *dictionary*: the B-trees, an index
+on each event's statement SHA-256, and the texts kept once in a trigram-indexed table (not what
+the store does).
+
+$table
+
+Raw per round: $(for k in "${!R[@]}"; do printf '%s: %s\n' "$k" "${R[$k]}"; done | sort -V | tr -s ' ' | paste -sd';' | sed 's/;/; /g')
+"
+write_section "Audit store: cost per row, by index" "$section"
