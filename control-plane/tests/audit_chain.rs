@@ -250,6 +250,58 @@ async fn a_refused_batch_moves_no_head() {
     }
 }
 
+/// An ingest cancelled at any point (a request whose client went away) stores its batch whole
+/// or not at all, and leaves the store's connections in step: every later query on the pool
+/// gets its own answer, and resending each batch completes the log.
+#[tokio::test]
+async fn a_cancelled_ingest_leaves_the_store_consistent() {
+    for (backend, store) in Backend::stores("cs_chain_cancel").await {
+        let who = backend.name();
+        const BATCHES: u64 = 40;
+        const ROWS: u64 = 300;
+        // Cut after 0, 0.25, 0.5, … ms: before, during and after the rows are written.
+        for i in 0..BATCHES {
+            let batch = session(&format!("c{i:02}"), ROWS);
+            let cut = std::time::Duration::from_micros(250 * i);
+            let _ = tokio::time::timeout(cut, store.insert_audit_events(&batch)).await;
+        }
+        let db = store.db_for_tests();
+        for i in 0..BATCHES {
+            let name = format!("c{i:02}");
+            let stored = || async {
+                db.query_one_raw(Statement::from_sql_and_values(
+                    db.get_database_backend(),
+                    match db.get_database_backend() {
+                        DbBackend::Postgres => {
+                            "SELECT count(*) AS n FROM audit_events WHERE session_id = $1"
+                        }
+                        _ => "SELECT count(*) AS n FROM audit_events WHERE session_id = ?",
+                    },
+                    [name.clone().into()],
+                ))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get::<i64>("", "n")
+                .unwrap()
+            };
+            // Resending waits on the head locks of a batch still being written.
+            let added = store
+                .insert_audit_events(&session(&name, ROWS))
+                .await
+                .unwrap();
+            assert!(
+                added == 0 || added == ROWS,
+                "{who}: {name} was stored in part"
+            );
+            assert_eq!(stored().await, ROWS as i64, "{who}: {name}");
+        }
+        let report = store.verify_audit().await.unwrap();
+        assert!(report.intact, "{who}: {:?}", report.findings);
+        assert_eq!(report.events_checked, BATCHES * ROWS, "{who}");
+    }
+}
+
 #[tokio::test]
 async fn triggers_refuse_changes_outside_the_purge() {
     for (backend, store) in Backend::stores("cs_chain_triggers").await {

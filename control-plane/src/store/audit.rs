@@ -299,8 +299,7 @@ impl Store {
         if self.db().get_database_backend() == sea_orm::DbBackend::Postgres {
             let tx = ingest::PgIngest::begin(self.db().get_postgres_connection_pool()).await?;
             let rows = chain::chain_new(&tx, self.audit_key(), events).await?;
-            tx.copy_rows(&rows).await?;
-            tx.commit().await?;
+            tx.copy_and_commit(&rows).await?;
             return Ok(rows.len() as u64);
         }
         let txn = self.db().begin().await?;

@@ -360,8 +360,9 @@ async fn save_heads(
 }
 
 /// Inserts chained rows in `VALUES` lists of [`INSERT_CHUNK`] rows: SQLite's path, and
-/// PostgreSQL's for the single events of reviews (a gateway's batches take
-/// [`super::ingest::PgIngest::copy_rows`]).
+/// PostgreSQL's for the single events of reviews (everything `Store::insert_audit_events`
+/// stores, a gateway's batches and authentication events, takes
+/// [`super::ingest::PgIngest::copy_and_commit`]).
 async fn insert_rows(
     conn: &impl ConnectionTrait,
     rows: Vec<audit_event::Model>,

@@ -5,16 +5,19 @@
 //! sea-orm's own transaction does not hand out its connection, and `COPY` needs the
 //! connection's copy sub-protocol. So [`PgIngest`] holds a sqlx transaction and implements
 //! sea-orm's [`ConnectionTrait`] over it: the head queries in [`super::chain`] run on it
-//! unchanged, and [`PgIngest::copy_rows`] streams the rows in PostgreSQL's binary copy format.
+//! unchanged, and [`PgIngest::copy_and_commit`] streams the rows in PostgreSQL's binary copy format.
 //! Compared with one `INSERT … SELECT FROM json_populate_recordset($1)` per batch, neither
 //! side builds or parses JSON: the control plane writes each value's binary form once, and
 //! the server reads it with the columns' binary input functions.
 //!
 //! What it guarantees: the rows, the heads they move and the head locks are one transaction.
-//! Dropping a [`PgIngest`] without [`PgIngest::commit`] rolls everything back (sqlx returns
-//! the connection to its pool with the transaction rolled back), and a `COPY` that stores
-//! another number of rows than it was given is an error, so nothing is acknowledged that was
-//! not stored.
+//! An error before [`PgIngest::copy_and_commit`] drops the transaction, which sqlx rolls back
+//! before the connection is used again. The `COPY` and the commit run on a task of their own,
+//! so a caller that is cancelled (a request whose client went away) cannot stop them halfway
+//! through the copy sub-protocol, where sqlx would hand the connection back to the pool out of
+//! step with the server; the batch is then stored or not as if the caller had waited. A `COPY`
+//! that stores another number of rows than it was given is an error and commits nothing, so
+//! nothing is acknowledged that was not stored.
 
 use super::super::StoreError;
 use super::super::entity::audit_event;
@@ -24,7 +27,7 @@ use sea_orm::{DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
 use tokio::sync::Mutex;
 
-/// The statement of [`PgIngest::copy_rows`]: its columns in the order each row's fields are
+/// The statement of [`PgIngest::copy_and_commit`]: its columns in the order each row's fields are
 /// written by [`encode_rows`].
 const COPY: &str = "COPY audit_events (session_id, seq, at, event, identity, resource, \
     statement, kinds, protocol, parameter_count, duration_us, command_tag, rows, error, \
@@ -55,34 +58,37 @@ impl PgIngest {
         Ok(Self { tx: Mutex::new(tx) })
     }
 
-    pub(crate) async fn commit(self) -> Result<(), StoreError> {
-        self.tx.into_inner().commit().await.map_err(exec_err)?;
-        Ok(())
-    }
-
-    /// Writes `rows` with one binary `COPY`, and checks that the server stored all of them.
-    pub(crate) async fn copy_rows(&self, rows: &[audit_event::Model]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let data = encode_rows(rows);
-        let mut tx = self.tx.lock().await;
-        let mut copy = tx.copy_in_raw(COPY).await.map_err(exec_err)?;
-        if let Err(e) = copy.send(data).await {
-            // Ends the copy so that the connection is usable for the rollback.
-            let _ = copy
-                .abort("the control plane could not send the rows")
-                .await;
-            return Err(exec_err(e).into());
-        }
-        let stored = copy.finish().await.map_err(exec_err)?;
-        if stored != rows.len() as u64 {
-            return Err(StoreError::Corrupt(format!(
-                "COPY stored {stored} of {} audit rows",
-                rows.len()
-            )));
-        }
-        Ok(())
+    /// Writes `rows` with one binary `COPY`, checks that the server stored all of them, and
+    /// commits; on a task of its own (see the module docs).
+    pub(crate) async fn copy_and_commit(
+        self,
+        rows: &[audit_event::Model],
+    ) -> Result<(), StoreError> {
+        let data = encode_rows(rows)?;
+        let expected = rows.len() as u64;
+        let mut tx = self.tx.into_inner();
+        let done = tokio::spawn(async move {
+            if expected > 0 {
+                let mut copy = tx.copy_in_raw(COPY).await.map_err(exec_err)?;
+                if let Err(e) = copy.send(data).await {
+                    // Ends the copy so that the connection is usable for the rollback.
+                    let _ = copy
+                        .abort("the control plane could not send the rows")
+                        .await;
+                    return Err(exec_err(e).into());
+                }
+                let stored = copy.finish().await.map_err(exec_err)?;
+                if stored != expected {
+                    return Err(StoreError::Corrupt(format!(
+                        "COPY stored {stored} of {expected} audit rows"
+                    )));
+                }
+            }
+            tx.commit().await.map_err(exec_err)?;
+            Ok(())
+        });
+        done.await
+            .map_err(|e| StoreError::Corrupt(format!("the audit ingest task failed: {e}")))?
     }
 }
 
@@ -141,15 +147,18 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// `rows` in PostgreSQL's binary copy format: the signature and header, each row as a field
 /// count and the fields (a 32-bit length, -1 for NULL, then the value in the column type's
-/// binary form), and the trailer.
-fn encode_rows(rows: &[audit_event::Model]) -> Vec<u8> {
+/// binary form), and the trailer. A value too long for a field's length is an error.
+fn encode_rows(rows: &[audit_event::Model]) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(19 + rows.len() * 512 + 2);
     out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
     out.extend_from_slice(&0i32.to_be_bytes()); // flags: no OIDs
     out.extend_from_slice(&0i32.to_be_bytes()); // header extension length
     for m in rows {
-        let mut row = Row(&mut out);
-        row.0.extend_from_slice(&FIELDS.to_be_bytes());
+        let mut row = Row {
+            out: &mut out,
+            too_long: None,
+        };
+        row.out.extend_from_slice(&FIELDS.to_be_bytes());
         row.text(Some(&m.session_id));
         row.int8(Some(m.seq));
         row.time(m.at);
@@ -171,25 +180,34 @@ fn encode_rows(rows: &[audit_event::Model]) -> Vec<u8> {
         row.int8(m.prev_seq);
         row.text(m.prev_hash.as_deref());
         row.text(m.chain_hash.as_deref());
+        if let Some(len) = row.too_long {
+            return Err(StoreError::Corrupt(format!(
+                "an audit value of {len} bytes in session {} seq {}",
+                m.session_id, m.seq
+            )));
+        }
     }
     out.extend_from_slice(&(-1i16).to_be_bytes());
-    out
+    Ok(out)
 }
 
-/// Appends one row's fields.
-struct Row<'a>(&'a mut Vec<u8>);
+/// Appends one row's fields; `too_long` keeps the length of a value no field can hold.
+struct Row<'a> {
+    out: &'a mut Vec<u8>,
+    too_long: Option<usize>,
+}
 
 impl Row<'_> {
     fn field(&mut self, value: Option<&[u8]>) {
         match value {
-            None => self.0.extend_from_slice(&(-1i32).to_be_bytes()),
-            Some(v) => {
-                // Every value is a field of a batch the gRPC layer already limits far below
-                // 2 GiB, and the server refuses a text value over 1 GiB itself.
-                let len = i32::try_from(v.len()).unwrap_or(i32::MAX);
-                self.0.extend_from_slice(&len.to_be_bytes());
-                self.0.extend_from_slice(v);
-            }
+            None => self.out.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(v) => match i32::try_from(v.len()) {
+                Ok(len) => {
+                    self.out.extend_from_slice(&len.to_be_bytes());
+                    self.out.extend_from_slice(v);
+                }
+                Err(_) => self.too_long = Some(v.len()),
+            },
         }
     }
 
@@ -233,7 +251,7 @@ mod tests {
         };
         let m = to_model(&event, at).unwrap();
         let rows = [m.clone(), m];
-        let out = encode_rows(&rows);
+        let out = encode_rows(&rows).unwrap();
         assert_eq!(&out[..11], b"PGCOPY\n\xff\r\n\0");
         assert_eq!(&out[11..19], &[0; 8]);
         assert_eq!(&out[out.len() - 2..], &(-1i16).to_be_bytes());
