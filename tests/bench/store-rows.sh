@@ -24,13 +24,19 @@ start_production rows "$BIN"
 P=(env PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d cs_rows -Atq -v ON_ERROR_STOP=1)
 "${P[@]}" -c "CREATE EXTENSION IF NOT EXISTS pg_trgm"
 
-BTREES="ALTER TABLE t ADD PRIMARY KEY (session_id, seq);
-CREATE INDEX ON t (identity, at); CREATE INDEX ON t (resource, at); CREATE INDEX ON t (at);
-CREATE INDEX ON t (received_at, session_id, seq); CREATE INDEX ON t (session_id) WHERE chain_hash IS NULL;"
-TRGM="CREATE INDEX ON t USING gin (statement gin_trgm_ops)"
+# The indexes the migrations gave audit_events, each rewritten onto t; $1 selects them.
+indexes() {
+  "${P[@]}" -c "SELECT string_agg(regexp_replace(indexdef, 'INDEX \S+ ON \S+', 'INDEX ON t'), '; '
+    ORDER BY indexname) FROM pg_indexes WHERE tablename = 'audit_events' AND $1"
+}
+PKEY=$(indexes "indexname = 'audit_events_pkey'")
+BTREES=$(indexes "indexdef NOT LIKE '% USING gin %'")
+TRGM=$(indexes "indexdef LIKE '% USING gin %'")
+[ -n "$PKEY" ] && [ -n "$TRGM" ] || { echo "audit_events lacks its primary key or trigram index"; exit 1; }
+BTREES+=";"
 declare -A VARIANT=(
   [1-heap]=""
-  [2-primary-key]="ALTER TABLE t ADD PRIMARY KEY (session_id, seq)"
+  [2-primary-key]="$PKEY"
   [3-all-btrees]="$BTREES"
   [4-production]="$BTREES $TRGM"
   [5-fastupdate-off]="$BTREES $TRGM WITH (fastupdate = off)"
