@@ -5,7 +5,8 @@
 # carry more and more of its indexes, and reports the time per row. Also timed: the trigram index
 # with `fastupdate = off`, and a design the store does not use, statement texts kept once in a
 # dictionary table (trigram-indexed) with the events pointing to it through an index on the
-# text's SHA-256, which pays off only when texts repeat.
+# text's SHA-256, which pays off only when texts repeat; and the trigram index with a longer
+# pending list (16 and 64 MB instead of 4).
 #
 # Usage: tests/bench/store-rows.sh [seconds-per-pgbench-run] [rounds]
 # Runs against a private PostgreSQL cluster (tests/bench/proxies.sh), one backend at a time on
@@ -40,9 +41,17 @@ declare -A VARIANT=(
   [3-all-btrees]="$BTREES"
   [4-production]="$BTREES $TRGM"
   [5-fastupdate-off]="$BTREES $TRGM WITH (fastupdate = off)"
+  [7-pending-16mb]="$BTREES $TRGM WITH (gin_pending_list_limit = 16384)"
+  [8-pending-64mb]="$BTREES $TRGM WITH (gin_pending_list_limit = 65536)"
   [6-dictionary]="$BTREES CREATE INDEX ON t (sha256(statement::bytea));
     CREATE TABLE d (digest bytea PRIMARY KEY, statement text NOT NULL, last_seen timestamptz NOT NULL);
     CREATE INDEX ON d USING gin (statement gin_trgm_ops)"
+)
+# Session settings a variant runs its insert with: the pending list is merged into the index
+# in pieces of at most work_mem, so a longer list needs as much work_mem to be merged at once.
+declare -A SETTINGS=(
+  [7-pending-16mb]="SET work_mem = '16MB';"
+  [8-pending-64mb]="SET work_mem = '64MB';"
 )
 DICT_INSERT="WITH r AS (SELECT * FROM src), i AS (INSERT INTO t SELECT * FROM r)
 INSERT INTO d SELECT DISTINCT ON (sha256(statement::bytea)) sha256(statement::bytea), statement, now()
@@ -57,7 +66,7 @@ insert_ms() {
   "${P[@]}" -c "DROP TABLE IF EXISTS t, d" -c "CREATE TABLE t (LIKE audit_events)" >/dev/null
   [ -n "${VARIANT[$v]}" ] && "${P[@]}" -c "${VARIANT[$v]}" >/dev/null
   "${P[@]}" -c CHECKPOINT >/dev/null
-  { echo '\timing on'; echo "CREATE TEMP VIEW src AS SELECT * FROM $src;"; echo "$sql;"; } |
+  { echo '\timing on'; echo "CREATE TEMP VIEW src AS SELECT * FROM $src;"; echo "${SETTINGS[$v]:-}"; echo "$sql;"; } |
     "${P[@]}" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n1
 }
 
@@ -100,7 +109,9 @@ into an empty table with the indexes named (cumulative down to *production*, whi
 \`audit_events\` has), on an idle machine, and is the median of $ROUNDS rounds in µs per row.
 *fastupdate-off*: the trigram index without its pending list. *dictionary*: the B-trees, an index
 on each event's statement SHA-256, and the texts kept once in a trigram-indexed table (not what
-the store does).
+the store does). *pending-16mb*, *pending-64mb*: the trigram index with a pending list of that
+size (`gin_pending_list_limit`; the default is 4 MB), merged into the index with as much
+`work_mem`.
 
 $table
 
