@@ -39,7 +39,7 @@ pub use index::{
     Catalog, CatalogRelation, CopyFormat, CopyMask, Field, MaskIndex, RelationKind, StatementMask,
     writes,
 };
-pub use style::{MaskKey, Style};
+pub use style::{MaskKey, Masked, Style};
 
 use crate::rules::Glob;
 

@@ -25,7 +25,7 @@ pub mod copy;
 use super::relay::Shared;
 use super::track::StatementInfo;
 use super::wire::Frame;
-use super::wire::backend::{self, BackendMessage, FieldDescription};
+use super::wire::backend::{self, BackendMessage, DataRowValues, FieldDescription};
 use bytes::{BufMut, Bytes, BytesMut};
 use countersign_policy::Policy;
 use countersign_policy::mask::{Catalog, Field, MaskIndex, StatementMask, Style};
@@ -234,6 +234,8 @@ pub struct RowMasker {
     ctx: Arc<MaskCtx>,
     columns: Vec<Column>,
     detect: bool,
+    /// No column masked and no detectors: rows pass untouched.
+    noop: bool,
 }
 
 impl RowMasker {
@@ -275,6 +277,7 @@ impl RowMasker {
             });
         }
         let detect = !ctx.index.detectors().is_empty();
+        let noop = !detect && columns.iter().all(|c| c.mask.is_none());
         let replacement = rewritten.then(|| {
             let mut out = BytesMut::new();
             backend::encode_row_description(&out_fields, &mut out);
@@ -285,6 +288,7 @@ impl RowMasker {
                 ctx,
                 columns,
                 detect,
+                noop,
             },
             replacement,
         )
@@ -292,55 +296,59 @@ impl RowMasker {
 
     /// Whether rows pass through untouched.
     pub fn is_noop(&self) -> bool {
-        !self.detect && self.columns.iter().all(|c| c.mask.is_none())
+        self.noop
     }
 
-    /// The DataRow to send instead of `frame`, or `None` to forward it as received. A row
-    /// that does not parse, or does not match the description, is sent with every column
-    /// NULL (fail closed).
-    pub fn row(&self, frame: &Frame, stats: &mut MaskStats) -> Option<Bytes> {
+    /// Writes the DataRow to send instead of `frame` at the end of `out` and returns true, or
+    /// returns false, `out` untouched, to forward `frame` as received. A row that does not
+    /// parse, or does not match the description, is written with every column NULL (fail
+    /// closed). The row is rewritten in place of its columns: nothing is allocated per row.
+    pub fn row(&self, frame: &Frame, stats: &mut MaskStats, out: &mut BytesMut) -> bool {
         if self.is_noop() {
-            return None;
+            return false;
         }
-        let values = match BackendMessage::parse(frame) {
-            Ok(BackendMessage::DataRow { columns }) if columns.len() == self.columns.len() => {
-                columns
+        let values = match DataRowValues::new(frame.body()) {
+            Ok(v) if v.len() == self.columns.len() && v.clone().check().is_ok() => v,
+            _ => {
+                put_all_null(self.columns.len(), out);
+                return true;
             }
-            _ => return Some(all_null(self.columns.len())),
         };
         let key = self.ctx.index.key();
+        let start = out.len();
         let mut changed = false;
         // The new row is written as we go: tag, length (patched below), column count.
-        let mut out = BytesMut::with_capacity(frame.bytes.len() + 32);
         out.put_u8(b'D');
         out.put_i32(0);
-        out.put_i16(i16::try_from(values.len()).unwrap_or(i16::MAX));
-        let put = |out: &mut BytesMut, v: Option<&[u8]>| match v {
-            None => out.put_i32(-1),
-            Some(v) => {
-                out.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
-                out.extend_from_slice(v);
-            }
-        };
-        for (value, col) in values.iter().zip(&self.columns) {
-            let Some(value) = value else {
-                put(&mut out, None);
+        // Fits: it is the count the row was read with (`count16`).
+        out.put_u16(u16::try_from(self.columns.len()).unwrap_or(u16::MAX));
+        for (value, col) in values.zip(&self.columns) {
+            // Checked above: every value reads.
+            let Ok(Some(value)) = value else {
+                out.put_i32(-1);
                 continue;
             };
             if let Some((style, rule)) = &col.mask {
                 stats.rule(rule);
                 changed = true;
-                let masked = if col.binary && !binary_is_text(col.type_oid) {
+                let style = if col.binary && !binary_is_text(col.type_oid) {
                     // Binary bytes of another type are no text to keep a tail of.
                     match style {
-                        Style::Null => None,
-                        Style::Hash => style.apply(key, value),
-                        _ => Style::Redact.apply(key, value),
+                        Style::Null | Style::Hash => *style,
+                        _ => Style::Redact,
                     }
                 } else {
-                    style.apply(key, value)
+                    *style
                 };
-                put(&mut out, masked.as_deref());
+                match style.mask(key, value) {
+                    Some(masked) => {
+                        out.put_i32(field_len(masked.len()));
+                        for part in masked.parts() {
+                            out.extend_from_slice(part);
+                        }
+                    }
+                    None => out.put_i32(-1),
+                }
                 continue;
             }
             if self.detect
@@ -349,20 +357,41 @@ impl RowMasker {
                     mask_detected(&self.ctx.index, value, text_like(col.type_oid), stats)
             {
                 changed = true;
-                put(&mut out, masked.as_deref());
+                match masked {
+                    Some(v) => {
+                        out.put_i32(field_len(v.len()));
+                        out.extend_from_slice(&v);
+                    }
+                    None => out.put_i32(-1),
+                }
                 continue;
             }
-            put(&mut out, Some(value));
+            out.put_i32(field_len(value.len()));
+            out.extend_from_slice(value);
         }
         if !changed {
-            return None;
+            out.truncate(start);
+            return false;
         }
-        let len = i32::try_from(out.len() - 1).unwrap_or(i32::MAX);
-        if let Some(slot) = out.get_mut(1..5) {
+        // Masking may grow a row (a hash is longer than a short match); one grown past what a
+        // length word holds goes out with every column NULL, never with a clamped length.
+        // Any value that long makes the whole message longer, so this one check covers them.
+        let Ok(len) = i32::try_from(out.len() - start - 1) else {
+            out.truncate(start);
+            put_all_null(self.columns.len(), out);
+            return true;
+        };
+        if let Some(slot) = out.get_mut(start + 1..start + 5) {
             slot.copy_from_slice(&len.to_be_bytes());
         }
-        Some(out.freeze())
+        true
     }
+}
+
+/// A value's length word. One over 2 GiB is clamped here and its row replaced by `row`'s
+/// final check.
+fn field_len(len: usize) -> i32 {
+    i32::try_from(len).unwrap_or(i32::MAX)
 }
 
 /// The content detectors over one value: `None` when they find nothing; otherwise the value
@@ -404,20 +433,25 @@ pub(super) fn mask_detected(
     Some((!null).then_some(out))
 }
 
-/// `frame` (a DataRow) with every column NULL; an empty row when it does not parse.
-pub fn null_row(frame: &Frame) -> Bytes {
-    let n = match BackendMessage::parse(frame) {
-        Ok(BackendMessage::DataRow { columns }) => columns.len(),
-        _ => 0,
-    };
-    all_null(n)
+/// `frame` (a DataRow) with every column NULL, at the end of `out`; an empty row when it does
+/// not parse.
+pub fn null_row(frame: &Frame, out: &mut BytesMut) {
+    let n = DataRowValues::new(frame.body())
+        .ok()
+        .filter(|v| v.clone().check().is_ok())
+        .map_or(0, |v| v.len());
+    put_all_null(n, out);
 }
 
-fn all_null(n: usize) -> Bytes {
-    let nulls: Vec<Option<&[u8]>> = vec![None; n];
-    let mut buf = BytesMut::new();
-    backend::encode_data_row(&nulls, &mut buf);
-    buf.freeze()
+/// A DataRow of `n` NULL columns (at most 65535), at the end of `out`.
+fn put_all_null(n: usize, out: &mut BytesMut) {
+    let n = u16::try_from(n).unwrap_or(u16::MAX);
+    out.put_u8(b'D');
+    out.put_i32(4 + 2 + 4 * i32::from(n));
+    out.put_u16(n);
+    for _ in 0..n {
+        out.put_i32(-1);
+    }
 }
 
 /// An ErrorResponse or NoticeResponse with its texts withheld: severity, SQLSTATE and
@@ -473,4 +507,130 @@ pub fn withhold(frame: &Frame) -> Bytes {
 /// Withheld error text, as audit records it.
 pub fn withheld_text(code: &str) -> String {
     format!("{code}: {WITHHELD}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::wire::decode_frame;
+    use countersign_policy::mask::{CatalogRelation, RelationKind};
+
+    /// A masker for `SELECT id, secret, note FROM t`: `secret` hashed, emails detected.
+    fn masker() -> RowMasker {
+        let policy = Policy::parse(
+            r#"
+[[mask]]
+name = "m"
+columns = ["public.t.secret"]
+style = "hash"
+[[mask]]
+name = "d"
+detect = ["email"]
+"#,
+        )
+        .unwrap();
+        let catalog = Catalog {
+            relations: vec![CatalogRelation {
+                oid: 1,
+                schema: "public".into(),
+                name: "t".into(),
+                kind: RelationKind::Table,
+                columns: vec![(1, "id".into()), (2, "secret".into()), (3, "note".into())],
+                definition: None,
+            }],
+            functions: vec![],
+        };
+        let index = Arc::new(MaskIndex::new(
+            policy.masking("r", "e", None),
+            &catalog,
+            b"k",
+        ));
+        let ctx = Arc::new(MaskCtx {
+            index,
+            stmt: StatementMask::default(),
+        });
+        let field = |name, column, type_oid| FieldDescription {
+            name,
+            table_oid: 1,
+            column_id: column,
+            type_oid,
+            type_size: -1,
+            type_modifier: -1,
+            format: 0,
+        };
+        let fields = [
+            field("id", 1, 23),
+            field("secret", 2, 25),
+            field("note", 3, 25),
+        ];
+        let (masker, replacement) = RowMasker::new(ctx, &fields);
+        // `secret` is text already: the description goes out as received.
+        assert!(replacement.is_none());
+        masker
+    }
+
+    fn data_row(values: &[Option<&[u8]>]) -> Frame {
+        let mut buf = BytesMut::new();
+        backend::encode_data_row(values, &mut buf);
+        decode_frame(&mut buf, 1 << 20).unwrap().unwrap()
+    }
+
+    fn columns(frame: &Frame) -> Vec<Option<Vec<u8>>> {
+        DataRowValues::new(frame.body())
+            .unwrap()
+            .map(|v| v.unwrap().map(<[u8]>::to_vec))
+            .collect()
+    }
+
+    #[test]
+    fn rows_are_rewritten_after_what_the_buffer_holds() {
+        let m = masker();
+        let mut stats = MaskStats::default();
+        let mut out = BytesMut::from(&b"prior"[..]);
+        // A masked column and a detected email: rewritten, appended.
+        let row = data_row(&[Some(b"1"), Some(b"topsecret"), Some(b"mail a@b.io now")]);
+        assert!(m.row(&row, &mut stats, &mut out));
+        // Nothing to mask (the masked column is NULL): forwarded, the buffer untouched.
+        let clean = data_row(&[Some(b"2"), None, Some(b"plain")]);
+        let before = out.len();
+        assert!(!m.row(&clean, &mut stats, &mut out));
+        assert_eq!(out.len(), before);
+        // Malformed (a length past the end), and short of a column: every column NULL, as
+        // many as the description has.
+        let mut bad = data_row(&[Some(b"3"), Some(b"x"), Some(b"y")]);
+        let mut raw = BytesMut::from(&bad.bytes[..]);
+        raw[7..11].copy_from_slice(&100i32.to_be_bytes());
+        bad.bytes = raw.freeze();
+        assert!(m.row(&bad, &mut stats, &mut out));
+        assert!(m.row(&data_row(&[Some(b"4"), Some(b"s")]), &mut stats, &mut out));
+
+        assert_eq!(&out[..5], b"prior");
+        let mut rest = out.split_off(5);
+        let first = decode_frame(&mut rest, 1 << 20).unwrap().unwrap();
+        let got = columns(&first);
+        assert_eq!(got[0].as_deref(), Some(&b"1"[..]));
+        let hash = got[1].clone().unwrap();
+        assert!(hash.starts_with(b"h:") && hash.len() == 26, "{hash:?}");
+        assert_eq!(got[2].as_deref(), Some(&b"mail **** now"[..]));
+        for n in [3, 3] {
+            let nulls = decode_frame(&mut rest, 1 << 20).unwrap().unwrap();
+            assert_eq!(columns(&nulls), vec![None; n]);
+        }
+        assert!(rest.is_empty());
+        assert_eq!(stats.by_rule.get("m"), Some(&1));
+        assert_eq!(stats.by_detector.get("email"), Some(&1));
+    }
+
+    #[test]
+    fn null_rows_match_the_row_they_replace() {
+        let mut out = BytesMut::new();
+        null_row(&data_row(&[Some(b"a"), None, Some(b"c")]), &mut out);
+        let mut garbage = data_row(&[Some(b"a")]);
+        garbage.bytes = Bytes::from_static(b"D\0\0\0\x07\0\x05x");
+        null_row(&garbage, &mut out);
+        let three = decode_frame(&mut out, 1 << 20).unwrap().unwrap();
+        assert_eq!(columns(&three), vec![None; 3]);
+        let empty = decode_frame(&mut out, 1 << 20).unwrap().unwrap();
+        assert_eq!(columns(&empty), Vec::<Option<Vec<u8>>>::new());
+    }
 }

@@ -16,7 +16,7 @@
 use super::inspect::{Inspector, Verdict};
 use super::mask::{MaskStats, RowMasker};
 use super::review::{self, HoldResult};
-use super::stream::{ConnRead, ConnWrite, MessageReader, ReadError, write_frames};
+use super::stream::{ConnRead, ConnWrite, MessageReader, Outgoing, ReadError, write_frames};
 use super::track::{Pending, Tracker};
 use super::wire::backend::{self, BackendMessage, ErrorNotice, Severity};
 use crate::audit::{AuditBody, AuditEvent, AuditSink};
@@ -255,7 +255,7 @@ pub async fn upstream_to_client(
     mut config: watch::Receiver<Option<Arc<RemoteConfig>>>,
     mut inject: tokio::sync::mpsc::Receiver<Inject>,
 ) -> RelayEnd {
-    let mut frames: Vec<Bytes> = Vec::with_capacity(16);
+    let mut out = Outgoing::default();
     let mut masking = Masking::default();
     let until = |t: SystemTime| t.duration_since(SystemTime::now()).unwrap_or_default();
     let token_expiry = tokio::time::sleep(until(shared.token_expires_at));
@@ -296,28 +296,28 @@ pub async fn upstream_to_client(
         };
         let mut next = Some(frame);
         while let Some(frame) = next {
-            let replacement = match frame.tag {
+            match frame.tag {
                 // Rows: the hot path. Untouched unless this result is masked.
-                b'D' => masking.row(shared, &frame),
+                b'D' => {
+                    if !masking.row(shared, &frame, &mut out) {
+                        out.forward(frame.bytes);
+                    }
+                }
                 _ => match masking.observe(shared, &frame).await {
-                    Ok(r) => r,
+                    Ok(replacement) => out.forward(replacement.unwrap_or(frame.bytes)),
                     Err(e) => {
                         tracing::warn!(session = %shared.session_id, error = %e, "masking failed; ending session");
                         return end_session(&mut client, "58000", &format!("masking failed: {e}"))
                             .await;
                     }
                 },
-            };
-            match replacement {
-                Some(replacement) => frames.push(replacement),
-                None => frames.push(frame.bytes),
             }
             next = match upstream.buffered() {
                 Ok(f) => f,
                 Err(e) => return RelayEnd::Upstream(e),
             };
         }
-        if let Err(e) = write_frames(&mut client, &mut frames).await {
+        if let Err(e) = out.write_to(&mut client).await {
             return RelayEnd::ClientWrite(e);
         }
     }
@@ -426,14 +426,17 @@ struct Masking {
 
 impl Masking {
     /// A DataRow: masked when the current result is, or every column NULL when a session
-    /// under masking gets rows nothing described (fail closed).
-    fn row(&mut self, shared: &Shared, frame: &super::wire::Frame) -> Option<Bytes> {
+    /// under masking gets rows nothing described (fail closed). Returns false when the row
+    /// goes out as received; otherwise its replacement was built in `out`.
+    fn row(&mut self, shared: &Shared, frame: &super::wire::Frame, out: &mut Outgoing) -> bool {
         match &self.rows {
-            Some(m) => m.row(frame, &mut self.stats),
+            // The no-op check first: a result with nothing to mask reserves no build buffer.
+            Some(m) => !m.is_noop() && m.row(frame, &mut self.stats, out.build(frame.len())),
             None if shared.mask_active.load(Ordering::Acquire) => {
-                Some(super::mask::null_row(frame))
+                super::mask::null_row(frame, out.build(frame.len()));
+                true
             }
-            None => None,
+            None => false,
         }
     }
 
@@ -473,13 +476,18 @@ impl Masking {
                 let masked = copy
                     .row(frame.body(), &mut self.stats)
                     .map_err(|e| e.to_string())?;
-                return Ok(masked.map(|body| {
-                    let mut out = BytesMut::with_capacity(body.len() + 5);
-                    out.put_u8(b'd');
-                    out.put_i32(i32::try_from(body.len() + 4).unwrap_or(i32::MAX));
-                    out.extend_from_slice(&body);
-                    out.freeze()
-                }));
+                let Some(body) = masked else {
+                    return Ok(None);
+                };
+                // A row grown by masking past what a length word holds ends the COPY (and
+                // the session), never goes out with a clamped length.
+                let len = i32::try_from(body.len() + 4)
+                    .map_err(|_| "a masked COPY row is too long for a message".to_owned())?;
+                let mut out = BytesMut::with_capacity(body.len() + 5);
+                out.put_u8(b'd');
+                out.put_i32(len);
+                out.extend_from_slice(&body);
+                return Ok(Some(out.freeze()));
             }
             b'c' => {
                 self.copy = None;

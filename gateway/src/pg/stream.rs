@@ -189,7 +189,15 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     let mut start = 0;
     let mut offset = 0;
-    while start < frames.len() {
+    loop {
+        // Empty frames have nothing to write (a write of nothing would read as WriteZero).
+        while frames.get(start).is_some_and(|f| f.len() == offset) {
+            start += 1;
+            offset = 0;
+        }
+        if start == frames.len() {
+            break;
+        }
         let slices: Vec<IoSlice<'_>> = frames[start..]
             .iter()
             .enumerate()
@@ -216,6 +224,60 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
     w.flush().await
 }
 
+/// The messages of one write: received frames forwarded as they are, and messages built here
+/// (masked rows) appended to one buffer between them, so a rewritten result costs no
+/// allocation per row and one write slice per run of rows.
+#[derive(Default)]
+pub struct Outgoing {
+    frames: Vec<Bytes>,
+    built: BytesMut,
+    /// A message bigger than `BUILD_CHUNK` was built: its buffer is let go after the write.
+    oversized: bool,
+}
+
+/// The least the build buffer grows by: one allocation serves many rows.
+const BUILD_CHUNK: usize = 64 * 1024;
+
+impl Outgoing {
+    /// A frame to send as it is, after everything before it. An empty one (a swallowed
+    /// message) is nothing to send.
+    pub fn forward(&mut self, frame: Bytes) {
+        if frame.is_empty() {
+            return;
+        }
+        self.seal();
+        self.frames.push(frame);
+    }
+
+    /// The buffer to append a built message to, with room for at least `len` bytes.
+    pub fn build(&mut self, len: usize) -> &mut BytesMut {
+        if self.built.capacity() - self.built.len() < len {
+            self.oversized |= len > BUILD_CHUNK;
+            self.built.reserve(len.max(BUILD_CHUNK));
+        }
+        &mut self.built
+    }
+
+    /// Built messages so far become one frame of the batch.
+    fn seal(&mut self) {
+        if !self.built.is_empty() {
+            self.frames.push(self.built.split().freeze());
+        }
+    }
+
+    /// Writes everything, in order, and flushes. After an error the batch is in an unknown
+    /// state (part of it may have been sent): the session ends, the `Outgoing` with it.
+    pub async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
+        self.seal();
+        write_frames(w, &mut self.frames).await?;
+        if std::mem::take(&mut self.oversized) {
+            // One huge masked row does not keep its buffer for the rest of the session.
+            self.built = BytesMut::new();
+        }
+        Ok(())
+    }
+}
+
 /// Writes one buffer and flushes.
 pub async fn write_buf<W: AsyncWrite + Unpin>(w: &mut W, buf: &[u8]) -> io::Result<()> {
     w.write_all(buf).await?;
@@ -226,5 +288,39 @@ impl<R> MessageReader<R> {
     /// The stream itself, for writing during a request/response exchange.
     pub fn inner_mut(&mut self) -> &mut R {
         &mut self.inner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    #[tokio::test]
+    async fn built_and_forwarded_messages_go_out_in_order() {
+        let mut out = Outgoing::default();
+        out.forward(Bytes::from_static(b"T1"));
+        out.build(2).put_slice(b"D1");
+        out.build(2).put_slice(b"D2");
+        out.forward(Bytes::from_static(b"D3"));
+        out.build(2).put_slice(b"D4");
+        out.forward(Bytes::from_static(b"C1"));
+        // Two runs of built rows, each one frame between the forwarded ones.
+        assert_eq!(out.frames.len(), 5);
+        let mut sink = Vec::new();
+        out.write_to(&mut sink).await.unwrap();
+        assert_eq!(sink, b"T1D1D2D3D4C1");
+        // Empty frames (swallowed messages) are skipped, even when nothing else is left.
+        out.forward(Bytes::new());
+        out.write_to(&mut sink).await.unwrap();
+        let mut frames = vec![Bytes::new(), Bytes::from_static(b"Z1"), Bytes::new()];
+        write_frames(&mut sink, &mut frames).await.unwrap();
+        assert_eq!(sink, b"T1D1D2D3D4C1Z1");
+        sink.clear();
+        // Nothing is left for the next batch, and built rows at the end are written too.
+        out.build(2).put_slice(b"D5");
+        out.write_to(&mut sink).await.unwrap();
+        assert_eq!(sink, b"D5");
+        assert!(out.frames.is_empty() && out.built.is_empty());
     }
 }

@@ -53,10 +53,23 @@ pub enum Style {
 impl Style {
     /// The masked form of `value` (`None` is NULL). `key` keys the `hash` style.
     pub fn apply(self, key: &MaskKey, value: &[u8]) -> Option<Vec<u8>> {
+        self.mask(key, value).map(|m| m.to_vec())
+    }
+
+    /// The masked form of `value` without allocating (`None` is NULL): what a gateway writes
+    /// for every masked value of a result, row after row.
+    pub fn mask<'v>(self, key: &MaskKey, value: &'v [u8]) -> Option<Masked<'v>> {
+        let redacted = |tail| Masked {
+            head: Head::Redacted,
+            tail,
+        };
         match self {
-            Style::Redact => Some(REDACTED.as_bytes().to_vec()),
-            Style::Partial { keep } => Some(partial(value, keep)),
-            Style::Hash => Some(hash(key, value)),
+            Style::Redact => Some(redacted(&[])),
+            Style::Partial { keep } => Some(redacted(partial_tail(value, keep))),
+            Style::Hash => Some(Masked {
+                head: Head::Hash(hash(key, value)),
+                tail: &[],
+            }),
             Style::Null => None,
         }
     }
@@ -71,32 +84,76 @@ impl Style {
     }
 }
 
-fn partial(value: &[u8], keep: usize) -> Vec<u8> {
-    let mut out = REDACTED.as_bytes().to_vec();
-    let Ok(text) = std::str::from_utf8(value) else {
-        return out;
-    };
-    let count = text.chars().count();
-    if count > keep {
-        let start = text
-            .char_indices()
-            .nth(count - keep)
-            .map_or(text.len(), |(i, _)| i);
-        out.extend_from_slice(text.get(start..).unwrap_or("").as_bytes());
-    }
-    out
+/// A masked value: a head (the redaction mark, or a hash) and a tail borrowed from the value
+/// (what `partial` keeps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Masked<'v> {
+    head: Head,
+    tail: &'v [u8],
 }
 
-fn hash(key: &MaskKey, value: &[u8]) -> Vec<u8> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Head {
+    Redacted,
+    Hash([u8; HASH_LEN]),
+}
+
+impl Masked<'_> {
+    /// The bytes, in two pieces to write one after the other.
+    pub fn parts(&self) -> [&[u8]; 2] {
+        let head: &[u8] = match &self.head {
+            Head::Redacted => REDACTED.as_bytes(),
+            Head::Hash(h) => h,
+        };
+        [head, self.tail]
+    }
+
+    /// Length in bytes; never zero (every head is text).
+    pub fn len(&self) -> usize {
+        self.parts().iter().map(|p| p.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts().concat()
+    }
+}
+
+/// The last `keep` characters of `value`, or nothing when the value has `keep` characters or
+/// fewer, or is not UTF-8.
+fn partial_tail(value: &[u8], keep: usize) -> &[u8] {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return &[];
+    };
+    let count = text.chars().count();
+    if count <= keep {
+        return &[];
+    }
+    let start = text
+        .char_indices()
+        .nth(count - keep)
+        .map_or(text.len(), |(i, _)| i);
+    text.get(start..).unwrap_or("").as_bytes()
+}
+
+/// `h:` and the first [`HASH_HEX`] hex digits of the value's HMAC.
+const HASH_LEN: usize = 2 + HASH_HEX;
+// Two digits a byte, from a 32-byte digest.
+const _: () = assert!(HASH_HEX.is_multiple_of(2) && HASH_HEX / 2 <= 32);
+
+fn hash(key: &MaskKey, value: &[u8]) -> [u8; HASH_LEN] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut mac = key.0.clone();
     mac.update(value);
     let digest = mac.finalize().into_bytes();
-    let mut out = Vec::with_capacity(2 + HASH_HEX);
-    out.extend_from_slice(b"h:");
-    for byte in digest.iter().take(HASH_HEX / 2) {
-        out.push(HEX[usize::from(byte >> 4)]);
-        out.push(HEX[usize::from(byte & 0x0f)]);
+    let mut out = [0u8; HASH_LEN];
+    out[..2].copy_from_slice(b"h:");
+    for (pair, byte) in out[2..].chunks_exact_mut(2).zip(digest.iter()) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0x0f)];
     }
     out
 }
@@ -104,6 +161,21 @@ fn hash(key: &MaskKey, value: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masked_values_come_in_two_borrowed_parts() {
+        let k = &MaskKey::new(b"key");
+        let m = Style::Partial { keep: 4 }
+            .mask(k, b"4111111111111111")
+            .unwrap();
+        assert_eq!(m.parts(), [&b"****"[..], &b"1111"[..]]);
+        assert_eq!((m.len(), m.is_empty()), (8, false));
+        let h = Style::Hash.mask(k, b"alice").unwrap();
+        assert_eq!(h.parts()[1], b"");
+        assert_eq!(h.len(), 2 + HASH_HEX);
+        assert_eq!(Style::Redact.mask(k, b"x").unwrap().to_vec(), b"****");
+        assert_eq!(Style::Null.mask(k, b"x"), None);
+    }
 
     #[test]
     fn styles() {

@@ -19,7 +19,7 @@ use super::writer::{Unrepresentable, put_cstr, write_message};
 pub use super::auth::{Authentication, encode_auth_cleartext_request, encode_auth_ok};
 pub use super::command_tag::command_tag_rows;
 pub use super::notice::{ErrorFields, ErrorNotice, Severity, encode_error, encode_notice};
-pub use super::rows::{FieldDescription, encode_data_row, encode_row_description};
+pub use super::rows::{DataRowValues, FieldDescription, encode_data_row, encode_row_description};
 
 /// A message from a server, borrowing from the frame it was parsed from.
 #[derive(Debug, Clone, PartialEq, Eq)]

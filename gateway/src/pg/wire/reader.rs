@@ -7,6 +7,7 @@
 use super::WireError;
 
 /// Reads big-endian fields from the front of a byte slice.
+#[derive(Clone)]
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     /// Names the message in errors ("Bind", "DataRow", ...).
