@@ -15,7 +15,9 @@ const HEADER: usize = 8;
 /// control plane takes messages up to 64 MiB).
 pub const MAX_RECORD: usize = 32 * 1024 * 1024;
 
-const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+/// Slice-by-16 tables (16 KiB, built at compile time): every record is summed twice, written
+/// and read back, and this is several times faster than a byte at a time.
+const CRC: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
 
 /// What a record means to the uploader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +123,17 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_checksum_is_crc32c() {
+        // The standard check value: spool files written by any build read in any other.
+        assert_eq!(CRC.checksum(b"123456789"), 0xe306_9283);
+        let bytecrc = crc::Crc::<u32, crc::Table<1>>::new(&crc::CRC_32_ISCSI);
+        let long: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for n in [0, 1, 15, 16, 17, 255, 1000] {
+            assert_eq!(CRC.checksum(&long[..n]), bytecrc.checksum(&long[..n]));
+        }
+    }
 
     fn event(seq: u64) -> pb::AuditEvent {
         pb::AuditEvent {
