@@ -510,25 +510,15 @@ pub fn withheld_text(code: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::pg::wire::decode_frame;
     use countersign_policy::mask::{CatalogRelation, RelationKind};
 
-    /// A masker for `SELECT id, secret, note FROM t`: `secret` hashed, emails detected.
-    fn masker() -> RowMasker {
-        let policy = Policy::parse(
-            r#"
-[[mask]]
-name = "m"
-columns = ["public.t.secret"]
-style = "hash"
-[[mask]]
-name = "d"
-detect = ["email"]
-"#,
-        )
-        .unwrap();
+    /// The index of `policy` over one table, `public.t (id, secret, note)` with oid 1: the
+    /// masking tests' catalog.
+    pub(super) fn index_over_t(policy: &str) -> Arc<MaskIndex> {
+        let policy = Policy::parse(policy).unwrap();
         let catalog = Catalog {
             relations: vec![CatalogRelation {
                 oid: 1,
@@ -540,11 +530,26 @@ detect = ["email"]
             }],
             functions: vec![],
         };
-        let index = Arc::new(MaskIndex::new(
+        Arc::new(MaskIndex::new(
             policy.masking("r", "e", None),
             &catalog,
             b"k",
-        ));
+        ))
+    }
+
+    /// A masker for `SELECT id, secret, note FROM t`: `secret` hashed, emails detected.
+    fn masker() -> RowMasker {
+        let index = index_over_t(
+            r#"
+[[mask]]
+name = "m"
+columns = ["public.t.secret"]
+style = "hash"
+[[mask]]
+name = "d"
+detect = ["email"]
+"#,
+        );
         let ctx = Arc::new(MaskCtx {
             index,
             stmt: StatementMask::default(),

@@ -340,11 +340,9 @@ fn escape_text(value: &[u8], delimiter: u8, out: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use countersign_policy::Policy;
-    use countersign_policy::mask::{Catalog, CatalogRelation, RelationKind};
 
     fn masker(format: CopyFormat, header: bool) -> CopyMasker {
-        let policy = Policy::parse(
+        let index = super::super::tests::index_over_t(
             r#"
 [[mask]]
 name = "m"
@@ -353,24 +351,7 @@ columns = ["public.t.secret"]
 name = "d"
 detect = ["email"]
 "#,
-        )
-        .unwrap();
-        let catalog = Catalog {
-            relations: vec![CatalogRelation {
-                oid: 1,
-                schema: "public".into(),
-                name: "t".into(),
-                kind: RelationKind::Table,
-                columns: vec![(1, "id".into()), (2, "secret".into()), (3, "note".into())],
-                definition: None,
-            }],
-            functions: vec![],
-        };
-        let index = Arc::new(MaskIndex::new(
-            policy.masking("r", "e", None),
-            &catalog,
-            &[],
-        ));
+        );
         let plan = CopyMask {
             format,
             delimiter: if format == CopyFormat::Csv {
