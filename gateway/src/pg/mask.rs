@@ -637,5 +637,13 @@ detect = ["email"]
         assert_eq!(columns(&three), vec![None; 3]);
         let empty = decode_frame(&mut out, 1 << 20).unwrap().unwrap();
         assert_eq!(columns(&empty), Vec::<Option<Vec<u8>>>::new());
+        // A readable count but a value running past the end: not a row of that many NULLs.
+        let mut short = data_row(&[Some(b"a"), Some(b"b"), Some(b"c")]);
+        let mut raw = BytesMut::from(&short.bytes[..]);
+        raw[7..11].copy_from_slice(&100i32.to_be_bytes());
+        short.bytes = raw.freeze();
+        null_row(&short, &mut out);
+        let empty = decode_frame(&mut out, 1 << 20).unwrap().unwrap();
+        assert_eq!(columns(&empty), Vec::<Option<Vec<u8>>>::new());
     }
 }

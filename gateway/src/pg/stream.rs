@@ -231,12 +231,14 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
 pub struct Outgoing {
     frames: Vec<Bytes>,
     built: BytesMut,
-    /// A message bigger than `BUILD_CHUNK` was built: its buffer is let go after the write.
+    /// More than `BUILD_KEEP` bytes were built for one write: the buffer is let go after it.
     oversized: bool,
 }
 
 /// The least the build buffer grows by: one allocation serves many rows.
 const BUILD_CHUNK: usize = 64 * 1024;
+/// The most the build buffer keeps between writes.
+const BUILD_KEEP: usize = 16 * BUILD_CHUNK;
 
 impl Outgoing {
     /// A frame to send as it is, after everything before it. An empty one (a swallowed
@@ -252,7 +254,6 @@ impl Outgoing {
     /// The buffer to append a built message to, with room for at least `len` bytes.
     pub fn build(&mut self, len: usize) -> &mut BytesMut {
         if self.built.capacity() - self.built.len() < len {
-            self.oversized |= len > BUILD_CHUNK;
             self.built.reserve(len.max(BUILD_CHUNK));
         }
         &mut self.built
@@ -261,6 +262,9 @@ impl Outgoing {
     /// Built messages so far become one frame of the batch.
     fn seal(&mut self) {
         if !self.built.is_empty() {
+            // What was built, not what was asked for: a row can grow past its request (a
+            // malformed row replaced by a wide all-NULL one).
+            self.oversized |= self.built.len() > BUILD_KEEP;
             self.frames.push(self.built.split().freeze());
         }
     }
@@ -271,7 +275,7 @@ impl Outgoing {
         self.seal();
         write_frames(w, &mut self.frames).await?;
         if std::mem::take(&mut self.oversized) {
-            // One huge masked row does not keep its buffer for the rest of the session.
+            // A huge result does not keep its buffer for the rest of the session.
             self.built = BytesMut::new();
         }
         Ok(())
@@ -312,7 +316,7 @@ mod tests {
         assert_eq!(sink, b"T1D1D2D3D4C1");
         // Empty frames (swallowed messages) are skipped, even when nothing else is left.
         out.forward(Bytes::new());
-        out.write_to(&mut sink).await.unwrap();
+        assert!(out.frames.is_empty());
         let mut frames = vec![Bytes::new(), Bytes::from_static(b"Z1"), Bytes::new()];
         write_frames(&mut sink, &mut frames).await.unwrap();
         assert_eq!(sink, b"T1D1D2D3D4C1Z1");
@@ -322,5 +326,54 @@ mod tests {
         out.write_to(&mut sink).await.unwrap();
         assert_eq!(sink, b"D5");
         assert!(out.frames.is_empty() && out.built.is_empty());
+    }
+
+    /// Takes at most 3 bytes a call, so every write is partial.
+    struct Trickle(Vec<u8>);
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(3);
+            self.get_mut().0.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn partial_writes_resume_where_they_stopped() {
+        // More frames than one write takes (64), of lengths 0 to 4, so writes end inside
+        // frames, on their boundaries and next to empty ones.
+        let mut frames: Vec<Bytes> = (0..150u8)
+            .map(|i| Bytes::from(vec![i; usize::from(i % 5)]))
+            .collect();
+        let want: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        let mut sink = Trickle(Vec::new());
+        write_frames(&mut sink, &mut frames).await.unwrap();
+        assert_eq!(sink.0, want);
+        assert!(frames.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_huge_batch_does_not_keep_its_buffer() {
+        let mut out = Outgoing::default();
+        out.build(10).put_slice(&vec![7u8; BUILD_KEEP + 1]);
+        let mut sink = Vec::new();
+        out.write_to(&mut sink).await.unwrap();
+        assert_eq!(sink.len(), BUILD_KEEP + 1);
+        assert_eq!(out.built.capacity(), 0);
+        // An ordinary batch keeps it.
+        out.build(10).put_slice(b"D1");
+        out.write_to(&mut sink).await.unwrap();
+        assert!(out.built.capacity() > 0);
     }
 }
