@@ -213,7 +213,7 @@ mod tests {
         let got: Vec<_> = values.map(Result::unwrap).collect();
         assert_eq!(got, [Some(&b"1"[..]), None, Some(&b""[..])]);
         // Reading stops at the first bad value.
-        let mut bad = DataRowValues::new(b"\0\x03\xff\xff\xff\x00\xff\xff\xff\xff").unwrap();
+        let mut bad = DataRowValues::new(b"\0\x02\xff\xff\xff\x00\xff\xff\xff\xff").unwrap();
         assert!(matches!(bad.next(), Some(Err(_))));
         assert!(bad.next().is_none() && bad.is_empty());
         // The same refusals as parsing the whole row.
