@@ -33,9 +33,20 @@ for t in before after; do
 done
 
 # CPU ticks (1/100 s) of a process; of the backends connected to database $1 (the machine's:
-# busy_ticks, lib.sh).
+# busy_ticks, lib.sh); of the whole private cluster: the postmaster, its live children and
+# those it has reaped (backends of finished pgbench runs, autovacuum workers).
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 pg_ticks() { local s=0 p; for p in $(pgrep -f "postgres: postgres $1 "); do s=$((s + $(ticks "$p" 2>/dev/null || echo 0))); done; echo $s; }
+POSTMASTER=$(head -n1 "$DATA/pg/postmaster.pid")
+cluster_ticks() {
+  local s p
+  s=$(awk '{print $14+$15+$16+$17}' "/proc/$POSTMASTER/stat")
+  for p in $(pgrep -P "$POSTMASTER"); do s=$((s + $(ticks "$p" 2>/dev/null || echo 0))); done
+  echo "$s"
+}
+# pgbench with its arguments; its CPU ticks (reaped by the wrapping shell) go to file $1.
+PGBENCH_TICKS="$DATA/pgbench.ticks"
+timed_pgbench=(sh -c 'pgbench "$@"; awk "{print \$16+\$17}" "/proc/$$/stat" >"$0"' "$PGBENCH_TICKS")
 per_tx() { awk -v t="$1" -v tps="$2" -v s="$SECS" 'BEGIN { if (tps > 0) printf "%.0f", t * 1e4 / (tps * s); else printf "-" }'; }
 declare -A R
 TARGETS=(direct pgbouncer before after)
@@ -43,40 +54,54 @@ MODES=(simple extended prepared)
 for round in $(seq 1 "$ROUNDS"); do
   for mode in "${MODES[@]}"; do
     for t in "${TARGETS[@]}"; do
-      case $t in before|after) g0=$(ticks "${GWPID[$t]}"); c0=$(ticks "${CPPID[$t]}"); s0=$(pg_ticks "cs_$t") ;; esac
-      m0=$(busy_ticks)
-      v=$(bench_env "$t" env PGSSLMODE=disable pgbench -S -M "$mode" -c 8 -j 2 -T "$SECS" -n 2>/dev/null | tps)
+      case $t in
+        before|after) g0=$(ticks "${GWPID[$t]}"); c0=$(ticks "${CPPID[$t]}"); s0=$(pg_ticks "cs_$t") ;;
+        pgbouncer) g0=$(ticks "$(cat "$DATA/pgbouncer.pid")") ;;
+      esac
+      m0=$(busy_ticks); p0=$(cluster_ticks)
+      v=$(bench_env "$t" env PGSSLMODE=disable "${timed_pgbench[@]}" -S -M "$mode" -c 8 -j 2 -T "$SECS" -n 2>/dev/null | tps)
       # When the audit store falls behind, the upload goes on after pgbench ends: that CPU
       # belongs to these transactions, so a Countersign run is measured until it is done.
       case $t in before|after) d0=$(date +%s.%N); upload_drained "$t"
         R[$mode,$t,drain]+="$(awk -v a="$d0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a - 0.5 }') " ;;
       esac
-      m1=$(busy_ticks)
+      # The backends of pgbench's connections exit when it does: let the postmaster reap them
+      # (their CPU moves to its children's time) before the cluster is read.
+      sleep 0.3
+      m1=$(busy_ticks); p1=$(cluster_ticks)
       R[$mode,$t,tps]+="$v "
       R[$mode,$t,total]+="$(per_tx $((m1 - m0)) "$v") "
-      case $t in before|after)
-        R[$mode,$t,gw]+="$(per_tx $(( $(ticks "${GWPID[$t]}") - g0 )) "$v") "
-        R[$mode,$t,cp]+="$(per_tx $(( $(ticks "${CPPID[$t]}") - c0 )) "$v") "
-        R[$mode,$t,store]+="$(per_tx $(( $(pg_ticks "cs_$t") - s0 )) "$v") " ;;
+      R[$mode,$t,pgbench]+="$(per_tx "$(cat "$PGBENCH_TICKS")" "$v") "
+      R[$mode,$t,pg]+="$(per_tx $((p1 - p0)) "$v") "
+      case $t in
+        before|after)
+          R[$mode,$t,gw]+="$(per_tx $(( $(ticks "${GWPID[$t]}") - g0 )) "$v") "
+          R[$mode,$t,cp]+="$(per_tx $(( $(ticks "${CPPID[$t]}") - c0 )) "$v") "
+          R[$mode,$t,store]+="$(per_tx $(( $(pg_ticks "cs_$t") - s0 )) "$v") " ;;
+        pgbouncer) R[$mode,$t,gw]+="$(per_tx $(( $(ticks "$(cat "$DATA/pgbouncer.pid")") - g0 )) "$v") " ;;
       esac
     done
     echo "round $round $mode: $(for t in "${TARGETS[@]}"; do printf '%s %s tps %s µs/tx; ' "$t" "$(echo "${R[$mode,$t,tps]}" | awk '{print $NF}')" "$(echo "${R[$mode,$t,total]}" | awk '{print $NF}')"; done)"
   done
 done
 
-m() { echo "${R[$1]}" | median; }
-table="| mode | target | TPS | machine µs/tx | gateway | control plane | store backends | upload catch-up (s) | / PgBouncer TPS |
-|---|---|---|---|---|---|---|---|---|"
+m() { [ -z "${R[$1]:-}" ] || echo "${R[$1]}" | median; }
+table="| mode | target | TPS | machine µs/tx | pgbench | PostgreSQL | of which audit store backends | proxy | control plane | rest | upload catch-up (s) | / PgBouncer TPS |
+|---|---|---|---|---|---|---|---|---|---|---|---|"
 for mode in "${MODES[@]}"; do
   b=$(m "$mode,pgbouncer,tps")
   for t in "${TARGETS[@]}"; do
     v=$(m "$mode,$t,tps")
+    total=$(m "$mode,$t,total"); pgb=$(m "$mode,$t,pgbench"); pg=$(m "$mode,$t,pg")
+    proxy=$(m "$mode,$t,gw"); cp=$(m "$mode,$t,cp")
+    rest=$(awk -v a="$total" -v b="$pgb" -v c="$pg" -v d="${proxy:-0}" -v e="${cp:-0}" 'BEGIN { printf "%.0f", a - b - c - d - e }')
     case $t in
-      before|after) parts="$(m "$mode,$t,gw") | $(m "$mode,$t,cp") | $(m "$mode,$t,store") | $(m "$mode,$t,drain")" ;;
-      *) parts="- | - | - | -" ;;
+      before|after) parts="$(m "$mode,$t,store") | $proxy | $cp | $rest | $(m "$mode,$t,drain")" ;;
+      pgbouncer) parts="- | $proxy | - | $rest | -" ;;
+      *) parts="- | - | - | $rest | -" ;;
     esac
     table+="
-| $mode | $t | ${v%.*} | $(m "$mode,$t,total") | $parts | $(awk -v a="$v" -v b="$b" 'BEGIN { printf "%.2f×", a / b }') |"
+| $mode | $t | ${v%.*} | $total | $pgb | $pg | $parts | $(awk -v a="$v" -v b="$b" 'BEGIN { printf "%.2f×", a / b }') |"
   done
 done
 echo "$table"
@@ -88,9 +113,12 @@ alternating, each cell the median of $ROUNDS rounds. *before* and *after* are tw
 side by side (${3:+before: \`$(basename "$BIN_BEFORE")\`, an earlier build; }after: this checkout), each a
 \`countersign control-plane\` on its own database in the same cluster plus a \`countersign gateway\`,
 with three guardrails and a mask rule that matches nothing, audit of every statement on. µs/tx is
-CPU time over completed transactions: the machine's (everything: pgbench, PostgreSQL, the proxy,
-the control plane), and the gateway's, the control plane's and its store backends' (the PostgreSQL
-processes that insert the audit trail). A Countersign run is measured until its gateway has
+CPU time over completed transactions: the machine's (everything), pgbench's own, the whole
+PostgreSQL cluster's (every backend, reaped ones included, and the background processes: WAL
+writer, checkpointer, autovacuum), of which the backends serving the control plane's store (the
+audit inserts), the proxy process's (the gateway, or PgBouncer) and the control plane's; *rest* is
+the machine's CPU that none of these processes was charged with (mostly the kernel's network
+work done in interrupts). A Countersign run is measured until its gateway has
 uploaded every event (its upload counter still for half a second): *upload catch-up* is how long
 that took after pgbench ended, the audit store falling behind the statements.
 
