@@ -39,46 +39,57 @@ ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 pg_ticks() { local s=0 p; for p in $(pgrep -f "postgres: postgres $1 "); do s=$((s + $(ticks "$p" 2>/dev/null || echo 0))); done; echo $s; }
 POSTMASTER=$(head -n1 "$DATA/pg/postmaster.pid")
 cluster_ticks() {
-  local s p
-  s=$(awk '{print $14+$15+$16+$17}' "/proc/$POSTMASTER/stat")
-  for p in $(pgrep -P "$POSTMASTER"); do s=$((s + $(ticks "$p" 2>/dev/null || echo 0))); done
-  echo "$s"
+  # Read again when a child was reaped during the scan: it would be in neither sum.
+  local reaped before s p
+  while :; do
+    reaped=$(awk '{print $16+$17}' "/proc/$POSTMASTER/stat")
+    s=0
+    for p in $(pgrep -P "$POSTMASTER"); do s=$((s + $(ticks "$p" 2>/dev/null || echo 0))); done
+    before=$reaped
+    reaped=$(awk '{print $16+$17}' "/proc/$POSTMASTER/stat")
+    [ "$reaped" = "$before" ] && break
+  done
+  echo $((s + reaped + $(ticks "$POSTMASTER")))
 }
-# pgbench with its arguments; its CPU ticks (reaped by the wrapping shell) go to file $1.
+# pgbench with its arguments (its exit status kept); its CPU ticks, reaped by the wrapping
+# shell, go to the file named first.
 PGBENCH_TICKS="$DATA/pgbench.ticks"
-timed_pgbench=(sh -c 'pgbench "$@"; awk "{print \$16+\$17}" "/proc/$$/stat" >"$0"' "$PGBENCH_TICKS")
+timed_pgbench=(sh -c 'pgbench "$@"; r=$?; awk "{print \$16+\$17}" "/proc/$$/stat" >"$0"; exit $r' "$PGBENCH_TICKS")
 per_tx() { awk -v t="$1" -v tps="$2" -v s="$SECS" 'BEGIN { if (tps > 0) printf "%.0f", t * 1e4 / (tps * s); else printf "-" }'; }
+# Of target $t: its proxy's process (the gateway, or PgBouncer), its control plane, its store's
+# backends; 0 where it has none.
+proxy_ticks() { case $t in before|after) ticks "${GWPID[$t]}" ;; pgbouncer) ticks "$(cat "$DATA/pgbouncer.pid")" ;; *) echo 0 ;; esac; }
+cp_ticks() { case $t in before|after) ticks "${CPPID[$t]}" ;; *) echo 0 ;; esac; }
+store_ticks() { case $t in before|after) pg_ticks "cs_$t" ;; *) echo 0 ;; esac; }
 declare -A R
 TARGETS=(direct pgbouncer before after)
 MODES=(simple extended prepared)
 for round in $(seq 1 "$ROUNDS"); do
   for mode in "${MODES[@]}"; do
     for t in "${TARGETS[@]}"; do
-      case $t in
-        before|after) g0=$(ticks "${GWPID[$t]}"); c0=$(ticks "${CPPID[$t]}"); s0=$(pg_ticks "cs_$t") ;;
-        pgbouncer) g0=$(ticks "$(cat "$DATA/pgbouncer.pid")") ;;
-      esac
-      m0=$(busy_ticks); p0=$(cluster_ticks)
+      g0=$(proxy_ticks); c0=$(cp_ticks); s0=$(store_ticks); m0=$(busy_ticks); p0=$(cluster_ticks)
       v=$(bench_env "$t" env PGSSLMODE=disable "${timed_pgbench[@]}" -S -M "$mode" -c 8 -j 2 -T "$SECS" -n 2>/dev/null | tps)
       # When the audit store falls behind, the upload goes on after pgbench ends: that CPU
       # belongs to these transactions, so a Countersign run is measured until it is done.
       case $t in before|after) d0=$(date +%s.%N); upload_drained "$t"
         R[$mode,$t,drain]+="$(awk -v a="$d0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a - 0.5 }') " ;;
       esac
-      # The backends of pgbench's connections exit when it does: let the postmaster reap them
-      # (their CPU moves to its children's time) before the cluster is read.
-      sleep 0.3
-      m1=$(busy_ticks); p1=$(cluster_ticks)
+      # And until the machine is quiet: what a run leaves behind (WAL writes, autovacuum, the
+      # exit of pgbench's backends) is charged to it, not to the next run.
+      settle >/dev/null
+      mt=$(( $(busy_ticks) - m0 )); pg=$(( $(cluster_ticks) - p0 )); pgb=$(cat "$PGBENCH_TICKS")
+      gw=$(( $(proxy_ticks) - g0 )); cp=$(( $(cp_ticks) - c0 )); st=$(( $(store_ticks) - s0 ))
       R[$mode,$t,tps]+="$v "
-      R[$mode,$t,total]+="$(per_tx $((m1 - m0)) "$v") "
-      R[$mode,$t,pgbench]+="$(per_tx "$(cat "$PGBENCH_TICKS")" "$v") "
-      R[$mode,$t,pg]+="$(per_tx $((p1 - p0)) "$v") "
+      R[$mode,$t,total]+="$(per_tx "$mt" "$v") "
+      R[$mode,$t,pgbench]+="$(per_tx "$pgb" "$v") "
+      R[$mode,$t,pg]+="$(per_tx "$pg" "$v") "
+      R[$mode,$t,rest]+="$(per_tx $((mt - pgb - pg - gw - cp)) "$v") "
       case $t in
         before|after)
-          R[$mode,$t,gw]+="$(per_tx $(( $(ticks "${GWPID[$t]}") - g0 )) "$v") "
-          R[$mode,$t,cp]+="$(per_tx $(( $(ticks "${CPPID[$t]}") - c0 )) "$v") "
-          R[$mode,$t,store]+="$(per_tx $(( $(pg_ticks "cs_$t") - s0 )) "$v") " ;;
-        pgbouncer) R[$mode,$t,gw]+="$(per_tx $(( $(ticks "$(cat "$DATA/pgbouncer.pid")") - g0 )) "$v") " ;;
+          R[$mode,$t,gw]+="$(per_tx "$gw" "$v") "
+          R[$mode,$t,cp]+="$(per_tx "$cp" "$v") "
+          R[$mode,$t,store]+="$(per_tx "$st" "$v") " ;;
+        pgbouncer) R[$mode,$t,gw]+="$(per_tx "$gw" "$v") " ;;
       esac
     done
     echo "round $round $mode: $(for t in "${TARGETS[@]}"; do printf '%s %s tps %s µs/tx; ' "$t" "$(echo "${R[$mode,$t,tps]}" | awk '{print $NF}')" "$(echo "${R[$mode,$t,total]}" | awk '{print $NF}')"; done)"
@@ -93,8 +104,7 @@ for mode in "${MODES[@]}"; do
   for t in "${TARGETS[@]}"; do
     v=$(m "$mode,$t,tps")
     total=$(m "$mode,$t,total"); pgb=$(m "$mode,$t,pgbench"); pg=$(m "$mode,$t,pg")
-    proxy=$(m "$mode,$t,gw"); cp=$(m "$mode,$t,cp")
-    rest=$(awk -v a="$total" -v b="$pgb" -v c="$pg" -v d="${proxy:-0}" -v e="${cp:-0}" 'BEGIN { printf "%.0f", a - b - c - d - e }')
+    proxy=$(m "$mode,$t,gw"); cp=$(m "$mode,$t,cp"); rest=$(m "$mode,$t,rest")
     case $t in
       before|after) parts="$(m "$mode,$t,store") | $proxy | $cp | $rest | $(m "$mode,$t,drain")" ;;
       pgbouncer) parts="- | $proxy | - | $rest | -" ;;
@@ -117,8 +127,10 @@ CPU time over completed transactions: the machine's (everything), pgbench's own,
 PostgreSQL cluster's (every backend, reaped ones included, and the background processes: WAL
 writer, checkpointer, autovacuum), of which the backends serving the control plane's store (the
 audit inserts), the proxy process's (the gateway, or PgBouncer) and the control plane's; *rest* is
-the machine's CPU that none of these processes was charged with (mostly the kernel's network
-work done in interrupts). A Countersign run is measured until its gateway has
+the machine's CPU that none of these processes was charged with (the kernel's work in
+interrupts, the benchmark's own tools, the idle second Countersign instance), each a median
+of per-round values. A run is measured until the machine is quiet again, so what it leaves
+behind (WAL writes, autovacuum) is charged to it. A Countersign run is measured until its gateway has
 uploaded every event (its upload counter still for half a second): *upload catch-up* is how long
 that took after pgbench ended, the audit store falling behind the statements.
 
