@@ -26,6 +26,7 @@ use super::relay::Shared;
 use super::track::StatementInfo;
 use super::wire::Frame;
 use super::wire::backend::{self, BackendMessage, DataRowValues, FieldDescription};
+use super::wire::writer::{Unrepresentable, put_count16, put_nullable, write_message};
 use bytes::{BufMut, Bytes, BytesMut};
 use countersign_policy::Policy;
 use countersign_policy::mask::{Catalog, Field, MaskIndex, StatementMask, Style};
@@ -307,8 +308,8 @@ impl RowMasker {
         if self.is_noop() {
             return false;
         }
-        let values = match DataRowValues::new(frame.body()) {
-            Ok(v) if v.len() == self.columns.len() && v.clone().check().is_ok() => v,
+        let values = match DataRowValues::checked(frame.body()) {
+            Ok(v) if v.len() == self.columns.len() => v,
             _ => {
                 put_all_null(self.columns.len(), out);
                 return true;
@@ -317,81 +318,63 @@ impl RowMasker {
         let key = self.ctx.index.key();
         let start = out.len();
         let mut changed = false;
-        // The new row is written as we go: tag, length (patched below), column count.
-        out.put_u8(b'D');
-        out.put_i32(0);
-        // Fits: it is the count the row was read with (`count16`).
-        out.put_u16(u16::try_from(self.columns.len()).unwrap_or(u16::MAX));
-        for (value, col) in values.zip(&self.columns) {
-            // Checked above: every value reads.
-            let Ok(Some(value)) = value else {
-                out.put_i32(-1);
-                continue;
-            };
-            if let Some((style, rule)) = &col.mask {
-                stats.rule(rule);
-                changed = true;
-                let style = if col.binary && !binary_is_text(col.type_oid) {
-                    // Binary bytes of another type are no text to keep a tail of.
-                    match style {
-                        Style::Null | Style::Hash => *style,
-                        _ => Style::Redact,
-                    }
-                } else {
-                    *style
+        // The new row is written as we go. One that masking grew past what a message's
+        // lengths hold (a hash is longer than a short match) is not written at all.
+        write_message(out, Some(b'D'), |o| {
+            put_count16(o, self.columns.len())?;
+            for (value, col) in values.zip(&self.columns) {
+                // Checked above: every value reads.
+                let Ok(Some(value)) = value else {
+                    put_nullable(o, None)?;
+                    continue;
                 };
-                match style.mask(key, value) {
-                    Some(masked) => {
-                        out.put_i32(field_len(masked.len()));
-                        for part in masked.parts() {
-                            out.extend_from_slice(part);
+                if let Some((style, rule)) = &col.mask {
+                    stats.rule(rule);
+                    changed = true;
+                    let style = if col.binary && !binary_is_text(col.type_oid) {
+                        // Binary bytes of another type are no text to keep a tail of.
+                        match style {
+                            Style::Null | Style::Hash => *style,
+                            _ => Style::Redact,
                         }
+                    } else {
+                        *style
+                    };
+                    match style.mask(key, value) {
+                        Some(masked) => {
+                            o.put_i32(i32::try_from(masked.len()).map_err(|_| Unrepresentable)?);
+                            for part in masked.parts() {
+                                o.put_slice(part);
+                            }
+                        }
+                        None => put_nullable(o, None)?,
                     }
-                    None => out.put_i32(-1),
+                    continue;
                 }
-                continue;
-            }
-            if self.detect
-                && (!col.binary || binary_is_text(col.type_oid))
-                && let Some(masked) =
-                    mask_detected(&self.ctx.index, value, text_like(col.type_oid), stats)
-            {
-                changed = true;
-                match masked {
-                    Some(v) => {
-                        out.put_i32(field_len(v.len()));
-                        out.extend_from_slice(&v);
-                    }
-                    None => out.put_i32(-1),
+                if self.detect
+                    && (!col.binary || binary_is_text(col.type_oid))
+                    && let Some(masked) =
+                        mask_detected(&self.ctx.index, value, text_like(col.type_oid), stats)
+                {
+                    changed = true;
+                    put_nullable(o, masked.as_deref())?;
+                    continue;
                 }
-                continue;
+                put_nullable(o, Some(value))?;
             }
-            out.put_i32(field_len(value.len()));
-            out.extend_from_slice(value);
+            Ok(())
+        });
+        if out.len() == start {
+            // Not written: every column NULL, never a clamped length.
+            put_all_null(self.columns.len(), out);
+            return true;
         }
         if !changed {
             out.truncate(start);
             return false;
         }
-        // Masking may grow a row (a hash is longer than a short match); one grown past what a
-        // length word holds goes out with every column NULL, never with a clamped length.
-        // Any value that long makes the whole message longer, so this one check covers them.
-        let Ok(len) = i32::try_from(out.len() - start - 1) else {
-            out.truncate(start);
-            put_all_null(self.columns.len(), out);
-            return true;
-        };
-        if let Some(slot) = out.get_mut(start + 1..start + 5) {
-            slot.copy_from_slice(&len.to_be_bytes());
-        }
         true
     }
-}
-
-/// A value's length word. One over 2 GiB is clamped here and its row replaced by `row`'s
-/// final check.
-fn field_len(len: usize) -> i32 {
-    i32::try_from(len).unwrap_or(i32::MAX)
 }
 
 /// The content detectors over one value: `None` when they find nothing; otherwise the value
@@ -436,22 +419,13 @@ pub(super) fn mask_detected(
 /// `frame` (a DataRow) with every column NULL, at the end of `out`; an empty row when it does
 /// not parse.
 pub fn null_row(frame: &Frame, out: &mut BytesMut) {
-    let n = DataRowValues::new(frame.body())
-        .ok()
-        .filter(|v| v.clone().check().is_ok())
-        .map_or(0, |v| v.len());
+    let n = DataRowValues::checked(frame.body()).map_or(0, |v| v.len());
     put_all_null(n, out);
 }
 
-/// A DataRow of `n` NULL columns (at most 65535), at the end of `out`.
+/// A DataRow of `n` NULL columns, at the end of `out`: the fail-closed replacement of a row.
 fn put_all_null(n: usize, out: &mut BytesMut) {
-    let n = u16::try_from(n).unwrap_or(u16::MAX);
-    out.put_u8(b'D');
-    out.put_i32(4 + 2 + 4 * i32::from(n));
-    out.put_u16(n);
-    for _ in 0..n {
-        out.put_i32(-1);
-    }
+    backend::encode_data_row(&vec![None; n], out);
 }
 
 /// An ErrorResponse or NoticeResponse with its texts withheld: severity, SQLSTATE and

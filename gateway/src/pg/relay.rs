@@ -21,7 +21,7 @@ use super::track::{Pending, Tracker};
 use super::wire::backend::{self, BackendMessage, ErrorNotice, Severity};
 use crate::audit::{AuditBody, AuditEvent, AuditSink};
 use crate::control::RemoteConfig;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -481,12 +481,11 @@ impl Masking {
                 };
                 // A row grown by masking past what a length word holds ends the COPY (and
                 // the session), never goes out with a clamped length.
-                let len = i32::try_from(body.len() + 4)
-                    .map_err(|_| "a masked COPY row is too long for a message".to_owned())?;
                 let mut out = BytesMut::with_capacity(body.len() + 5);
-                out.put_u8(b'd');
-                out.put_i32(len);
-                out.extend_from_slice(&body);
+                backend::encode_copy_data(&body, &mut out);
+                if out.is_empty() {
+                    return Err("a masked COPY row is too long for a message".to_owned());
+                }
                 return Ok(Some(out.freeze()));
             }
             b'c' => {

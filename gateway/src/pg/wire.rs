@@ -33,7 +33,7 @@ mod reader;
 mod rows;
 #[cfg(test)]
 mod test_util;
-mod writer;
+pub(crate) mod writer;
 
 pub use error::WireError;
 pub use frame::{Frame, decode_frame};

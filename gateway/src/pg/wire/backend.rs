@@ -211,6 +211,14 @@ pub fn encode_ready_for_query(status: u8, out: &mut BytesMut) {
     });
 }
 
+/// CopyData. Data over what a message's length holds is not written (see `writer`).
+pub fn encode_copy_data(data: &[u8], out: &mut BytesMut) {
+    write_message(out, Some(b'd'), |o| {
+        o.put_slice(data);
+        Ok(())
+    });
+}
+
 pub fn encode_command_complete(tag: &str, out: &mut BytesMut) {
     write_message(out, Some(b'C'), |o| {
         put_cstr(o, tag.as_bytes());
@@ -274,6 +282,8 @@ mod tests {
         assert_eq!(parse_one(&mut buf), "Authentication(CleartextPassword)");
         encode_auth_ok(&mut buf);
         assert_eq!(parse_one(&mut buf), "Authentication(Ok)");
+        encode_copy_data(b"row", &mut buf);
+        assert_eq!(parse_one(&mut buf), "CopyData { data: [114, 111, 119] }");
 
         let e = ErrorNotice {
             severity: Severity::Error,

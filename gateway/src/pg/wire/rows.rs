@@ -63,6 +63,13 @@ impl<'a> DataRowValues<'a> {
         Ok(Self { r, left })
     }
 
+    /// The values of a body already checked whole (see [`DataRowValues::check`]).
+    pub fn checked(body: &'a [u8]) -> Result<Self, WireError> {
+        let values = Self::new(body)?;
+        values.clone().check()?;
+        Ok(values)
+    }
+
     /// The number of values not yet read.
     pub fn len(&self) -> usize {
         self.left

@@ -1,4 +1,5 @@
-//! Helpers the encoders share: length-prefixed message framing and C strings.
+//! Helpers the encoders share: length-prefixed message framing and C strings. Masking
+//! (`pg::mask`) uses them too, for the rows it rewrites value by value.
 //!
 //! Encoders take values from our own code, not raw peer bytes, but some of those values
 //! (column data, error text) did come from a peer. Two rules keep them from changing the
