@@ -46,9 +46,20 @@ fn statement(session: &str, seq: u64, identity: &str, sql: &str) -> NewAuditEven
     }
 }
 
+/// `statement` sent with its values as separate parameters (extended protocol).
+fn parameterized(session: &str, seq: u64, identity: &str, sql: &str) -> NewAuditEvent {
+    let mut e = statement(session, seq, identity, sql);
+    if let AuditBody::Statement(s) = &mut e.body {
+        s.protocol = "extended".to_owned();
+        s.parameter_count = 1;
+    }
+    e
+}
+
 /// Text search: case-insensitive, `%` and `_` taken literally, and matches
 /// found both among the newest 10,000 events (the search's first step) and
-/// beyond them (its second step), newest first across both.
+/// beyond them (its second step), newest first across both; texts sent with
+/// separate parameters (kept once in `audit_texts` on PostgreSQL) among them.
 #[tokio::test]
 async fn text_search_reaches_past_its_window_escapes_and_ignores_case() {
     for (backend, store) in backends().await {
@@ -56,16 +67,23 @@ async fn text_search_reaches_past_its_window_escapes_and_ignores_case() {
         let base = Utc::now() - Duration::hours(2);
         let events: Vec<NewAuditEvent> = (0..10_050u64)
             .map(|i| {
-                let sql = match i {
-                    0..=2 => format!("SELECT 'Needle' FROM hay -- {i}"),
-                    10_040..=10_044 => format!("select needle from hay -- {i}"),
-                    100 => "SELECT '50% off'".to_owned(),
-                    101 => "SELECT '50x off'".to_owned(),
-                    102 => "SELECT a_b FROM t".to_owned(),
-                    103 => "SELECT axb FROM t".to_owned(),
-                    _ => format!("SELECT {i} FROM t"),
+                let (sql, params) = match i {
+                    0..=2 => (format!("SELECT 'Needle' FROM hay -- {i}"), false),
+                    5..=7 => ("SELECT * FROM needles WHERE id = $1".to_owned(), true),
+                    10_040..=10_044 => (format!("select needle from hay -- {i}"), false),
+                    10_045..=10_046 => ("UPDATE needles SET n = $1".to_owned(), true),
+                    100 => ("SELECT '50% off'".to_owned(), false),
+                    101 => ("SELECT '50x off'".to_owned(), false),
+                    102 => ("SELECT a_b FROM t".to_owned(), false),
+                    103 => ("SELECT axb FROM t".to_owned(), false),
+                    _ if i % 3 == 0 => ("SELECT v FROM t WHERE k = $1".to_owned(), true),
+                    _ => (format!("SELECT {i} FROM t"), false),
                 };
-                let mut e = statement("bulk", i, "bob@example.com", &sql);
+                let mut e = if params {
+                    parameterized("bulk", i, "bob@example.com", &sql)
+                } else {
+                    statement("bulk", i, "bob@example.com", &sql)
+                };
                 e.at = base + Duration::milliseconds(i as i64);
                 e
             })
@@ -95,22 +113,171 @@ async fn text_search_reaches_past_its_window_escapes_and_ignores_case() {
         };
         assert_eq!(
             search("NEEDLE", 100).await,
-            vec![0, 1, 2, 10_040, 10_041, 10_042, 10_043, 10_044],
+            vec![
+                0, 1, 2, 5, 6, 7, 10_040, 10_041, 10_042, 10_043, 10_044, 10_045, 10_046
+            ],
             "{who}: both steps, oldest first"
         );
         assert_eq!(
-            search("needle", 6).await,
-            vec![2, 10_040, 10_041, 10_042, 10_043, 10_044],
-            "{who}: the newest 6"
+            search("needle", 9).await,
+            vec![
+                5, 6, 7, 10_040, 10_041, 10_042, 10_043, 10_044, 10_045, 10_046
+            ][1..]
+                .to_vec(),
+            "{who}: the newest 9"
+        );
+        assert_eq!(
+            search("needle", 11).await,
+            vec![
+                2, 5, 6, 7, 10_040, 10_041, 10_042, 10_043, 10_044, 10_045, 10_046
+            ],
+            "{who}: the newest 11, across both kinds of text"
         );
         assert_eq!(
             search("needle", 3).await,
-            vec![10_042, 10_043, 10_044],
+            vec![10_044, 10_045, 10_046],
             "{who}: the window alone"
+        );
+        assert_eq!(
+            search("FROM NEEDLES", 100).await,
+            vec![5, 6, 7],
+            "{who}: a parameterized text beyond the window"
         );
         assert_eq!(search("50%", 100).await, vec![100], "{who}");
         assert_eq!(search("a_b", 100).await, vec![102], "{who}");
         assert!(search("no such text", 100).await.is_empty(), "{who}");
+        // The common parameterized text: every one of its events, newest first across the
+        // window and beyond.
+        let common = search("WHERE k = $1", 20_000).await;
+        assert_eq!(common.len(), 3_345, "{who}");
+        assert!(common.windows(2).all(|w| w[0] < w[1]), "{who}");
+        if let Backend::Postgres { .. } = backend {
+            // Each parameterized text once; only parameterized events carry its digest.
+            assert_eq!(
+                count(&store, "SELECT count(*) AS n FROM audit_texts").await,
+                3,
+                "{who}"
+            );
+            assert_eq!(
+                count(
+                    &store,
+                    "SELECT count(*) AS n FROM audit_events WHERE statement_digest IS NOT NULL"
+                )
+                .await,
+                3_345 + 5,
+                "{who}"
+            );
+        }
+    }
+}
+
+/// A number the query returns as `n` (PostgreSQL).
+async fn count(store: &Store, sql: &str) -> i64 {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    store
+        .db_for_tests()
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap()
+}
+
+/// PostgreSQL keeps each parameterized text once (`audit_texts`): the
+/// retention purge removes a text with the last event that points to it and
+/// keeps the others, nothing else may change or delete a text, and a purge of
+/// texts racing an ingest of the same text never leaves an event whose text is
+/// missing (it would be invisible to text search).
+#[tokio::test]
+async fn parameterized_texts_are_purged_with_their_last_event() {
+    use sea_orm::ConnectionTrait;
+    for (backend, store) in backends().await {
+        let who = backend.name();
+        let old = Utc::now() - Duration::days(40);
+        let mut batch = Vec::new();
+        for (session, sql) in [
+            ("gone", "SELECT * FROM gone WHERE id = $1"),
+            ("kept", "SELECT * FROM kept WHERE id = $1"),
+        ] {
+            let mut e = parameterized(session, 0, "bob@example.com", sql);
+            e.at = old;
+            batch.push(e);
+            batch.push(parameterized(
+                session,
+                1,
+                "bob@example.com",
+                "SELECT * FROM kept WHERE id = $1",
+            ));
+        }
+        store.insert_audit_events(&batch).await.unwrap();
+        let purged = store
+            .purge_audit("pg-prod", Utc::now() - Duration::days(30))
+            .await
+            .unwrap();
+        assert_eq!(purged, 2, "{who}");
+        let search = |text: &str| {
+            let filter = AuditFilter {
+                text: Some(text.into()),
+                limit: 10,
+                ..Default::default()
+            };
+            let store = &store;
+            async move { store.search_audit(&filter).await.unwrap().len() }
+        };
+        assert_eq!(search("FROM gone").await, 0, "{who}");
+        assert_eq!(search("FROM kept").await, 2, "{who}");
+        let Backend::Postgres { .. } = backend else {
+            assert_eq!(store.purge_audit_texts().await.unwrap(), 0, "{who}");
+            continue;
+        };
+        let texts = "SELECT count(*) AS n FROM audit_texts";
+        assert_eq!(
+            count(&store, texts).await,
+            1,
+            "{who}: the purged text is gone"
+        );
+        assert_eq!(store.purge_audit_texts().await.unwrap(), 0, "{who}");
+        let db = store.db_for_tests();
+        for sql in [
+            "DELETE FROM audit_texts",
+            "UPDATE audit_texts SET statement = 'SELECT 1'",
+            "TRUNCATE audit_texts",
+        ] {
+            let refused = db.execute_unprepared(sql).await;
+            assert!(
+                refused
+                    .as_ref()
+                    .is_err_and(|e| e.to_string().contains("append-only")),
+                "{who}: {sql}: {refused:?}"
+            );
+        }
+        assert_eq!(count(&store, texts).await, 1, "{who}");
+
+        // Each round: a text no event points to, then an ingest of an event with that text and
+        // a purge of texts at once. Whichever goes first, the event's text must be there after.
+        for round in 0..40u64 {
+            let sql = format!("SELECT * FROM race_{round} WHERE id = $1");
+            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(sql.as_bytes()));
+            db.execute_unprepared(&format!(
+                "INSERT INTO audit_texts VALUES ('\\x{digest}', '{sql}')"
+            ))
+            .await
+            .unwrap();
+            let event = [parameterized(
+                &format!("race-{round}"),
+                0,
+                "bob@example.com",
+                &sql,
+            )];
+            let (stored, _) =
+                tokio::join!(store.insert_audit_events(&event), store.purge_audit_texts());
+            assert_eq!(stored.unwrap(), 1, "{who}");
+        }
+        let orphans = "SELECT count(*) AS n FROM audit_events e WHERE statement_digest IS NOT NULL \
+            AND NOT EXISTS (SELECT 1 FROM audit_texts t WHERE t.digest = e.statement_digest)";
+        assert_eq!(count(&store, orphans).await, 0, "{who}");
+        assert_eq!(search("FROM race_").await, 10, "{who}");
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! One `mNNNN_name.rs` file per migration; the migration's name comes from the
 //! file. A shipped migration is never edited: mistakes get a new migration.
-//! Every migration runs on both PostgreSQL (production) and SQLite (`countersign dev`).
+//! Every migration runs on both PostgreSQL (production) and SQLite (`countersign dev`); one
+//! that builds what only PostgreSQL has (a trigram index) does nothing on SQLite.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -17,6 +18,7 @@ mod m0008_audit_chain;
 mod m0009_audit_search;
 mod m0010_gateway_enrollment;
 mod m0011_sso;
+mod m0012_audit_texts;
 
 pub struct Migrator;
 
@@ -35,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0009_audit_search::Migration),
             Box::new(m0010_gateway_enrollment::Migration),
             Box::new(m0011_sso::Migration),
+            Box::new(m0012_audit_texts::Migration),
         ]
     }
 }

@@ -377,16 +377,74 @@ impl Store {
         else {
             return Ok(found);
         };
-        let older = newest_first(filtered(filter, backend).filter(before(&(
-            edge.at,
-            edge.session_id,
-            edge.seq,
-        ))))
-        .limit(short)
-        .all(self.db())
-        .await?;
+        let edge = before(&(edge.at, edge.session_id, edge.seq));
+        let older = if backend == sea_orm::DbBackend::Postgres {
+            self.search_older_pg(&rest, text, edge, short).await?
+        } else {
+            newest_first(filtered(filter, backend).filter(edge))
+                .limit(short)
+                .all(self.db())
+                .await?
+        };
         found.extend(older);
         Ok(found)
+    }
+
+    /// The newest `limit` events that match `rest`, are older than `edge` and whose text
+    /// contains `text`, on PostgreSQL, in one query: the events with their text in their row
+    /// only, through the partial trigram index, and the events of each parameterized text that
+    /// matches, found in `audit_texts` through its own trigram index and followed into the
+    /// events by `audit_events_statement_digest` (migration m0012), newest first. Every event
+    /// is in exactly one of the two: its digest is NULL, or its text is in `audit_texts` under
+    /// its digest (stored in the same transaction, and purged only once no event points to it).
+    async fn search_older_pg(
+        &self,
+        rest: &AuditFilter,
+        text: &str,
+        edge: sea_orm::Condition,
+        limit: u64,
+    ) -> Result<Vec<audit_event::Model>, StoreError> {
+        use audit_event::Column as C;
+        use sea_orm::QueryTrait;
+        use sea_orm::sea_query::{
+            Alias, Asterisk, Expr, ExprTrait, JoinType, Order, Query, UnionType,
+        };
+        let backend = sea_orm::DbBackend::Postgres;
+        let digest = || Expr::col((audit_event::Entity, Alias::new("statement_digest")));
+        let inline = newest_first(
+            filtered(rest, backend)
+                .filter(edge.clone())
+                .filter(text_matches(text, backend))
+                .filter(digest().is_null()),
+        )
+        .limit(limit)
+        .into_query();
+        let (texts, events) = (Alias::new("t"), Alias::new("e"));
+        let per_text = newest_first(
+            filtered(rest, backend)
+                .filter(edge)
+                .filter(digest().equals((texts.clone(), Alias::new("digest")))),
+        )
+        .limit(limit)
+        .into_query();
+        let mut parameterized = Query::select();
+        parameterized
+            .column((events.clone(), Asterisk))
+            .from_as(Alias::new("audit_texts"), texts.clone())
+            .join_lateral(JoinType::InnerJoin, per_text, events, Expr::val(true))
+            .and_where(contains(Expr::col((texts, C::Statement)), text, backend));
+        let mut q = Query::select();
+        q.column(Asterisk)
+            .from_subquery(inline, Alias::new("i"))
+            .union(UnionType::All, parameterized)
+            .order_by(C::At, Order::Desc)
+            .order_by(C::SessionId, Order::Desc)
+            .order_by(C::Seq, Order::Desc)
+            .limit(limit);
+        Ok(audit_event::Entity::find()
+            .from_raw_sql(backend.build(&q))
+            .all(self.db())
+            .await?)
     }
 
     /// One session's events in seq order, after `after_seq`, at most `limit`.
@@ -506,7 +564,21 @@ fn filtered(
 /// by the trigram index of migration m0009), `LIKE` on SQLite (which ignores
 /// ASCII case). The text's own `%`, `_` and `\` are escaped.
 fn text_matches(text: &str, backend: sea_orm::DbBackend) -> sea_orm::sea_query::SimpleExpr {
-    use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr, extension::postgres::PgExpr};
+    // Unqualified: the same expression filters the table and a subquery of it.
+    contains(
+        sea_orm::sea_query::Expr::col(audit_event::Column::Statement),
+        text,
+        backend,
+    )
+}
+
+/// `column` contains `text`, as [`text_matches`] describes.
+fn contains(
+    column: sea_orm::sea_query::Expr,
+    text: &str,
+    backend: sea_orm::DbBackend,
+) -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::{ExprTrait, LikeExpr, extension::postgres::PgExpr};
     let mut pattern = String::with_capacity(text.len() + 2);
     pattern.push('%');
     for c in text.chars() {
@@ -516,8 +588,6 @@ fn text_matches(text: &str, backend: sea_orm::DbBackend) -> sea_orm::sea_query::
         pattern.push(c);
     }
     pattern.push('%');
-    // Unqualified: the same expression filters the table and a subquery of it.
-    let column = Expr::col(audit_event::Column::Statement);
     match backend {
         // Backslash is PostgreSQL's default LIKE escape.
         sea_orm::DbBackend::Postgres => column.ilike(LikeExpr::new(pattern)),

@@ -10,6 +10,9 @@
 //! side builds or parses JSON: the control plane writes each value's binary form once, and
 //! the server reads it with the columns' binary input functions.
 //!
+//! The same transaction stores the batch's parameterized statement texts in `audit_texts`
+//! (see [`text_digest`]) before the rows that point to them, under [`TEXTS_LOCK_KEY`].
+//!
 //! What it guarantees: the rows, the heads they move and the head locks are one transaction.
 //! An error before [`PgIngest::copy_and_commit`] drops the transaction, which sqlx rolls back
 //! before the connection is used again. The `COPY` and the commit run on a task of their own,
@@ -25,15 +28,57 @@ use chrono::{DateTime, Utc};
 use sea_orm::sqlx::{self, Postgres};
 use sea_orm::{DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
+use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 /// The statement of [`PgIngest::copy_and_commit`]: its columns in the order each row's fields are
 /// written by [`encode_rows`].
 const COPY: &str = "COPY audit_events (session_id, seq, at, event, identity, resource, \
     statement, kinds, protocol, parameter_count, duration_us, command_tag, rows, error, \
-    decision, rule, detail, received_at, prev_seq, prev_hash, chain_hash) \
+    decision, rule, detail, received_at, prev_seq, prev_hash, chain_hash, statement_digest) \
     FROM STDIN (FORMAT binary)";
-const FIELDS: i16 = 21;
+const FIELDS: i16 = 22;
+
+/// Stores a batch's parameterized statement texts in `audit_texts`, once each: a text already
+/// there is left as it is.
+const INSERT_TEXTS: &str = "INSERT INTO audit_texts (digest, statement) \
+    SELECT * FROM unnest($1::bytea[], $2::text[]) ON CONFLICT (digest) DO NOTHING";
+
+/// The advisory lock between ingest and the purge of unreferenced texts ("cs-text" as a
+/// number). Ingest holds it shared from before it looks for its texts in `audit_texts` until
+/// its events that point to them are committed; the purge takes it exclusively, so the events
+/// it checks a text against include every committed event that points to it, and no ingest can
+/// find a text present that the purge is about to delete.
+pub(crate) const TEXTS_LOCK_KEY: i64 = 0x0063_732d_7465_7874;
+
+/// The key under which `m`'s statement is kept in `audit_texts`: the SHA-256 of its text, for a
+/// statement sent with its values as separate parameters (the extended protocol with at least
+/// one parameter), whose text repeats by construction. Other events keep their text only in
+/// their row, where the trigram index covers it. SHA-256 rather than anything shorter: a text
+/// crafted to collide with another would have its events found under the other's text only,
+/// hidden from a search for its own.
+pub(crate) fn text_digest(m: &audit_event::Model) -> Option<[u8; 32]> {
+    let statement = m.statement.as_deref()?;
+    let parameterized = m.event == "statement"
+        && m.protocol.as_deref() == Some("extended")
+        && m.parameter_count.is_some_and(|n| n > 0);
+    parameterized.then(|| Sha256::digest(statement.as_bytes()).into())
+}
+
+/// `rows`' distinct parameterized texts: the digests and the texts, as the arrays
+/// [`INSERT_TEXTS`] binds.
+fn distinct_texts(
+    rows: &[audit_event::Model],
+    digests: &[Option<[u8; 32]>],
+) -> (Vec<Vec<u8>>, Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    rows.iter()
+        .zip(digests)
+        .filter_map(|(m, d)| Some((d.as_ref()?, m.statement.as_deref()?)))
+        .filter(|(d, _)| seen.insert(*d))
+        .map(|(d, s)| (d.to_vec(), s.to_owned()))
+        .unzip()
+}
 
 /// One ingest transaction on a connection of the store's pool.
 pub(crate) struct PgIngest {
@@ -64,10 +109,25 @@ impl PgIngest {
         self,
         rows: &[audit_event::Model],
     ) -> Result<(), StoreError> {
-        let data = encode_rows(rows)?;
+        let digests: Vec<_> = rows.iter().map(text_digest).collect();
+        let (text_digests, texts) = distinct_texts(rows, &digests);
+        let data = encode_rows(rows, &digests)?;
         let expected = rows.len() as u64;
         let mut tx = self.tx.into_inner();
         let done = tokio::spawn(async move {
+            if !texts.is_empty() {
+                sqlx::query("SELECT 1 FROM pg_advisory_xact_lock_shared($1)")
+                    .bind(TEXTS_LOCK_KEY)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(exec_err)?;
+                sqlx::query(INSERT_TEXTS)
+                    .bind(text_digests)
+                    .bind(texts)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(exec_err)?;
+            }
             if expected > 0 {
                 let mut copy = tx.copy_in_raw(COPY).await.map_err(exec_err)?;
                 if let Err(e) = copy.send(data).await {
@@ -148,12 +208,15 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// `rows` in PostgreSQL's binary copy format: the signature and header, each row as a field
 /// count and the fields (a 32-bit length, -1 for NULL, then the value in the column type's
 /// binary form), and the trailer. A value too long for a field's length is an error.
-fn encode_rows(rows: &[audit_event::Model]) -> Result<Vec<u8>, StoreError> {
+fn encode_rows(
+    rows: &[audit_event::Model],
+    digests: &[Option<[u8; 32]>],
+) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(19 + rows.len() * 512 + 2);
     out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
     out.extend_from_slice(&0i32.to_be_bytes()); // flags: no OIDs
     out.extend_from_slice(&0i32.to_be_bytes()); // header extension length
-    for m in rows {
+    for (m, digest) in rows.iter().zip(digests) {
         let mut row = Row {
             out: &mut out,
             too_long: None,
@@ -180,6 +243,7 @@ fn encode_rows(rows: &[audit_event::Model]) -> Result<Vec<u8>, StoreError> {
         row.int8(m.prev_seq);
         row.text(m.prev_hash.as_deref());
         row.text(m.chain_hash.as_deref());
+        row.field(digest.as_ref().map(|d| &d[..]));
         if let Some(len) = row.too_long {
             return Err(StoreError::Corrupt(format!(
                 "an audit value of {len} bytes in session {} seq {}",
@@ -251,19 +315,19 @@ mod tests {
         };
         let m = to_model(&event, at).unwrap();
         let rows = [m.clone(), m];
-        let out = encode_rows(&rows).unwrap();
+        let out = encode_rows(&rows, &[None, None]).unwrap();
         assert_eq!(&out[..11], b"PGCOPY\n\xff\r\n\0");
         assert_eq!(&out[11..19], &[0; 8]);
         assert_eq!(&out[out.len() - 2..], &(-1i16).to_be_bytes());
-        // Each row: 21 fields, each a 32-bit length (-1: NULL) and that many bytes; the two
+        // Each row: 22 fields, each a 32-bit length (-1: NULL) and that many bytes; the two
         // rows end exactly at the trailer.
         let mut at_byte = 19;
         let mut nulls = 0;
         for _ in &rows {
-            assert_eq!(&out[at_byte..at_byte + 2], &21i16.to_be_bytes());
+            assert_eq!(&out[at_byte..at_byte + 2], &22i16.to_be_bytes());
             at_byte += 2;
             let first = at_byte;
-            for _ in 0..21 {
+            for _ in 0..22 {
                 let len = i32::from_be_bytes(out[at_byte..at_byte + 4].try_into().unwrap());
                 at_byte += 4 + usize::try_from(len).unwrap_or(0);
                 nulls += usize::from(len == -1);
@@ -275,7 +339,54 @@ mod tests {
             assert_eq!(&out[first + 21..first + 29], &1i64.to_be_bytes());
         }
         assert_eq!(at_byte, out.len() - 2);
-        // A session's end has no statement, outcome, decision or chain yet.
-        assert_eq!(nulls, 2 * 12);
+        // A session's end has no statement, outcome, decision, chain yet or text digest.
+        assert_eq!(nulls, 2 * 13);
+    }
+
+    fn statement(sql: &str, protocol: &str, parameter_count: u32) -> audit_event::Model {
+        let event = NewAuditEvent {
+            session_id: "s".into(),
+            seq: 1,
+            at: Utc::now(),
+            identity: "i".into(),
+            resource: "r".into(),
+            body: AuditBody::Statement(super::super::StatementAudit {
+                statement: sql.into(),
+                kinds: vec!["select".into()],
+                protocol: protocol.into(),
+                parameter_count,
+                duration_us: 1,
+                command_tag: None,
+                rows: None,
+                error: None,
+                decision: "allow".into(),
+                rule: None,
+                masking: None,
+            }),
+        };
+        to_model(&event, Utc::now()).unwrap()
+    }
+
+    #[test]
+    fn only_parameterized_texts_are_kept_once() {
+        let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+        let prepared = statement(sql, "extended", 1);
+        let digest = text_digest(&prepared).expect("a parameterized text has a digest");
+        assert_eq!(digest[..], Sha256::digest(sql.as_bytes())[..]);
+        // Values inline (simple protocol, or extended without parameters): texts that do not
+        // repeat stay in their rows only.
+        assert_eq!(text_digest(&statement("SELECT 1", "simple", 0)), None);
+        assert_eq!(text_digest(&statement("SELECT 1", "extended", 0)), None);
+        let other = statement("SELECT $1::int", "extended", 1);
+        let rows = [prepared.clone(), other.clone(), prepared];
+        let digests: Vec<_> = rows.iter().map(text_digest).collect();
+        let (keys, texts) = distinct_texts(&rows, &digests);
+        assert_eq!(texts, vec![sql.to_owned(), "SELECT $1::int".to_owned()]);
+        assert_eq!(keys[0], digest.to_vec());
+        // The digest goes out as the row's last field, 32 bytes.
+        let out = encode_rows(&rows[..1], &digests[..1]).unwrap();
+        let tail = &out[out.len() - 2 - 36..out.len() - 2];
+        assert_eq!(&tail[..4], &32i32.to_be_bytes());
+        assert_eq!(&tail[4..], &digest[..]);
     }
 }

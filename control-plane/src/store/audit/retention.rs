@@ -10,6 +10,10 @@
 //! checkpoint writers' lock ([`checkpoint::lock`]), so a second purger sees
 //! the first one's deletes and finds nothing left to remove or record.
 //!
+//! On PostgreSQL, a purge that removed events then removes the parameterized statement texts
+//! (`audit_texts`, migration m0012) that no event points to any more, so that retention
+//! removes a text along with its last event ([`Store::purge_audit_texts`]).
+//!
 //! The deletes run in the same transaction as the checkpoint that records
 //! them, with a row in `audit_purge_permits` that the append-only trigger
 //! looks for; no other transaction sees that row, so nothing else can delete.
@@ -51,6 +55,9 @@ impl Store {
                 .all(self.db())
                 .await?;
             let Some(last) = sessions.last().cloned() else {
+                if purged > 0 {
+                    self.purge_audit_texts().await?;
+                }
                 return Ok(purged);
             };
             let txn = self.db().begin().await?;
@@ -118,5 +125,46 @@ impl Store {
             purged += removed;
             after = last;
         }
+    }
+}
+
+impl Store {
+    /// Removes the texts in `audit_texts` that no event points to (PostgreSQL; SQLite keeps
+    /// none). Returns how many were removed.
+    ///
+    /// It holds the ingest lock ([`super::ingest::TEXTS_LOCK_KEY`]) exclusively, taken before
+    /// the delete reads the events, so the events it checks include every committed one, and
+    /// an ingest that would find a text present waits until the text is gone or kept. Ingest
+    /// waits for the delete, one anti-join of the texts against the digest index.
+    pub async fn purge_audit_texts(&self) -> Result<u64, StoreError> {
+        use sea_orm::{ConnectionTrait, DbBackend, Statement};
+        if self.db().get_database_backend() != DbBackend::Postgres {
+            return Ok(0);
+        }
+        let txn = self.db().begin().await?;
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT 1 FROM pg_advisory_xact_lock($1)",
+            [super::ingest::TEXTS_LOCK_KEY.into()],
+        ))
+        .await?;
+        let permit = uuid::Uuid::new_v4().to_string();
+        audit_purge_permit::Entity::insert(audit_purge_permit::ActiveModel {
+            id: Set(permit.clone()),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        let removed = txn
+            .execute_unprepared(
+                "DELETE FROM audit_texts t WHERE NOT EXISTS \
+                 (SELECT 1 FROM audit_events e WHERE e.statement_digest = t.digest)",
+            )
+            .await?
+            .rows_affected();
+        audit_purge_permit::Entity::delete_by_id(permit)
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(removed)
     }
 }
