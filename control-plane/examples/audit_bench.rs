@@ -86,30 +86,41 @@ fn identity(rng: &mut StdRng) -> String {
     }
 }
 
-fn statement(rng: &mut StdRng) -> (String, &'static str) {
+/// A statement and its kind. A parameterized one (as a driver sends it, extended protocol)
+/// has `$1` where the other has a literal value, so its texts repeat.
+fn statement(rng: &mut StdRng, parameterized: bool) -> (String, &'static str) {
     let table = TABLES[rng.random_range(0..TABLES.len())];
     let id: u32 = rng.random_range(1..10_000_000);
+    let v = if parameterized {
+        "$1".to_owned()
+    } else {
+        id.to_string()
+    };
     match rng.random_range(0..10) {
         0..=4 => (
-            format!("SELECT id, name, email, created_at FROM {table} WHERE id = {id}"),
+            format!("SELECT id, name, email, created_at FROM {table} WHERE id = {v}"),
             "select",
         ),
         5 => (
-            format!("UPDATE {table} SET status = 'processed', updated_at = now() WHERE id = {id}"),
+            format!("UPDATE {table} SET status = 'processed', updated_at = now() WHERE id = {v}"),
             "update",
         ),
         6 => (
-            format!("INSERT INTO {table} (id, payload) VALUES ({id}, '{{\"k\": {id}}}')"),
+            format!("INSERT INTO {table} (id, payload) VALUES ({v}, '{{\"k\": 1}}')"),
             "insert",
         ),
         7 => (
-            format!("DELETE FROM {table} WHERE id = {id} AND status = 'stale'"),
+            format!("DELETE FROM {table} WHERE id = {v} AND status = 'stale'"),
             "delete",
         ),
         8 => (
             format!(
-                "SELECT count(*), date_trunc('day', created_at) FROM {table} WHERE created_at > now() - interval '{} days' GROUP BY 2",
-                id % 90
+                "SELECT count(*), date_trunc('day', created_at) FROM {table} WHERE created_at > now() - {} * interval '1 day' GROUP BY 2",
+                if parameterized {
+                    v
+                } else {
+                    (id % 90).to_string()
+                }
             ),
             "select",
         ),
@@ -122,6 +133,8 @@ struct Session {
     identity: String,
     resource: String,
     next_seq: u64,
+    /// Sends its values as parameters (half the sessions).
+    parameterized: bool,
 }
 
 impl Session {
@@ -131,6 +144,7 @@ impl Session {
             identity: identity(rng),
             resource: RESOURCES[rng.random_range(0..RESOURCES.len())].to_owned(),
             next_seq: 0,
+            parameterized: rng.random_bool(0.5),
         }
     }
 
@@ -147,14 +161,20 @@ impl Session {
                 tls: true,
             })
         } else {
-            let (text, kind) = statement(rng);
+            let (text, kind) = statement(rng, self.parameterized);
+            let parameter_count = u32::from(self.parameterized && kind != "transaction");
             pb::audit_event::Event::Statement(pb::StatementExecuted {
                 identity: self.identity.clone(),
                 resource: self.resource.clone(),
                 statement: text,
                 kinds: vec![kind.to_owned()],
-                protocol: "extended".to_owned(),
-                parameter_count: 0,
+                protocol: if self.parameterized {
+                    "extended"
+                } else {
+                    "simple"
+                }
+                .to_owned(),
+                parameter_count,
                 duration_micros: rng.random_range(50..50_000),
                 command_tag: "SELECT 1".to_owned(),
                 rows: Some(1),

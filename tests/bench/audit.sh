@@ -71,7 +71,8 @@ Measured $(date -u +%Y-%m-%d) on $(nproc) cores, $(free -g | awk '/Mem:/{print $
 (control-plane/examples/audit_bench.rs) plays $STREAMS gateways, each one \`PublishAudit\` stream with one
 batch of 1,000 events in flight (as the gateway's uploader sends them), 50 live sessions per stream,
 statements of 40-130 bytes spread over 30 days, 200 identities with half the events from 5 service
-accounts. Every event is chained (HMAC) and stored idempotently, exactly as in production. The client,
+accounts, half the sessions sending their values inline (simple protocol) and half as parameters
+(extended protocol, texts that repeat and are kept once in \`audit_texts\`). Every event is chained (HMAC) and stored idempotently, exactly as in production. The client,
 the control plane and PostgreSQL share the 2 cores.
 
 | measure | result | target |
@@ -87,7 +88,8 @@ rare ones, \`DELETE FROM\`, and one that matches nothing, the worst case), after
 average $(field avg_rows "$SEARCH") rows returned.
 
 How search gets there: btree indexes on \`(identity, at)\` and \`(at)\`, a trigram GIN index on the
-statement text (migration m0009, \`pg_trgm\`), and a two-step query (\`Store::search_audit\`): the text
+statement text (migration m0009, \`pg_trgm\`; since m0012 over the texts sent inline, with each
+parameterized text once in \`audit_texts\` and its own trigram index), and a two-step query (\`Store::search_audit\`): the text
 is first matched among the newest 10,000 events that match the other filters, and only when that finds
 too few does a second query ask the trigram index for older ones. Measured on the way with this script
 on 2026-11-23: without the trigram index, ingest 40,587 events/s but search p95 248 ms, p99 403 ms,

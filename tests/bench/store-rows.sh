@@ -2,11 +2,9 @@
 # What one audit row costs the PostgreSQL store, by index. Runs pgbench -S (simple, then
 # prepared) through Countersign in the production shape, keeps the audit rows each run stored,
 # then inserts them again, in one INSERT … SELECT each, into empty copies of `audit_events` that
-# carry more and more of its indexes, and reports the time per row. Also timed: the trigram index
-# with `fastupdate = off`, and a design the store does not use, statement texts kept once in a
-# dictionary table (trigram-indexed) with the events pointing to it through an index on the
-# text's SHA-256, which pays off only when texts repeat; and the trigram index with a longer
-# pending list (16 and 64 MB instead of 4).
+# carry more and more of its indexes, and reports the time per row. The last step, production,
+# also stores the parameterized texts once in a copy of `audit_texts`, as ingest does. Also
+# timed: the design before migration m0012, a trigram index over every event's text.
 #
 # Usage: tests/bench/store-rows.sh [seconds-per-pgbench-run] [rounds]
 # Runs against a private PostgreSQL cluster (tests/bench/proxies.sh), one backend at a time on
@@ -39,38 +37,26 @@ declare -A VARIANT=(
   [1-heap]=""
   [2-primary-key]="$PKEY"
   [3-all-btrees]="$BTREES"
-  [4-production]="$BTREES $TRGM"
-  [5-fastupdate-off]="$BTREES $TRGM WITH (fastupdate = off)"
-  [7-pending-16mb]="$BTREES $TRGM WITH (gin_pending_list_limit = 16384)"
-  [8-pending-64mb]="$BTREES $TRGM WITH (gin_pending_list_limit = 65536)"
-  [6-dictionary]="$BTREES CREATE INDEX ON t (sha256(statement::bytea));
-    CREATE TABLE d (digest bytea PRIMARY KEY, statement text NOT NULL, last_seen timestamptz NOT NULL);
-    CREATE INDEX ON d USING gin (statement gin_trgm_ops)"
+  [4-production]="$BTREES $TRGM; CREATE TABLE d (LIKE audit_texts INCLUDING INDEXES)"
+  [5-every-text-trgm]="$BTREES ${TRGM% WHERE *}"
 )
-# Session settings a variant runs its insert with: the pending list is merged into the index
-# in pieces of at most work_mem, so a longer list needs as much work_mem to be merged at once.
-declare -A SETTINGS=(
-  [7-pending-16mb]="SET work_mem = '16MB';"
-  [8-pending-64mb]="SET work_mem = '64MB';"
-)
-DICT_INSERT="WITH r AS (SELECT * FROM src), i AS (INSERT INTO t SELECT * FROM r)
-INSERT INTO d SELECT DISTINCT ON (sha256(statement::bytea)) sha256(statement::bytea), statement, now()
-FROM r WHERE statement IS NOT NULL
-ON CONFLICT (digest) DO UPDATE SET last_seen = EXCLUDED.last_seen
-WHERE d.last_seen < EXCLUDED.last_seen - interval '1 hour'"
+# Production: the events, and each parameterized text once (ingest's INSERT … ON CONFLICT).
+TEXTS_INSERT="WITH r AS (SELECT * FROM src), i AS (INSERT INTO t SELECT * FROM r)
+INSERT INTO d SELECT DISTINCT ON (statement_digest) statement_digest, statement
+FROM r WHERE statement_digest IS NOT NULL ON CONFLICT (digest) DO NOTHING"
 
 # insert_ms SRC VARIANT: milliseconds to insert SRC's rows into a fresh table with VARIANT.
 insert_ms() {
   local src=$1 v=$2 sql="INSERT INTO t SELECT * FROM src"
-  [ "$v" = 6-dictionary ] && sql=$DICT_INSERT
+  [ "$v" = 4-production ] && sql=$TEXTS_INSERT
   "${P[@]}" -c "DROP TABLE IF EXISTS t, d" -c "CREATE TABLE t (LIKE audit_events)" >/dev/null
   [ -n "${VARIANT[$v]}" ] && "${P[@]}" -c "${VARIANT[$v]}" >/dev/null
   "${P[@]}" -c CHECKPOINT >/dev/null
-  { echo '\timing on'; echo "CREATE TEMP VIEW src AS SELECT * FROM $src;"; echo "${SETTINGS[$v]:-}"; echo "$sql;"; } |
+  { echo '\timing on'; echo "CREATE TEMP VIEW src AS SELECT * FROM $src;"; echo "$sql;"; } |
     "${P[@]}" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n1
 }
 
-declare -A R ROWS DISTINCT
+declare -A R ROWS DISTINCT DIGESTS
 MODES=(simple prepared)
 for mode in "${MODES[@]}"; do
   mark=$("${P[@]}" -c "SELECT now()")
@@ -80,6 +66,7 @@ for mode in "${MODES[@]}"; do
   "${P[@]}" -c "VACUUM ANALYZE rows_$mode"
   ROWS[$mode]=$("${P[@]}" -c "SELECT count(*) FROM rows_$mode")
   DISTINCT[$mode]=$("${P[@]}" -c "SELECT count(DISTINCT statement) FROM rows_$mode")
+  DIGESTS[$mode]=$("${P[@]}" -c "SELECT count(DISTINCT statement_digest) FROM rows_$mode")
 done
 for round in $(seq 1 "$ROUNDS"); do
   for v in $(printf '%s\n' "${!VARIANT[@]}" | sort); do
@@ -104,14 +91,12 @@ Measured $(date -u +%Y-%m-%d) on $(nproc) cores; PostgreSQL $("$PG_BIN/postgres"
 Command: \`tests/bench/store-rows.sh $SECS $ROUNDS\`. The rows are the audit trail of two $SECS-second
 pgbench -S runs at 8 clients through Countersign (production shape): simple, ${ROWS[simple]} rows with
 ${DISTINCT[simple]} distinct statement texts (the values differ), and prepared, ${ROWS[prepared]} rows
-with ${DISTINCT[prepared]}. Each cell inserts all of one run's rows with one \`INSERT … SELECT\`
-into an empty table with the indexes named (cumulative down to *production*, which is what
-\`audit_events\` has), on an idle machine, and is the median of $ROUNDS rounds in µs per row.
-*fastupdate-off*: the trigram index without its pending list. *dictionary*: the B-trees, an index
-on each event's statement SHA-256, and the texts kept once in a trigram-indexed table (not what
-the store does). *pending-16mb*, *pending-64mb*: the trigram index with a pending list of that
-size (`gin_pending_list_limit`; the default is 4 MB), merged into the index with as much
-`work_mem`.
+with ${DISTINCT[prepared]}, ${DIGESTS[prepared]} of them parameterized. Each cell inserts all of one run's rows with one
+\`INSERT … SELECT\` into an empty table with the indexes named (cumulative down to *production*,
+which is what \`audit_events\` has, with each parameterized text stored once in a copy of
+\`audit_texts\`), on an idle machine, and is the median of $ROUNDS rounds in µs per row.
+*every-text-trgm*: the B-trees and a trigram index over every event's text, the store before
+migration m0012.
 
 $table
 
