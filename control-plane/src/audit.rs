@@ -49,16 +49,34 @@ impl ControlPlane {
         });
     }
 
-    /// One round of the jobs: purge what expired, then checkpoint.
+    /// One round of the jobs: purge what expired (and then the statement texts no event
+    /// points to any more, once, if a purge removed events or failed partway), then
+    /// checkpoint.
     pub async fn run_audit_upkeep(&self) {
+        let mut texts_freed = false;
         for (resource, keep) in &self.settings().audit_retention {
             let Ok(keep) = chrono::Duration::from_std(*keep) else {
                 continue;
             };
             match self.store().purge_audit(resource, Utc::now() - keep).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(resource, events = n, "audit retention purge"),
-                Err(e) => tracing::warn!(resource, error = %e, "audit retention purge failed"),
+                Ok(n) => {
+                    texts_freed = true;
+                    tracing::info!(resource, events = n, "audit retention purge");
+                }
+                Err(e) => {
+                    texts_freed = true;
+                    tracing::warn!(resource, error = %e, "audit retention purge failed");
+                }
+            }
+        }
+        if texts_freed {
+            match self.store().purge_audit_texts().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(texts = n, "audit retention purge of statement texts"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit retention purge of statement texts failed")
+                }
             }
         }
         match self.store().write_audit_checkpoint().await {

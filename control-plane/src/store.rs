@@ -112,8 +112,9 @@ impl Store {
         &self.db
     }
 
-    /// Whether the trigram index behind audit text search exists (PostgreSQL;
-    /// see migration m0009). Always false on SQLite.
+    /// Whether the trigram indexes behind audit text search exist, over the
+    /// events and over the parameterized texts (PostgreSQL; see migrations m0009
+    /// and m0012). Always false on SQLite.
     pub async fn audit_text_index(&self) -> Result<bool, StoreError> {
         use sea_orm::{ConnectionTrait, Statement};
         if self.db.get_database_backend() != sea_orm::DbBackend::Postgres {
@@ -124,7 +125,8 @@ impl Store {
             .query_one_raw(Statement::from_string(
                 sea_orm::DbBackend::Postgres,
                 "SELECT 1 AS found FROM pg_indexes \
-                 WHERE indexname = 'audit_events_statement_trgm'",
+                 WHERE indexname IN ('audit_events_statement_trgm', 'audit_texts_statement_trgm') \
+                 HAVING count(*) = 2",
             ))
             .await?;
         Ok(row.is_some())
@@ -180,9 +182,29 @@ impl MigrationLock {
             .connect_timeout(Duration::from_secs(10))
             .sqlx_logging(false);
         let conn = Database::connect(options).await?;
-        conn.execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
-            .await?;
-        Ok(MigrationLock(Some(conn)))
+        // Polled rather than waited for in `pg_advisory_lock`: a replica waiting inside a
+        // statement has a transaction open, and `CREATE INDEX CONCURRENTLY` in the migrating
+        // replica's migrations waits for every open transaction to end, so the two would wait
+        // for each other forever.
+        let mut waited = false;
+        loop {
+            let locked = conn
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    format!("SELECT pg_try_advisory_lock({MIGRATION_LOCK_KEY}) AS locked"),
+                ))
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("pg_try_advisory_lock returned no row".into()))?
+                .try_get::<bool>("", "locked")?;
+            if locked {
+                return Ok(MigrationLock(Some(conn)));
+            }
+            if !waited {
+                tracing::info!("waiting for another replica to finish migrating the store");
+                waited = true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn release(self) {

@@ -1,7 +1,8 @@
 //! The audit jobs (checkpoint and retention purge) run on every replica at
 //! once: two `ControlPlane` instances on one PostgreSQL database run them
 //! concurrently, round after round, and every change is checkpointed once,
-//! every expired event purged once, and the log still verifies.
+//! every expired event purged once (and the texts only they used with them),
+//! and the log still verifies.
 
 #![cfg(test)]
 
@@ -14,7 +15,15 @@ use countersign_testkit::{TestDb, ensure_services};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use std::collections::HashSet;
 
+/// An event `days_ago`: the expired ones (and the new ones after the first six) are sent with
+/// parameters, so their texts are kept once in `audit_texts`, a text of its own per session for
+/// the expired ones.
 fn statement(session: &str, seq: u64, days_ago: i64) -> NewAuditEvent {
+    let (statement, parameter_count) = match (days_ago, seq) {
+        (1.., _) => (format!("SELECT * FROM gone_{session} WHERE id = $1"), 1),
+        (_, 6..) => ("SELECT * FROM kept WHERE id = $1".to_owned(), 1),
+        _ => (format!("SELECT {seq}"), 0),
+    };
     NewAuditEvent {
         session_id: session.to_owned(),
         seq,
@@ -22,10 +31,15 @@ fn statement(session: &str, seq: u64, days_ago: i64) -> NewAuditEvent {
         identity: "alice@example.com".to_owned(),
         resource: "pg-prod".to_owned(),
         body: AuditBody::Statement(StatementAudit {
-            statement: format!("SELECT {seq}"),
+            statement,
             kinds: vec!["select".to_owned()],
-            protocol: "simple".to_owned(),
-            parameter_count: 0,
+            protocol: if parameter_count > 0 {
+                "extended"
+            } else {
+                "simple"
+            }
+            .to_owned(),
+            parameter_count,
             duration_us: 5,
             command_tag: Some("SELECT 1".to_owned()),
             rows: Some(1),
@@ -139,19 +153,31 @@ async fn two_replicas_run_the_audit_jobs_without_double_effects() {
         let seq: i64 = h.try_get("", "last_seq").unwrap();
         assert!(seen.contains(&(session.clone(), seq)), "{session}@{seq}");
     }
-    let remaining = a
-        .store()
-        .db_for_tests()
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT count(*) AS n FROM audit_events",
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get::<i64>("", "n")
-        .unwrap();
-    assert_eq!(remaining, 40 * 3 + 15 * 5);
+    let store = a.store();
+    let count = |sql: &'static str| async move {
+        store
+            .db_for_tests()
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<i64>("", "n")
+            .unwrap()
+    };
+    assert_eq!(
+        count("SELECT count(*) AS n FROM audit_events").await,
+        40 * 3 + 15 * 5
+    );
+    // The expired events' texts went with them; the one still in use stayed.
+    assert_eq!(count("SELECT count(*) AS n FROM audit_texts").await, 1);
+    assert_eq!(
+        count(
+            "SELECT count(*) AS n FROM audit_events e WHERE statement_digest IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM audit_texts t WHERE t.digest = e.statement_digest)"
+        )
+        .await,
+        0
+    );
     let report = a.store().verify_audit().await.unwrap();
     assert!(report.intact, "{:?}", report.findings);
 }

@@ -232,6 +232,8 @@ async fn parameterized_texts_are_purged_with_their_last_event() {
             continue;
         };
         let texts = "SELECT count(*) AS n FROM audit_texts";
+        assert_eq!(count(&store, texts).await, 2, "{who}");
+        assert_eq!(store.purge_audit_texts().await.unwrap(), 1, "{who}");
         assert_eq!(
             count(&store, texts).await,
             1,
@@ -253,6 +255,45 @@ async fn parameterized_texts_are_purged_with_their_last_event() {
             );
         }
         assert_eq!(count(&store, texts).await, 1, "{who}");
+        // A text filed under another text's digest, or an event under a digest not its own's,
+        // is refused: either would hide events from a search for their own text.
+        for sql in [
+            "INSERT INTO audit_texts VALUES (sha256('SELECT 1'), 'SELECT 2')",
+            "INSERT INTO audit_events (session_id, seq, at, event, identity, resource, statement, \
+             kinds, received_at, statement_digest) VALUES ('x', 0, now(), 'statement', 'i', 'r', \
+             'SELECT 2', '[]', now(), sha256('SELECT 1'))",
+        ] {
+            let refused = db.execute_unprepared(sql).await;
+            assert!(
+                refused
+                    .as_ref()
+                    .is_err_and(|e| e.to_string().contains("digest_of_statement")),
+                "{who}: {sql}: {refused:?}"
+            );
+        }
+
+        // Two ingests storing the same two new texts at once, listed in opposite orders, in
+        // different sessions: neither waits on the other in a cycle (a deadlock would fail one).
+        for round in 0..20u64 {
+            let [a, b] = [
+                format!("SELECT a FROM pair_{round} WHERE id = $1"),
+                format!("SELECT b FROM pair_{round} WHERE id = $1"),
+            ];
+            let one = [
+                parameterized(&format!("pair-{round}-1"), 0, "bob@example.com", &a),
+                parameterized(&format!("pair-{round}-1"), 1, "bob@example.com", &b),
+            ];
+            let two = [
+                parameterized(&format!("pair-{round}-2"), 0, "bob@example.com", &b),
+                parameterized(&format!("pair-{round}-2"), 1, "bob@example.com", &a),
+            ];
+            let (x, y) = tokio::join!(
+                store.insert_audit_events(&one),
+                store.insert_audit_events(&two)
+            );
+            assert_eq!((x.unwrap(), y.unwrap()), (2, 2), "{who}");
+        }
+        assert_eq!(count(&store, texts).await, 1 + 40, "{who}");
 
         // Each round: a text no event points to, then an ingest of an event with that text and
         // a purge of texts at once. Whichever goes first, the event's text must be there after.
@@ -658,4 +699,85 @@ async fn replicas_starting_together_migrate_once() {
         all >= 8 && newest == 1,
         "{all} migrations recorded, newest {newest}"
     );
+}
+
+/// An existing PostgreSQL store, with more events than the search window, upgraded to keep
+/// parameterized texts once (migration m0012): its events stay where text search finds them
+/// (their digest is NULL, the rebuilt inline index covers them), new parameterized events go
+/// to `audit_texts`, and the migration rolls back and forward again.
+#[tokio::test]
+async fn the_texts_migration_upgrades_a_store_and_rolls_back() {
+    use countersign_migrations::{Migrator, MigratorTrait};
+    use sea_orm::ConnectionTrait;
+    countersign_testkit::ensure_services().unwrap();
+    let db = countersign_testkit::TestDb::create("cs_texts_upgrade")
+        .await
+        .unwrap();
+    let url = db.url();
+    let raw = sea_orm::Database::connect(&url).await.unwrap();
+    Migrator::up(&raw, Some(11)).await.unwrap();
+    raw.execute_unprepared(
+        "INSERT INTO audit_events (session_id, seq, at, event, identity, resource, statement, \
+         kinds, protocol, parameter_count, received_at) \
+         SELECT 'old', g, now() - interval '1 hour' + g * interval '1 ms', 'statement', \
+         'bob@example.com', 'pg-prod', CASE WHEN g = 0 THEN 'SELECT * FROM legacy WHERE id = $1' \
+         ELSE 'SELECT ' || g END, '[\"select\"]', 'extended', 1, now() \
+         FROM generate_series(0, 10050) g",
+    )
+    .await
+    .unwrap();
+    let store = Store::connect(&url).await.unwrap();
+    assert!(store.audit_text_index().await.unwrap());
+    store
+        .insert_audit_events(&[parameterized(
+            "new",
+            0,
+            "bob@example.com",
+            "SELECT * FROM legacy WHERE id = $1",
+        )])
+        .await
+        .unwrap();
+    let legacy = || async {
+        let filter = AuditFilter {
+            text: Some("from LEGACY".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        store
+            .search_audit(&filter)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.session_id)
+            .collect::<Vec<_>>()
+    };
+    // The old event is beyond the newest 10,000: the search's second step finds it through the
+    // inline index, the new one through `audit_texts`.
+    assert_eq!(legacy().await, vec!["old", "new"]);
+    assert_eq!(
+        count(&store, "SELECT count(*) AS n FROM audit_texts").await,
+        1
+    );
+
+    Migrator::down(&raw, Some(1)).await.unwrap();
+    let partial = "SELECT count(*) AS n FROM pg_indexes WHERE indexname = \
+        'audit_events_statement_trgm' AND indexdef LIKE '%WHERE%'";
+    assert_eq!(
+        count(&store, partial).await,
+        0,
+        "the index covers every text again"
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) AS n FROM information_schema.columns \
+             WHERE table_name = 'audit_events' AND column_name = 'statement_digest'"
+        )
+        .await,
+        0
+    );
+    Migrator::up(&raw, None).await.unwrap();
+    assert_eq!(count(&store, partial).await, 1);
+    assert!(store.audit_text_index().await.unwrap());
+    store.close().await.unwrap();
 }

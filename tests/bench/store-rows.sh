@@ -33,12 +33,19 @@ BTREES=$(indexes "indexdef NOT LIKE '% USING gin %'")
 TRGM=$(indexes "indexdef LIKE '% USING gin %'")
 [ -n "$PKEY" ] && [ -n "$TRGM" ] || { echo "audit_events lacks its primary key or trigram index"; exit 1; }
 BTREES+=";"
+# The B-trees before migration m0012, which had no digest index.
+OLD_BTREES=$(indexes "indexdef NOT LIKE '% USING gin %' AND indexname <> 'audit_events_statement_digest'");
+OLD_BTREES+=";"
+# The CHECK that holds each event's digest to its text (migration m0012).
+CHECKS=$("${P[@]}" -c "SELECT string_agg('ALTER TABLE t ADD ' || pg_get_constraintdef(oid), '; ')
+  FROM pg_constraint WHERE conrelid = 'audit_events'::regclass AND contype = 'c'")
+[ -n "$CHECKS" ] || { echo "audit_events lacks its digest CHECK"; exit 1; }
 declare -A VARIANT=(
   [1-heap]=""
   [2-primary-key]="$PKEY"
   [3-all-btrees]="$BTREES"
-  [4-production]="$BTREES $TRGM; CREATE TABLE d (LIKE audit_texts INCLUDING INDEXES)"
-  [5-every-text-trgm]="$BTREES ${TRGM% WHERE *}"
+  [4-production]="$BTREES $TRGM; $CHECKS; CREATE TABLE d (LIKE audit_texts INCLUDING ALL)"
+  [5-every-text-trgm]="$OLD_BTREES ${TRGM% WHERE *}"
 )
 # Production: the events, and each parameterized text once (ingest's INSERT … ON CONFLICT).
 TEXTS_INSERT="WITH r AS (SELECT * FROM src), i AS (INSERT INTO t SELECT * FROM r)
@@ -96,7 +103,7 @@ with ${DISTINCT[prepared]}, ${DIGESTS[prepared]} of them parameterized. Each cel
 which is what \`audit_events\` has, with each parameterized text stored once in a copy of
 \`audit_texts\`), on an idle machine, and is the median of $ROUNDS rounds in µs per row.
 *every-text-trgm*: the B-trees and a trigram index over every event's text, the store before
-migration m0012.
+migration m0012 (without its digest index and CHECK).
 
 $table
 

@@ -297,9 +297,11 @@ impl Store {
     /// many were new. Sessions lock only their own chain head (see [`chain`]).
     pub async fn insert_audit_events(&self, events: &[NewAuditEvent]) -> Result<u64, StoreError> {
         if self.db().get_database_backend() == sea_orm::DbBackend::Postgres {
+            let texts = ingest::batch_texts(events);
             let tx = ingest::PgIngest::begin(self.db().get_postgres_connection_pool()).await?;
+            tx.store_texts(&texts).await?;
             let rows = chain::chain_new(&tx, self.audit_key(), events).await?;
-            tx.copy_and_commit(&rows).await?;
+            tx.copy_and_commit(&rows, &texts).await?;
             return Ok(rows.len() as u64);
         }
         let txn = self.db().begin().await?;
@@ -561,8 +563,9 @@ fn filtered(
 }
 
 /// `statement` contains `text`, ignoring case: `ILIKE` on PostgreSQL (served
-/// by the trigram index of migration m0009), `LIKE` on SQLite (which ignores
-/// ASCII case). The text's own `%`, `_` and `\` are escaped.
+/// by the partial trigram index of migration m0012 where the query also asks
+/// for `statement_digest IS NULL`), `LIKE` on SQLite (which ignores ASCII
+/// case). The text's own `%`, `_` and `\` are escaped.
 fn text_matches(text: &str, backend: sea_orm::DbBackend) -> sea_orm::sea_query::SimpleExpr {
     // Unqualified: the same expression filters the table and a subquery of it.
     contains(

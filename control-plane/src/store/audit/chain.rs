@@ -15,7 +15,9 @@
 //! PostgreSQL) for the length of the insert. Inserts into different sessions
 //! lock different rows and never wait on each other; SQLite has a single
 //! writer anyway. Heads are locked in session-id order, so two batches that
-//! touch the same sessions cannot deadlock.
+//! touch the same sessions cannot deadlock. (On PostgreSQL an ingest stores
+//! its batch's parameterized texts before it locks any head, and may wait
+//! there; see `ingest::PgIngest::store_texts`.)
 //!
 //! Idempotence: under the head lock, events already stored are dropped before
 //! chaining, so a resend neither fails nor changes any stored hash.

@@ -11,7 +11,8 @@
 //! the server reads it with the columns' binary input functions.
 //!
 //! The same transaction stores the batch's parameterized statement texts in `audit_texts`
-//! (see [`text_digest`]) before the rows that point to them, under [`TEXTS_LOCK_KEY`].
+//! (see [`text_digest`]) before it locks the chain heads, under [`TEXTS_LOCK_KEY`]
+//! ([`PgIngest::store_texts`]).
 //!
 //! What it guarantees: the rows, the heads they move and the head locks are one transaction.
 //! An error before [`PgIngest::copy_and_commit`] drops the transaction, which sqlx rolls back
@@ -24,11 +25,13 @@
 
 use super::super::StoreError;
 use super::super::entity::audit_event;
+use super::{AuditBody, NewAuditEvent};
 use chrono::{DateTime, Utc};
 use sea_orm::sqlx::{self, Postgres};
 use sea_orm::{DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use tokio::sync::Mutex;
 
 /// The statement of [`PgIngest::copy_and_commit`]: its columns in the order each row's fields are
@@ -51,33 +54,45 @@ const INSERT_TEXTS: &str = "INSERT INTO audit_texts (digest, statement) \
 /// find a text present that the purge is about to delete.
 pub(crate) const TEXTS_LOCK_KEY: i64 = 0x0063_732d_7465_7874;
 
-/// The key under which `m`'s statement is kept in `audit_texts`: the SHA-256 of its text, for a
-/// statement sent with its values as separate parameters (the extended protocol with at least
-/// one parameter), whose text repeats by construction. Other events keep their text only in
-/// their row, where the trigram index covers it. SHA-256 rather than anything shorter: a text
-/// crafted to collide with another would have its events found under the other's text only,
-/// hidden from a search for its own.
-pub(crate) fn text_digest(m: &audit_event::Model) -> Option<[u8; 32]> {
-    let statement = m.statement.as_deref()?;
-    let parameterized = m.event == "statement"
-        && m.protocol.as_deref() == Some("extended")
-        && m.parameter_count.is_some_and(|n| n > 0);
-    parameterized.then(|| Sha256::digest(statement.as_bytes()).into())
+/// Whether a statement's text is kept once in `audit_texts`: sent with its values as separate
+/// parameters (the extended protocol with at least one parameter), so that its text repeats by
+/// construction. Other events keep their text only in their row, where the trigram index covers
+/// it.
+fn parameterized(protocol: &str, parameter_count: i64) -> bool {
+    protocol == "extended" && parameter_count > 0
 }
 
-/// `rows`' distinct parameterized texts: the digests and the texts, as the arrays
-/// [`INSERT_TEXTS`] binds.
-fn distinct_texts(
-    rows: &[audit_event::Model],
-    digests: &[Option<[u8; 32]>],
-) -> (Vec<Vec<u8>>, Vec<String>) {
-    let mut seen = std::collections::HashSet::new();
-    rows.iter()
-        .zip(digests)
-        .filter_map(|(m, d)| Some((d.as_ref()?, m.statement.as_deref()?)))
-        .filter(|(d, _)| seen.insert(*d))
-        .map(|(d, s)| (d.to_vec(), s.to_owned()))
-        .unzip()
+fn digest(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// The key under which `m`'s statement is kept in `audit_texts` (see [`parameterized`]): the
+/// SHA-256 of its text. SHA-256 rather than anything shorter: a text crafted to collide with
+/// another would have its events found under the other's text only, hidden from a search for
+/// its own. The store's CHECK constraints hold every digest to its text (migration m0012).
+pub(crate) fn text_digest(m: &audit_event::Model) -> Option<[u8; 32]> {
+    let statement = m.statement.as_deref()?;
+    let kept = m.event == "statement"
+        && parameterized(
+            m.protocol.as_deref().unwrap_or_default(),
+            m.parameter_count.unwrap_or_default().into(),
+        );
+    kept.then(|| digest(statement))
+}
+
+/// The parameterized texts of `events`, each once, in digest order: every ingest inserts its
+/// texts in that order, so two ingests that store the same new texts wait for each other at
+/// most one way round, never in a cycle.
+pub(crate) fn batch_texts(events: &[NewAuditEvent]) -> BTreeMap<[u8; 32], &str> {
+    events
+        .iter()
+        .filter_map(|e| match &e.body {
+            AuditBody::Statement(s) if parameterized(&s.protocol, s.parameter_count.into()) => {
+                Some((digest(&s.statement), s.statement.as_str()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// One ingest transaction on a connection of the store's pool.
@@ -103,31 +118,59 @@ impl PgIngest {
         Ok(Self { tx: Mutex::new(tx) })
     }
 
+    /// Stores those of `texts` that `audit_texts` lacks, in digest order, and holds the texts
+    /// lock ([`TEXTS_LOCK_KEY`]) shared until the transaction ends. Called before the batch's
+    /// chain heads are locked and its rows stamped with `received_at`: every wait here (for the
+    /// lock while a purge of texts runs, for another ingest that is storing the same new text)
+    /// comes before the stamp, so it cannot make events arrive late for the SIEM stream, and
+    /// it holds no head lock another ingest could be waiting for.
+    pub(crate) async fn store_texts(
+        &self,
+        texts: &BTreeMap<[u8; 32], &str>,
+    ) -> Result<(), StoreError> {
+        if texts.is_empty() {
+            return Ok(());
+        }
+        let (digests, statements): (Vec<&[u8]>, Vec<&str>) =
+            texts.iter().map(|(d, s)| (&d[..], *s)).unzip();
+        let mut tx = self.tx.lock().await;
+        sqlx::query("SELECT 1 FROM pg_advisory_xact_lock_shared($1)")
+            .bind(TEXTS_LOCK_KEY)
+            .execute(&mut **tx)
+            .await
+            .map_err(exec_err)?;
+        sqlx::query(INSERT_TEXTS)
+            .bind(digests)
+            .bind(statements)
+            .execute(&mut **tx)
+            .await
+            .map_err(exec_err)?;
+        Ok(())
+    }
+
     /// Writes `rows` with one binary `COPY`, checks that the server stored all of them, and
-    /// commits; on a task of its own (see the module docs).
+    /// commits; on a task of its own (see the module docs). Each parameterized row carries its
+    /// text's digest, which must be among the `texts` [`Self::store_texts`] stored.
     pub(crate) async fn copy_and_commit(
         self,
         rows: &[audit_event::Model],
+        texts: &BTreeMap<[u8; 32], &str>,
     ) -> Result<(), StoreError> {
         let digests: Vec<_> = rows.iter().map(text_digest).collect();
-        let (text_digests, texts) = distinct_texts(rows, &digests);
+        if let Some((m, _)) = rows
+            .iter()
+            .zip(&digests)
+            .find(|(_, d)| d.is_some_and(|d| !texts.contains_key(&d)))
+        {
+            return Err(StoreError::Corrupt(format!(
+                "audit {}:{}: its text was not stored in audit_texts",
+                m.session_id, m.seq
+            )));
+        }
         let data = encode_rows(rows, &digests)?;
         let expected = rows.len() as u64;
         let mut tx = self.tx.into_inner();
         let done = tokio::spawn(async move {
-            if !texts.is_empty() {
-                sqlx::query("SELECT 1 FROM pg_advisory_xact_lock_shared($1)")
-                    .bind(TEXTS_LOCK_KEY)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(exec_err)?;
-                sqlx::query(INSERT_TEXTS)
-                    .bind(text_digests)
-                    .bind(texts)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(exec_err)?;
-            }
             if expected > 0 {
                 let mut copy = tx.copy_in_raw(COPY).await.map_err(exec_err)?;
                 if let Err(e) = copy.send(data).await {
@@ -343,8 +386,8 @@ mod tests {
         assert_eq!(nulls, 2 * 13);
     }
 
-    fn statement(sql: &str, protocol: &str, parameter_count: u32) -> audit_event::Model {
-        let event = NewAuditEvent {
+    fn statement(sql: &str, protocol: &str, parameter_count: u32) -> NewAuditEvent {
+        NewAuditEvent {
             session_id: "s".into(),
             seq: 1,
             at: Utc::now(),
@@ -363,30 +406,48 @@ mod tests {
                 rule: None,
                 masking: None,
             }),
-        };
-        to_model(&event, Utc::now()).unwrap()
+        }
     }
 
     #[test]
     fn only_parameterized_texts_are_kept_once() {
         let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
-        let prepared = statement(sql, "extended", 1);
-        let digest = text_digest(&prepared).expect("a parameterized text has a digest");
-        assert_eq!(digest[..], Sha256::digest(sql.as_bytes())[..]);
-        // Values inline (simple protocol, or extended without parameters): texts that do not
-        // repeat stay in their rows only.
-        assert_eq!(text_digest(&statement("SELECT 1", "simple", 0)), None);
-        assert_eq!(text_digest(&statement("SELECT 1", "extended", 0)), None);
-        let other = statement("SELECT $1::int", "extended", 1);
-        let rows = [prepared.clone(), other.clone(), prepared];
+        let events = [
+            statement(sql, "extended", 1),
+            // Values inline (simple protocol, or extended without parameters): texts that do
+            // not repeat stay in their rows only.
+            statement("SELECT 1", "simple", 0),
+            statement("SELECT 1", "extended", 0),
+            statement("SELECT $1::int", "extended", 1),
+            statement(sql, "extended", 1),
+        ];
+        let rows: Vec<_> = events
+            .iter()
+            .map(|e| to_model(e, Utc::now()).unwrap())
+            .collect();
         let digests: Vec<_> = rows.iter().map(text_digest).collect();
-        let (keys, texts) = distinct_texts(&rows, &digests);
-        assert_eq!(texts, vec![sql.to_owned(), "SELECT $1::int".to_owned()]);
-        assert_eq!(keys[0], digest.to_vec());
+        let sha = |t: &str| <[u8; 32]>::from(Sha256::digest(t.as_bytes()));
+        assert_eq!(
+            digests,
+            vec![
+                Some(sha(sql)),
+                None,
+                None,
+                Some(sha("SELECT $1::int")),
+                Some(sha(sql))
+            ]
+        );
+        // The batch's texts: the same rule, each text once, in digest order.
+        let texts = batch_texts(&events);
+        assert_eq!(texts.into_iter().collect::<Vec<_>>(), {
+            let mut want = vec![(sha(sql), sql), (sha("SELECT $1::int"), "SELECT $1::int")];
+            want.sort();
+            want
+        });
         // The digest goes out as the row's last field, 32 bytes.
         let out = encode_rows(&rows[..1], &digests[..1]).unwrap();
         let tail = &out[out.len() - 2 - 36..out.len() - 2];
         assert_eq!(&tail[..4], &32i32.to_be_bytes());
-        assert_eq!(&tail[4..], &digest[..]);
+        assert_eq!(&tail[4..], &sha(sql)[..]);
     }
 }

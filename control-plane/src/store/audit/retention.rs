@@ -10,9 +10,9 @@
 //! checkpoint writers' lock ([`checkpoint::lock`]), so a second purger sees
 //! the first one's deletes and finds nothing left to remove or record.
 //!
-//! On PostgreSQL, a purge that removed events then removes the parameterized statement texts
-//! (`audit_texts`, migration m0012) that no event points to any more, so that retention
-//! removes a text along with its last event ([`Store::purge_audit_texts`]).
+//! On PostgreSQL, the parameterized statement texts (`audit_texts`, migration m0012) that no
+//! event points to any more are removed by [`Store::purge_audit_texts`], which the retention
+//! job runs once per round after purging events.
 //!
 //! The deletes run in the same transaction as the checkpoint that records
 //! them, with a row in `audit_purge_permits` that the append-only trigger
@@ -55,9 +55,6 @@ impl Store {
                 .all(self.db())
                 .await?;
             let Some(last) = sessions.last().cloned() else {
-                if purged > 0 {
-                    self.purge_audit_texts().await?;
-                }
                 return Ok(purged);
             };
             let txn = self.db().begin().await?;
@@ -137,11 +134,16 @@ impl Store {
     /// an ingest that would find a text present waits until the text is gone or kept. Ingest
     /// waits for the delete, one anti-join of the texts against the digest index.
     pub async fn purge_audit_texts(&self) -> Result<u64, StoreError> {
-        use sea_orm::{ConnectionTrait, DbBackend, Statement};
+        use sea_orm::{ConnectionTrait, DbBackend, IsolationLevel, Statement};
         if self.db().get_database_backend() != DbBackend::Postgres {
             return Ok(0);
         }
-        let txn = self.db().begin().await?;
+        // READ COMMITTED whatever the server's default: the delete's snapshot must be taken
+        // after the lock is granted, which a transaction-wide snapshot would not be.
+        let txn = self
+            .db()
+            .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+            .await?;
         txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT 1 FROM pg_advisory_xact_lock($1)",
