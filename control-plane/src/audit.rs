@@ -49,11 +49,12 @@ impl ControlPlane {
         });
     }
 
-    /// One round of the jobs: purge what expired (and then the statement texts no event
-    /// points to any more, once, if a purge removed events or failed partway), then
-    /// checkpoint.
+    /// One round of the jobs: purge what expired, then the statement texts no event points to
+    /// any more (once a purge removed events or failed partway, and in the first round after
+    /// start, when a purge cut off by a restart may have left some), then checkpoint.
     pub async fn run_audit_upkeep(&self) {
-        let mut texts_freed = false;
+        use std::sync::atomic::Ordering;
+        let texts_due = self.audit_texts_due();
         for (resource, keep) in &self.settings().audit_retention {
             let Ok(keep) = chrono::Duration::from_std(*keep) else {
                 continue;
@@ -61,21 +62,22 @@ impl ControlPlane {
             match self.store().purge_audit(resource, Utc::now() - keep).await {
                 Ok(0) => {}
                 Ok(n) => {
-                    texts_freed = true;
+                    texts_due.store(true, Ordering::Relaxed);
                     tracing::info!(resource, events = n, "audit retention purge");
                 }
                 Err(e) => {
-                    texts_freed = true;
+                    texts_due.store(true, Ordering::Relaxed);
                     tracing::warn!(resource, error = %e, "audit retention purge failed");
                 }
             }
         }
-        if texts_freed {
+        if !self.settings().audit_retention.is_empty() && texts_due.swap(false, Ordering::Relaxed) {
             match self.store().purge_audit_texts().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(texts = n, "audit retention purge of statement texts"),
                 Err(e) => {
-                    tracing::warn!(error = %e, "audit retention purge of statement texts failed")
+                    texts_due.store(true, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "audit retention purge of statement texts failed");
                 }
             }
         }

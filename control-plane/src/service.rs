@@ -226,6 +226,9 @@ struct Inner {
     ca: Option<crate::enrollment::ca::GatewayCa>,
     /// Set once when this replica starts to shut down (see [`ControlPlane::start_draining`]).
     draining: watch::Sender<bool>,
+    /// Whether the retention job's next round should purge unused statement texts: set at
+    /// start (a purge cut off by a restart) and after purging events, cleared once done.
+    pub(crate) audit_texts_due: std::sync::atomic::AtomicBool,
 }
 
 impl ControlPlane {
@@ -277,6 +280,7 @@ impl ControlPlane {
                 sso,
                 ca,
                 draining: watch::channel(false).0,
+                audit_texts_due: std::sync::atomic::AtomicBool::new(true),
             }),
         })
     }
@@ -313,6 +317,11 @@ impl ControlPlane {
 
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
+    }
+
+    /// See `Inner::audit_texts_due`.
+    pub(crate) fn audit_texts_due(&self) -> &std::sync::atomic::AtomicBool {
+        &self.inner.audit_texts_due
     }
 
     /// A receiver that changes whenever gateway-visible config changes in this replica.

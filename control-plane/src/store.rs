@@ -73,7 +73,7 @@ impl Store {
         // Replicas starting together migrate one at a time: the first applies what is
         // missing, the others then find nothing to do.
         let lock = MigrationLock::acquire(url).await?;
-        let migrated = Migrator::up(&db, None).await;
+        let migrated = Migrator::up(lock.connection().unwrap_or(&db), None).await;
         if let Err(e) = migrated {
             lock.release().await;
             return Err(e.into());
@@ -124,9 +124,9 @@ impl Store {
             .db
             .query_one_raw(Statement::from_string(
                 sea_orm::DbBackend::Postgres,
-                "SELECT 1 AS found FROM pg_indexes \
-                 WHERE indexname IN ('audit_events_statement_trgm', 'audit_texts_statement_trgm') \
-                 HAVING count(*) = 2",
+                "SELECT 1 AS found FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                 WHERE c.relname IN ('audit_events_statement_trgm', 'audit_texts_statement_trgm') \
+                 AND i.indisvalid HAVING count(*) = 2",
             ))
             .await?;
         Ok(row.is_some())
@@ -163,7 +163,10 @@ fn conflict_or(err: DbErr, what: &'static str, key: &str) -> StoreError {
 }
 
 /// A PostgreSQL session-level advisory lock, held on a connection of its own while a replica
-/// migrates the store; nothing on SQLite (one process owns the file).
+/// migrates the store; nothing on SQLite (one process owns the file). The migrations run on
+/// that same connection, which the pool never closes for being idle or old: a session that
+/// ended would take the lock with it, and another replica could then migrate at the same time.
+/// If the session dies anyway, the migration's next statement fails with it.
 struct MigrationLock(Option<DatabaseConnection>);
 
 /// The advisory lock key: "cs-migr" as a number, unlikely to clash with an application's.
@@ -179,6 +182,8 @@ impl MigrationLock {
         options
             .max_connections(1)
             .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_timeout(Duration::from_secs(10))
             .sqlx_logging(false);
         let conn = Database::connect(options).await?;
@@ -205,6 +210,11 @@ impl MigrationLock {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The connection holding the lock (PostgreSQL).
+    fn connection(&self) -> Option<&DatabaseConnection> {
+        self.0.as_ref()
     }
 
     async fn release(self) {

@@ -191,7 +191,7 @@ async fn count(store: &Store, sql: &str) -> i64 {
 /// missing (it would be invisible to text search).
 #[tokio::test]
 async fn parameterized_texts_are_purged_with_their_last_event() {
-    use sea_orm::ConnectionTrait;
+    use sea_orm::{ConnectionTrait, TransactionTrait};
     for (backend, store) in backends().await {
         let who = backend.name();
         let old = Utc::now() - Duration::days(40);
@@ -272,28 +272,41 @@ async fn parameterized_texts_are_purged_with_their_last_event() {
             );
         }
 
-        // Two ingests storing the same two new texts at once, listed in opposite orders, in
-        // different sessions: neither waits on the other in a cycle (a deadlock would fail one).
-        for round in 0..20u64 {
-            let [a, b] = [
-                format!("SELECT a FROM pair_{round} WHERE id = $1"),
-                format!("SELECT b FROM pair_{round} WHERE id = $1"),
+        // Ingests store their new texts in digest order, so two that store the same texts
+        // never wait for each other in a cycle. Another transaction stores the smaller digest's
+        // text and keeps it uncommitted; an ingest whose events list the larger one first must
+        // then wait before storing anything, so that the other transaction can go on to store
+        // the larger one and commit (an ingest holding it would deadlock, failing one of them).
+        let [small, large] = {
+            let mut texts = [
+                "SELECT a FROM pair WHERE id = $1".to_owned(),
+                "SELECT b FROM pair WHERE id = $1".to_owned(),
             ];
-            let one = [
-                parameterized(&format!("pair-{round}-1"), 0, "bob@example.com", &a),
-                parameterized(&format!("pair-{round}-1"), 1, "bob@example.com", &b),
+            texts.sort_by_key(|t| <sha2::Sha256 as sha2::Digest>::digest(t.as_bytes()));
+            texts
+        };
+        let insert = |t: &str| {
+            format!("INSERT INTO audit_texts VALUES (sha256(convert_to('{t}', 'UTF8')), '{t}')")
+        };
+        let other = db.begin().await.unwrap();
+        other.execute_unprepared(&insert(&small)).await.unwrap();
+        let ingest = {
+            let store = store.clone();
+            let events = [
+                parameterized("pair", 0, "bob@example.com", &large),
+                parameterized("pair", 1, "bob@example.com", &small),
             ];
-            let two = [
-                parameterized(&format!("pair-{round}-2"), 0, "bob@example.com", &b),
-                parameterized(&format!("pair-{round}-2"), 1, "bob@example.com", &a),
-            ];
-            let (x, y) = tokio::join!(
-                store.insert_audit_events(&one),
-                store.insert_audit_events(&two)
-            );
-            assert_eq!((x.unwrap(), y.unwrap()), (2, 2), "{who}");
-        }
-        assert_eq!(count(&store, texts).await, 1 + 40, "{who}");
+            tokio::spawn(async move { store.insert_audit_events(&events).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !ingest.is_finished(),
+            "{who}: the ingest waits for the uncommitted text"
+        );
+        other.execute_unprepared(&insert(&large)).await.unwrap();
+        other.commit().await.unwrap();
+        assert_eq!(ingest.await.unwrap().unwrap(), 2, "{who}");
+        assert_eq!(count(&store, texts).await, 3, "{who}");
 
         // Each round: a text no event points to, then an ingest of an event with that text and
         // a purge of texts at once. Whichever goes first, the event's text must be there after.
@@ -311,9 +324,10 @@ async fn parameterized_texts_are_purged_with_their_last_event() {
                 "bob@example.com",
                 &sql,
             )];
-            let (stored, _) =
+            let (stored, purged) =
                 tokio::join!(store.insert_audit_events(&event), store.purge_audit_texts());
             assert_eq!(stored.unwrap(), 1, "{who}");
+            assert!(purged.is_ok(), "{who}: {purged:?}");
         }
         let orphans = "SELECT count(*) AS n FROM audit_events e WHERE statement_digest IS NOT NULL \
             AND NOT EXISTS (SELECT 1 FROM audit_texts t WHERE t.digest = e.statement_digest)";
@@ -759,12 +773,30 @@ async fn the_texts_migration_upgrades_a_store_and_rolls_back() {
         1
     );
 
+    // Cut off after its first steps, the migration completes when it runs again.
+    raw.execute_unprepared(
+        "DROP INDEX audit_events_statement_digest; DROP INDEX audit_texts_statement_trgm; \
+         DELETE FROM seaql_migrations WHERE version = 'm0012_audit_texts'",
+    )
+    .await
+    .unwrap();
+    Migrator::up(&raw, None).await.unwrap();
+    assert!(store.audit_text_index().await.unwrap());
+    let digest_index = "SELECT count(*) AS n FROM pg_indexes \
+        WHERE indexname = 'audit_events_statement_digest'";
+    assert_eq!(count(&store, digest_index).await, 1);
+
     Migrator::down(&raw, Some(1)).await.unwrap();
-    let partial = "SELECT count(*) AS n FROM pg_indexes WHERE indexname = \
-        'audit_events_statement_trgm' AND indexdef LIKE '%WHERE%'";
+    let trigram = |partial: bool| {
+        format!(
+            "SELECT count(*) AS n FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE c.relname = 'audit_events_statement_trgm' AND i.indisvalid \
+             AND (i.indpred IS NOT NULL) = {partial}"
+        )
+    };
     assert_eq!(
-        count(&store, partial).await,
-        0,
+        count(&store, &trigram(false)).await,
+        1,
         "the index covers every text again"
     );
     assert_eq!(
@@ -777,7 +809,8 @@ async fn the_texts_migration_upgrades_a_store_and_rolls_back() {
         0
     );
     Migrator::up(&raw, None).await.unwrap();
-    assert_eq!(count(&store, partial).await, 1);
+    assert_eq!(count(&store, &trigram(true)).await, 1);
+    assert_eq!(count(&store, &trigram(false)).await, 0);
     assert!(store.audit_text_index().await.unwrap());
     store.close().await.unwrap();
 }

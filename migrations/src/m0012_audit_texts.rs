@@ -30,11 +30,17 @@
 //! index covers them as before.
 //!
 //! The migration runs outside a transaction, one statement at a time, so that
-//! no step holds a lock on `audit_events` for longer than a catalog change:
-//! the two indexes over it are built `CONCURRENTLY` (the new trigram index
-//! under a new name, then the old one dropped and the new one renamed), while
-//! ingest and search go on. Each step can run again, so a migration cut off
-//! halfway completes when it is run again.
+//! no step holds an exclusive lock on `audit_events` for longer than a catalog
+//! change (adding the column and the `NOT VALID` constraint, each of which
+//! still waits for the readers and writers in progress): the two indexes over
+//! it are built `CONCURRENTLY` (the new trigram index under a new name, then
+//! the old one dropped and the new one renamed), while ingest and search go
+//! on; each build holds a lock that keeps out only vacuum and other schema
+//! changes. On a large store the builds take a while (minutes per few million
+//! events): see `docs/deploy.md`, "Upgrades". Each step looks at the catalog
+//! first and skips what is already done, and an index left invalid by a build
+//! that was cut off is built again, so a migration cut off halfway completes
+//! when it is run again, without redoing a finished index.
 //!
 //! SQLite (`countersign dev`) has no trigram index, so it keeps neither.
 
@@ -44,18 +50,20 @@ use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend, Statement};
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-/// Before the indexes: the column, the table, the constraints and the guards.
-const POSTGRES_SCHEMA: &[&str] = &[
-    "ALTER TABLE audit_events ADD COLUMN IF NOT EXISTS statement_digest bytea",
-    "CREATE TABLE IF NOT EXISTS audit_texts (
-        digest bytea PRIMARY KEY,
-        statement text NOT NULL,
-        CONSTRAINT audit_texts_digest_of_statement CHECK (digest = sha256(convert_to(statement, 'UTF8')))
-    )",
-    "ALTER TABLE audit_events DROP CONSTRAINT IF EXISTS audit_events_digest_of_statement",
-    "ALTER TABLE audit_events ADD CONSTRAINT audit_events_digest_of_statement
-        CHECK (statement_digest IS NULL OR statement_digest = sha256(convert_to(statement, 'UTF8')))
-        NOT VALID",
+const ADD_COLUMN: &str = "ALTER TABLE audit_events ADD COLUMN statement_digest bytea";
+
+const CREATE_TEXTS: &str = "CREATE TABLE IF NOT EXISTS audit_texts (
+    digest bytea PRIMARY KEY,
+    statement text NOT NULL,
+    CONSTRAINT audit_texts_digest_of_statement CHECK (digest = sha256(convert_to(statement, 'UTF8')))
+)";
+
+const ADD_CHECK: &str = "ALTER TABLE audit_events ADD CONSTRAINT audit_events_digest_of_statement
+    CHECK (statement_digest IS NULL OR statement_digest = sha256(convert_to(statement, 'UTF8')))
+    NOT VALID";
+
+/// The guards on `audit_texts` (its own locks only).
+const TEXTS_GUARDS: &[&str] = &[
     r#"CREATE OR REPLACE FUNCTION countersign_audit_texts_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'DELETE' AND EXISTS (SELECT 1 FROM audit_purge_permits) THEN
@@ -73,37 +81,19 @@ $$"#,
     "CREATE TRIGGER audit_texts_no_truncate
         BEFORE TRUNCATE ON audit_texts
         FOR EACH STATEMENT EXECUTE FUNCTION countersign_audit_refuse_change()",
-    // An index left invalid by a build that was cut off is built again.
-    "DROP INDEX CONCURRENTLY IF EXISTS audit_events_statement_digest",
-    "CREATE INDEX CONCURRENTLY audit_events_statement_digest ON audit_events (statement_digest, at)
-        WHERE statement_digest IS NOT NULL",
 ];
 
-/// With `pg_trgm`: the trigram indexes, the one over the events replaced by a partial one.
-const POSTGRES_TRIGRAM: &[&str] = &[
-    "DROP INDEX CONCURRENTLY IF EXISTS audit_events_statement_trgm_inline",
-    "CREATE INDEX CONCURRENTLY audit_events_statement_trgm_inline ON audit_events
-        USING gin (statement gin_trgm_ops) WHERE statement_digest IS NULL",
-    "DROP INDEX CONCURRENTLY IF EXISTS audit_events_statement_trgm",
-    "ALTER INDEX audit_events_statement_trgm_inline RENAME TO audit_events_statement_trgm",
-    "CREATE INDEX IF NOT EXISTS audit_texts_statement_trgm ON audit_texts
-        USING gin (statement gin_trgm_ops)",
-];
+const CREATE_DIGEST_INDEX: &str = "CREATE INDEX CONCURRENTLY audit_events_statement_digest
+    ON audit_events (statement_digest, at) WHERE statement_digest IS NOT NULL";
 
-const POSTGRES_DOWN: &[&str] = &[
-    "DROP TABLE IF EXISTS audit_texts",
-    "DROP FUNCTION IF EXISTS countersign_audit_texts_guard()",
-    "DROP INDEX CONCURRENTLY IF EXISTS audit_events_statement_digest",
-    "ALTER TABLE audit_events DROP CONSTRAINT IF EXISTS audit_events_digest_of_statement",
-];
+const CREATE_INLINE_TRGM: &str = "CREATE INDEX CONCURRENTLY audit_events_statement_trgm_inline
+    ON audit_events USING gin (statement gin_trgm_ops) WHERE statement_digest IS NULL";
 
-const POSTGRES_DOWN_TRIGRAM: &[&str] = &[
-    "DROP INDEX CONCURRENTLY IF EXISTS audit_events_statement_trgm_all",
-    "CREATE INDEX CONCURRENTLY audit_events_statement_trgm_all ON audit_events
-        USING gin (statement gin_trgm_ops)",
-    "DROP INDEX CONCURRENTLY IF EXISTS audit_events_statement_trgm",
-    "ALTER INDEX audit_events_statement_trgm_all RENAME TO audit_events_statement_trgm",
-];
+const CREATE_TEXTS_TRGM: &str = "CREATE INDEX IF NOT EXISTS audit_texts_statement_trgm
+    ON audit_texts USING gin (statement gin_trgm_ops)";
+
+const CREATE_EVERY_TRGM: &str = "CREATE INDEX CONCURRENTLY audit_events_statement_trgm_all
+    ON audit_events USING gin (statement gin_trgm_ops)";
 
 async fn run(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
     let db = manager.get_connection();
@@ -113,16 +103,81 @@ async fn run(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbE
     Ok(())
 }
 
-/// Whether `pg_trgm` is installed (migration m0009 creates it where it can).
-async fn trigram(manager: &SchemaManager<'_>) -> Result<bool, DbErr> {
+/// Whether `sql`, given `name` as `$1`, returns a row.
+async fn exists(manager: &SchemaManager<'_>, sql: &str, name: &str) -> Result<bool, DbErr> {
     let found = manager
         .get_connection()
-        .query_one_raw(Statement::from_string(
+        .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT 1 AS found FROM pg_extension WHERE extname = 'pg_trgm'",
+            sql,
+            [name.into()],
         ))
         .await?;
     Ok(found.is_some())
+}
+
+/// Whether `pg_trgm` is installed (migration m0009 creates it where it can).
+async fn trigram(manager: &SchemaManager<'_>) -> Result<bool, DbErr> {
+    exists(
+        manager,
+        "SELECT 1 FROM pg_extension WHERE extname = $1",
+        "pg_trgm",
+    )
+    .await
+}
+
+/// Whether the index `name` exists and is valid (`partial`: and has a predicate).
+async fn valid_index(
+    manager: &SchemaManager<'_>,
+    name: &str,
+    partial: bool,
+) -> Result<bool, DbErr> {
+    let sql = format!(
+        "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE c.relname = $1 AND i.indisvalid{}",
+        if partial {
+            " AND i.indpred IS NOT NULL"
+        } else {
+            ""
+        }
+    );
+    exists(manager, &sql, name).await
+}
+
+/// Builds the index `name` with `create` (`CREATE INDEX CONCURRENTLY`), unless it exists and
+/// is valid; an invalid one (a build that was cut off) is dropped first.
+async fn build_index(manager: &SchemaManager<'_>, name: &str, create: &str) -> Result<(), DbErr> {
+    if valid_index(manager, name, false).await? {
+        return Ok(());
+    }
+    let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {name}");
+    run(manager, &[&drop, create]).await
+}
+
+/// Replaces the trigram index on the events with one built by `create` under the name `new`,
+/// unless it is already `partial` or not.
+async fn replace_trigram(
+    manager: &SchemaManager<'_>,
+    partial: bool,
+    new: &str,
+    create: &str,
+) -> Result<(), DbErr> {
+    const NAME: &str = "audit_events_statement_trgm";
+    let current = valid_index(manager, NAME, partial).await?
+        && (partial || !valid_index(manager, NAME, true).await?);
+    if current {
+        return Ok(());
+    }
+    build_index(manager, new, create).await?;
+    let rename = format!("ALTER INDEX {new} RENAME TO {NAME}");
+    run(
+        manager,
+        &[
+            "DROP INDEX CONCURRENTLY IF EXISTS audit_events_statement_trgm",
+            &rename,
+        ],
+    )
+    .await
 }
 
 #[async_trait::async_trait]
@@ -136,9 +191,32 @@ impl MigrationTrait for Migration {
         if manager.get_database_backend() != DbBackend::Postgres {
             return Ok(());
         }
-        run(manager, POSTGRES_SCHEMA).await?;
+        let column = "SELECT 1 FROM information_schema.columns \
+            WHERE table_name = 'audit_events' AND column_name = $1";
+        if !exists(manager, column, "statement_digest").await? {
+            run(manager, &[ADD_COLUMN]).await?;
+        }
+        run(manager, &[CREATE_TEXTS]).await?;
+        let check = "SELECT 1 FROM pg_constraint WHERE conname = $1";
+        if !exists(manager, check, "audit_events_digest_of_statement").await? {
+            run(manager, &[ADD_CHECK]).await?;
+        }
+        run(manager, TEXTS_GUARDS).await?;
+        build_index(
+            manager,
+            "audit_events_statement_digest",
+            CREATE_DIGEST_INDEX,
+        )
+        .await?;
         if trigram(manager).await? {
-            run(manager, POSTGRES_TRIGRAM).await?;
+            replace_trigram(
+                manager,
+                true,
+                "audit_events_statement_trgm_inline",
+                CREATE_INLINE_TRGM,
+            )
+            .await?;
+            run(manager, &[CREATE_TEXTS_TRGM]).await?;
         }
         Ok(())
     }
@@ -148,12 +226,23 @@ impl MigrationTrait for Migration {
             return Ok(());
         }
         if trigram(manager).await? {
-            run(manager, POSTGRES_DOWN_TRIGRAM).await?;
+            replace_trigram(
+                manager,
+                false,
+                "audit_events_statement_trgm_all",
+                CREATE_EVERY_TRGM,
+            )
+            .await?;
         }
-        run(manager, POSTGRES_DOWN).await?;
         run(
             manager,
-            &["ALTER TABLE audit_events DROP COLUMN IF EXISTS statement_digest"],
+            &[
+                "DROP TABLE IF EXISTS audit_texts",
+                "DROP FUNCTION IF EXISTS countersign_audit_texts_guard()",
+                "DROP INDEX CONCURRENTLY IF EXISTS audit_events_statement_digest",
+                "ALTER TABLE audit_events DROP CONSTRAINT IF EXISTS audit_events_digest_of_statement",
+                "ALTER TABLE audit_events DROP COLUMN IF EXISTS statement_digest",
+            ],
         )
         .await
     }

@@ -298,10 +298,10 @@ impl Store {
     pub async fn insert_audit_events(&self, events: &[NewAuditEvent]) -> Result<u64, StoreError> {
         if self.db().get_database_backend() == sea_orm::DbBackend::Postgres {
             let texts = ingest::batch_texts(events);
-            let tx = ingest::PgIngest::begin(self.db().get_postgres_connection_pool()).await?;
+            let mut tx = ingest::PgIngest::begin(self.db().get_postgres_connection_pool()).await?;
             tx.store_texts(&texts).await?;
             let rows = chain::chain_new(&tx, self.audit_key(), events).await?;
-            tx.copy_and_commit(&rows, &texts).await?;
+            tx.copy_and_commit(&rows).await?;
             return Ok(rows.len() as u64);
         }
         let txn = self.db().begin().await?;

@@ -98,6 +98,8 @@ pub(crate) fn batch_texts(events: &[NewAuditEvent]) -> BTreeMap<[u8; 32], &str> 
 /// One ingest transaction on a connection of the store's pool.
 pub(crate) struct PgIngest {
     tx: Mutex<sqlx::Transaction<'static, Postgres>>,
+    /// The digests [`PgIngest::store_texts`] stored (or found stored) in this transaction.
+    texts: std::collections::BTreeSet<[u8; 32]>,
 }
 
 fn exec_err(e: sqlx::Error) -> DbErr {
@@ -111,11 +113,16 @@ fn query_err(e: sqlx::Error) -> DbErr {
 impl PgIngest {
     /// Begins a transaction on a connection of `pool`.
     pub(crate) async fn begin(pool: &sqlx::PgPool) -> Result<Self, StoreError> {
+        // READ COMMITTED whatever the server's default: under a snapshot for the whole
+        // transaction, two ingests storing the same new text would fail each other.
         let tx = pool
-            .begin()
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await
             .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(e.into())))?;
-        Ok(Self { tx: Mutex::new(tx) })
+        Ok(Self {
+            tx: Mutex::new(tx),
+            texts: Default::default(),
+        })
     }
 
     /// Stores those of `texts` that `audit_texts` lacks, in digest order, and holds the texts
@@ -125,7 +132,7 @@ impl PgIngest {
     /// comes before the stamp, so it cannot make events arrive late for the SIEM stream, and
     /// it holds no head lock another ingest could be waiting for.
     pub(crate) async fn store_texts(
-        &self,
+        &mut self,
         texts: &BTreeMap<[u8; 32], &str>,
     ) -> Result<(), StoreError> {
         if texts.is_empty() {
@@ -133,7 +140,7 @@ impl PgIngest {
         }
         let (digests, statements): (Vec<&[u8]>, Vec<&str>) =
             texts.iter().map(|(d, s)| (&d[..], *s)).unzip();
-        let mut tx = self.tx.lock().await;
+        let tx = self.tx.get_mut();
         sqlx::query("SELECT 1 FROM pg_advisory_xact_lock_shared($1)")
             .bind(TEXTS_LOCK_KEY)
             .execute(&mut **tx)
@@ -145,22 +152,23 @@ impl PgIngest {
             .execute(&mut **tx)
             .await
             .map_err(exec_err)?;
+        self.texts.extend(texts.keys());
         Ok(())
     }
 
     /// Writes `rows` with one binary `COPY`, checks that the server stored all of them, and
     /// commits; on a task of its own (see the module docs). Each parameterized row carries its
-    /// text's digest, which must be among the `texts` [`Self::store_texts`] stored.
+    /// text's digest, which must be among those [`Self::store_texts`] stored in this
+    /// transaction: a row whose text is not is refused, and nothing is committed.
     pub(crate) async fn copy_and_commit(
         self,
         rows: &[audit_event::Model],
-        texts: &BTreeMap<[u8; 32], &str>,
     ) -> Result<(), StoreError> {
         let digests: Vec<_> = rows.iter().map(text_digest).collect();
         if let Some((m, _)) = rows
             .iter()
             .zip(&digests)
-            .find(|(_, d)| d.is_some_and(|d| !texts.contains_key(&d)))
+            .find(|(_, d)| d.is_some_and(|d| !self.texts.contains(&d)))
         {
             return Err(StoreError::Corrupt(format!(
                 "audit {}:{}: its text was not stored in audit_texts",

@@ -12,7 +12,7 @@
 //!
 //! On PostgreSQL, the parameterized statement texts (`audit_texts`, migration m0012) that no
 //! event points to any more are removed by [`Store::purge_audit_texts`], which the retention
-//! job runs once per round after purging events.
+//! job runs after a round that purged events (see `ControlPlane::run_audit_upkeep`).
 //!
 //! The deletes run in the same transaction as the checkpoint that records
 //! them, with a row in `audit_purge_permits` that the append-only trigger
@@ -131,8 +131,10 @@ impl Store {
     ///
     /// It holds the ingest lock ([`super::ingest::TEXTS_LOCK_KEY`]) exclusively, taken before
     /// the delete reads the events, so the events it checks include every committed one, and
-    /// an ingest that would find a text present waits until the text is gone or kept. Ingest
-    /// waits for the delete, one anti-join of the texts against the digest index.
+    /// an ingest that would find a text present waits until the text is gone or kept. Ingests
+    /// with texts wait for the delete, one anti-join of the texts against the digest index; if
+    /// the lock is not granted within 2 s (long ingests in progress) it gives up with an error,
+    /// and the retention job tries again next round.
     pub async fn purge_audit_texts(&self) -> Result<u64, StoreError> {
         use sea_orm::{ConnectionTrait, DbBackend, IsolationLevel, Statement};
         if self.db().get_database_backend() != DbBackend::Postgres {
@@ -143,6 +145,10 @@ impl Store {
         let txn = self
             .db()
             .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+            .await?;
+        // While it waits for the ingests in progress, every new ingest with texts queues
+        // behind it: waiting long is worse than trying again next round.
+        txn.execute_unprepared("SET LOCAL lock_timeout = '2s'")
             .await?;
         txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
