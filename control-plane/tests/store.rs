@@ -16,7 +16,7 @@ use countersign_control_plane::store::resources::ResourceSpec;
 use countersign_control_plane::{ControlPlane, ServiceError, Settings, Store, StoreError};
 
 /// A store on a fresh PostgreSQL database or SQLite file, dropped at the end.
-use backends::Backend;
+use backends::{Backend, EVENTS_WITHOUT_THEIR_TEXT, count};
 
 /// Both backends, each with a fresh store.
 async fn backends() -> Vec<(Backend, Store)> {
@@ -171,19 +171,6 @@ async fn text_search_reaches_past_its_window_escapes_and_ignores_case() {
     }
 }
 
-/// A number the query returns as `n` (PostgreSQL).
-async fn count(store: &Store, sql: &str) -> i64 {
-    use sea_orm::{ConnectionTrait, DbBackend, Statement};
-    store
-        .db_for_tests()
-        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get::<i64>("", "n")
-        .unwrap()
-}
-
 /// PostgreSQL keeps each parameterized text once (`audit_texts`): the
 /// retention purge removes a text with the last event that points to it and
 /// keeps the others, nothing else may change or delete a text, and a purge of
@@ -329,9 +316,7 @@ async fn parameterized_texts_are_purged_with_their_last_event() {
             assert_eq!(stored.unwrap(), 1, "{who}");
             assert!(purged.is_ok(), "{who}: {purged:?}");
         }
-        let orphans = "SELECT count(*) AS n FROM audit_events e WHERE statement_digest IS NOT NULL \
-            AND NOT EXISTS (SELECT 1 FROM audit_texts t WHERE t.digest = e.statement_digest)";
-        assert_eq!(count(&store, orphans).await, 0, "{who}");
+        assert_eq!(count(&store, EVENTS_WITHOUT_THEIR_TEXT).await, 0, "{who}");
         assert_eq!(search("FROM race_").await, 10, "{who}");
     }
 }

@@ -35,3 +35,22 @@ impl Backend {
         }
     }
 }
+
+/// A number the query returns as `n` (PostgreSQL).
+pub async fn count(store: &Store, sql: &str) -> i64 {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    store
+        .db_for_tests()
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap()
+}
+
+/// Counts the events that carry a text digest whose text is not in `audit_texts` (PostgreSQL):
+/// text search could not find them, so there must be none.
+pub const EVENTS_WITHOUT_THEIR_TEXT: &str = "SELECT count(*) AS n FROM audit_events e \
+    WHERE statement_digest IS NOT NULL \
+    AND NOT EXISTS (SELECT 1 FROM audit_texts t WHERE t.digest = e.statement_digest)";
