@@ -101,7 +101,34 @@ impl Store {
                  (see docs/audit.md); searches by text read every event in range"
             );
         }
+        if let Some(encoding) = store.lossy_encoding().await? {
+            tracing::warn!(
+                encoding,
+                "the store's database does not use the UTF8 encoding: a statement whose text \
+                 does not convert to it and back unchanged fails the store's digest check, and \
+                 its batch is refused (see docs/deploy.md, \"Upgrades\")"
+            );
+        }
         Ok(store)
+    }
+
+    /// The database's encoding if it is neither UTF8 nor SQL_ASCII (which stores the bytes it
+    /// is given), where a statement's text may not keep its bytes (PostgreSQL).
+    async fn lossy_encoding(&self) -> Result<Option<String>, StoreError> {
+        use sea_orm::{ConnectionTrait, Statement};
+        if self.db.get_database_backend() != sea_orm::DbBackend::Postgres {
+            return Ok(None);
+        }
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT current_setting('server_encoding') AS encoding",
+            ))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("current_setting returned no row".into()))?;
+        let encoding: String = row.try_get("", "encoding")?;
+        Ok((!matches!(encoding.as_str(), "UTF8" | "SQL_ASCII")).then_some(encoding))
     }
 
     pub(crate) fn audit_key(&self) -> &audit::chain::AuditKey {
