@@ -113,8 +113,9 @@ impl Store {
     }
 
     /// The database's encoding if it is neither UTF8 nor SQL_ASCII (which stores the bytes it
-    /// is given), where a statement's text may not keep its bytes (PostgreSQL).
-    async fn lossy_encoding(&self) -> Result<Option<String>, StoreError> {
+    /// is given), where a statement's text may not keep its bytes (PostgreSQL). Logged as a
+    /// warning at start.
+    pub async fn lossy_encoding(&self) -> Result<Option<String>, StoreError> {
         use sea_orm::{ConnectionTrait, Statement};
         if self.db.get_database_backend() != sea_orm::DbBackend::Postgres {
             return Ok(None);

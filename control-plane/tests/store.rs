@@ -799,3 +799,43 @@ async fn the_texts_migration_upgrades_a_store_and_rolls_back() {
     assert!(store.audit_text_index().await.unwrap());
     store.close().await.unwrap();
 }
+
+/// A store whose database encoding may not keep a statement's text unchanged is named at start
+/// (the control plane logs a warning): LATIN1 is, UTF8 is not.
+#[tokio::test]
+async fn a_store_database_in_a_lossy_encoding_is_named() {
+    use sea_orm::ConnectionTrait;
+    countersign_testkit::ensure_services().unwrap();
+    let utf8 = countersign_testkit::TestDb::create("cs_encoding")
+        .await
+        .unwrap();
+    let store = Store::connect(&utf8.url()).await.unwrap();
+    assert_eq!(store.lossy_encoding().await.unwrap(), None);
+    store.close().await.unwrap();
+
+    // The same database created again in LATIN1 (dropped at the end like any test database).
+    let latin1 = countersign_testkit::TestDb::create("cs_encoding")
+        .await
+        .unwrap();
+    let url = latin1.url();
+    let name = url.rsplit('/').next().unwrap();
+    let admin = sea_orm::Database::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .unwrap();
+    for sql in [
+        format!("DROP DATABASE {name}"),
+        format!(
+            "CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' \
+             TEMPLATE template0"
+        ),
+    ] {
+        admin.execute_unprepared(&sql).await.unwrap();
+    }
+    admin.close().await.unwrap();
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(
+        store.lossy_encoding().await.unwrap().as_deref(),
+        Some("LATIN1")
+    );
+    store.close().await.unwrap();
+}
