@@ -11,7 +11,7 @@
 //! the server reads it with the columns' binary input functions.
 //!
 //! The same transaction stores the batch's parameterized statement texts in `audit_texts`
-//! (see [`text_digest`]) before it locks the chain heads, under [`TEXTS_LOCK_KEY`]
+//! (see [`batch_texts`]) before it locks the chain heads, under [`TEXTS_LOCK_KEY`]
 //! ([`PgIngest::store_texts`]).
 //!
 //! What it guarantees: the rows, the heads they move and the head locks are one transaction.
@@ -31,7 +31,7 @@ use sea_orm::sqlx::{self, Postgres};
 use sea_orm::{DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use tokio::sync::Mutex;
 
 /// The statement of [`PgIngest::copy_and_commit`]: its columns in the order each row's fields are
@@ -66,40 +66,54 @@ fn digest(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
-/// The key under which `m`'s statement is kept in `audit_texts` (see [`parameterized`]): the
-/// SHA-256 of its text. SHA-256 rather than anything shorter: a text crafted to collide with
-/// another would have its events found under the other's text only, hidden from a search for
-/// its own. The store's CHECK constraints hold every digest to its text (migration m0012).
-pub(crate) fn text_digest(m: &audit_event::Model) -> Option<[u8; 32]> {
-    let statement = m.statement.as_deref()?;
+/// The parameterized texts of `events` (see [`parameterized`]), each once, with the key under
+/// which it is kept in `audit_texts`: the SHA-256 of its text, computed once per distinct text.
+/// SHA-256 rather than anything shorter: a text crafted to collide with another would have its
+/// events found under the other's text only, hidden from a search for its own. The store's CHECK
+/// constraints hold every digest to its text (migration m0012).
+pub(crate) fn batch_texts(events: &[NewAuditEvent]) -> HashMap<&str, [u8; 32]> {
+    let mut texts = HashMap::new();
+    for e in events {
+        if let AuditBody::Statement(s) = &e.body
+            && parameterized(&s.protocol, s.parameter_count.into())
+        {
+            texts
+                .entry(s.statement.as_str())
+                .or_insert_with(|| digest(&s.statement));
+        }
+    }
+    texts
+}
+
+/// The digest `m` is stored with: its text's, from `stored`, if it is a parameterized statement
+/// (the same rule as [`batch_texts`]); an error if its text is not among them.
+fn row_digest(
+    stored: &HashMap<String, [u8; 32]>,
+    m: &audit_event::Model,
+) -> Result<Option<[u8; 32]>, StoreError> {
     let kept = m.event == "statement"
         && parameterized(
             m.protocol.as_deref().unwrap_or_default(),
             m.parameter_count.unwrap_or_default().into(),
         );
-    kept.then(|| digest(statement))
-}
-
-/// The parameterized texts of `events`, each once, in digest order: every ingest inserts its
-/// texts in that order, so two ingests that store the same new texts wait for each other at
-/// most one way round, never in a cycle.
-pub(crate) fn batch_texts(events: &[NewAuditEvent]) -> BTreeMap<[u8; 32], &str> {
-    events
-        .iter()
-        .filter_map(|e| match &e.body {
-            AuditBody::Statement(s) if parameterized(&s.protocol, s.parameter_count.into()) => {
-                Some((digest(&s.statement), s.statement.as_str()))
-            }
-            _ => None,
-        })
-        .collect()
+    match m.statement.as_deref() {
+        Some(statement) if kept => match stored.get(statement) {
+            Some(d) => Ok(Some(*d)),
+            None => Err(StoreError::Corrupt(format!(
+                "audit {}:{}: its text was not stored in audit_texts",
+                m.session_id, m.seq
+            ))),
+        },
+        _ => Ok(None),
+    }
 }
 
 /// One ingest transaction on a connection of the store's pool.
 pub(crate) struct PgIngest {
     tx: Mutex<sqlx::Transaction<'static, Postgres>>,
-    /// The digests [`PgIngest::store_texts`] stored (or found stored) in this transaction.
-    texts: std::collections::BTreeSet<[u8; 32]>,
+    /// The texts [`PgIngest::store_texts`] stored (or found stored) in this transaction, with
+    /// their digests.
+    texts: HashMap<String, [u8; 32]>,
 }
 
 fn exec_err(e: sqlx::Error) -> DbErr {
@@ -133,13 +147,14 @@ impl PgIngest {
     /// it holds no head lock another ingest could be waiting for.
     pub(crate) async fn store_texts(
         &mut self,
-        texts: &BTreeMap<[u8; 32], &str>,
+        texts: &HashMap<&str, [u8; 32]>,
     ) -> Result<(), StoreError> {
         if texts.is_empty() {
             return Ok(());
         }
-        let (digests, statements): (Vec<&[u8]>, Vec<&str>) =
-            texts.iter().map(|(d, s)| (&d[..], *s)).unzip();
+        let mut by_digest: Vec<(&[u8], &str)> = texts.iter().map(|(s, d)| (&d[..], *s)).collect();
+        by_digest.sort_unstable();
+        let (digests, statements): (Vec<&[u8]>, Vec<&str>) = by_digest.into_iter().unzip();
         let tx = self.tx.get_mut();
         sqlx::query("SELECT 1 FROM pg_advisory_xact_lock_shared($1)")
             .bind(TEXTS_LOCK_KEY)
@@ -152,7 +167,8 @@ impl PgIngest {
             .execute(&mut **tx)
             .await
             .map_err(exec_err)?;
-        self.texts.extend(texts.keys());
+        self.texts
+            .extend(texts.iter().map(|(s, d)| ((*s).to_owned(), *d)));
         Ok(())
     }
 
@@ -164,17 +180,10 @@ impl PgIngest {
         self,
         rows: &[audit_event::Model],
     ) -> Result<(), StoreError> {
-        let digests: Vec<_> = rows.iter().map(text_digest).collect();
-        if let Some((m, _)) = rows
+        let digests = rows
             .iter()
-            .zip(&digests)
-            .find(|(_, d)| d.is_some_and(|d| !self.texts.contains(&d)))
-        {
-            return Err(StoreError::Corrupt(format!(
-                "audit {}:{}: its text was not stored in audit_texts",
-                m.session_id, m.seq
-            )));
-        }
+            .map(|m| row_digest(&self.texts, m))
+            .collect::<Result<Vec<_>, _>>()?;
         let data = encode_rows(rows, &digests)?;
         let expected = rows.len() as u64;
         let mut tx = self.tx.into_inner();
@@ -433,8 +442,20 @@ mod tests {
             .iter()
             .map(|e| to_model(e, Utc::now()).unwrap())
             .collect();
-        let digests: Vec<_> = rows.iter().map(text_digest).collect();
         let sha = |t: &str| <[u8; 32]>::from(Sha256::digest(t.as_bytes()));
+        // The batch's texts: each once, with its digest.
+        let texts = batch_texts(&events);
+        assert_eq!(
+            texts,
+            HashMap::from([(sql, sha(sql)), ("SELECT $1::int", sha("SELECT $1::int"))])
+        );
+        // Each row: its text's digest by the same rule, once its text is stored.
+        let stored: HashMap<String, [u8; 32]> =
+            texts.iter().map(|(s, d)| ((*s).to_owned(), *d)).collect();
+        let digests: Vec<_> = rows
+            .iter()
+            .map(|m| row_digest(&stored, m).unwrap())
+            .collect();
         assert_eq!(
             digests,
             vec![
@@ -445,13 +466,9 @@ mod tests {
                 Some(sha(sql))
             ]
         );
-        // The batch's texts: the same rule, each text once, in digest order.
-        let texts = batch_texts(&events);
-        assert_eq!(texts.into_iter().collect::<Vec<_>>(), {
-            let mut want = vec![(sha(sql), sql), (sha("SELECT $1::int"), "SELECT $1::int")];
-            want.sort();
-            want
-        });
+        // A parameterized row whose text was not stored is refused.
+        assert!(row_digest(&HashMap::new(), &rows[0]).is_err());
+        assert_eq!(row_digest(&HashMap::new(), &rows[1]).unwrap(), None);
         // The digest goes out as the row's last field, 32 bytes.
         let out = encode_rows(&rows[..1], &digests[..1]).unwrap();
         let tail = &out[out.len() - 2 - 36..out.len() - 2];
