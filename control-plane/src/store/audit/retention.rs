@@ -23,8 +23,8 @@ use super::super::{Store, StoreError};
 use super::checkpoint::{self, CheckpointEntry};
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
 };
 
 /// Sessions purged per transaction.
@@ -59,12 +59,7 @@ impl Store {
             };
             let txn = self.db().begin().await?;
             checkpoint::lock(&txn, true).await?;
-            let permit = uuid::Uuid::new_v4().to_string();
-            audit_purge_permit::Entity::insert(audit_purge_permit::ActiveModel {
-                id: Set(permit.clone()),
-            })
-            .exec_without_returning(&txn)
-            .await?;
+            let permit = begin_permit(&txn).await?;
             let mut entries = Vec::new();
             let mut removed = 0;
             for session in &sessions {
@@ -115,17 +110,13 @@ impl Store {
                 txn.rollback().await?;
                 continue;
             }
-            audit_purge_permit::Entity::delete_by_id(permit)
-                .exec(&txn)
-                .await?;
+            end_permit(&txn, permit).await?;
             txn.commit().await?;
             purged += removed;
             after = last;
         }
     }
-}
 
-impl Store {
     /// Removes the texts in `audit_texts` that no event points to (PostgreSQL; SQLite keeps
     /// none). Returns how many were removed.
     ///
@@ -156,12 +147,7 @@ impl Store {
             [super::ingest::TEXTS_LOCK_KEY.into()],
         ))
         .await?;
-        let permit = uuid::Uuid::new_v4().to_string();
-        audit_purge_permit::Entity::insert(audit_purge_permit::ActiveModel {
-            id: Set(permit.clone()),
-        })
-        .exec_without_returning(&txn)
-        .await?;
+        let permit = begin_permit(&txn).await?;
         let removed = txn
             .execute_unprepared(
                 "DELETE FROM audit_texts t WHERE NOT EXISTS \
@@ -169,10 +155,28 @@ impl Store {
             )
             .await?
             .rows_affected();
-        audit_purge_permit::Entity::delete_by_id(permit)
-            .exec(&txn)
-            .await?;
+        end_permit(&txn, permit).await?;
         txn.commit().await?;
         Ok(removed)
     }
+}
+
+/// Lets `txn` delete audit rows until [`end_permit`]: the append-only triggers let a delete
+/// through while a row of `audit_purge_permits` is visible, and no other transaction sees this
+/// one before it commits, by which time [`end_permit`] has removed it.
+async fn begin_permit(txn: &DatabaseTransaction) -> Result<String, StoreError> {
+    let permit = uuid::Uuid::new_v4().to_string();
+    audit_purge_permit::Entity::insert(audit_purge_permit::ActiveModel {
+        id: Set(permit.clone()),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    Ok(permit)
+}
+
+async fn end_permit(txn: &DatabaseTransaction, permit: String) -> Result<(), StoreError> {
+    audit_purge_permit::Entity::delete_by_id(permit)
+        .exec(txn)
+        .await?;
+    Ok(())
 }
