@@ -116,19 +116,11 @@ impl Store {
     /// is given), where a statement's text may not keep its bytes (PostgreSQL). Logged as a
     /// warning at start.
     pub async fn lossy_encoding(&self) -> Result<Option<String>, StoreError> {
-        use sea_orm::{ConnectionTrait, Statement};
         if self.db.get_database_backend() != sea_orm::DbBackend::Postgres {
             return Ok(None);
         }
-        let row = self
-            .db
-            .query_one_raw(Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "SELECT current_setting('server_encoding') AS encoding",
-            ))
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("current_setting returned no row".into()))?;
-        let encoding: String = row.try_get("", "encoding")?;
+        let encoding: String =
+            pg_value(&self.db, "SELECT current_setting('server_encoding')").await?;
         Ok((!matches!(encoding.as_str(), "UTF8" | "SQL_ASCII")).then_some(encoding))
     }
 
@@ -144,20 +136,16 @@ impl Store {
     /// events and over the parameterized texts (PostgreSQL; see migrations m0009
     /// and m0012). Always false on SQLite.
     pub async fn audit_text_index(&self) -> Result<bool, StoreError> {
-        use sea_orm::{ConnectionTrait, Statement};
         if self.db.get_database_backend() != sea_orm::DbBackend::Postgres {
             return Ok(false);
         }
-        let row = self
-            .db
-            .query_one_raw(Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "SELECT 1 AS found FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
-                 WHERE c.relname IN ('audit_events_statement_trgm', 'audit_texts_statement_trgm') \
-                 AND i.indisvalid HAVING count(*) = 2",
-            ))
-            .await?;
-        Ok(row.is_some())
+        pg_value(
+            &self.db,
+            "SELECT count(*) = 2 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE c.relname IN ('audit_events_statement_trgm', 'audit_texts_statement_trgm') \
+             AND i.indisvalid",
+        )
+        .await
     }
 
     /// A round trip to the database.
@@ -190,6 +178,21 @@ fn conflict_or(err: DbErr, what: &'static str, key: &str) -> StoreError {
     }
 }
 
+/// The one value `sql` returns (its first column of its one row; PostgreSQL).
+pub(crate) async fn pg_value<T: sea_orm::TryGetable>(
+    conn: &impl sea_orm::ConnectionTrait,
+    sql: &str,
+) -> Result<T, StoreError> {
+    let row = conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            sql,
+        ))
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("{sql} returned no row")))?;
+    Ok(row.try_get_by_index(0)?)
+}
+
 /// A PostgreSQL session-level advisory lock, held on a connection of its own while a replica
 /// migrates the store; nothing on SQLite (one process owns the file). The migrations run on
 /// that same connection, which the pool never closes for being idle or old: a session that
@@ -202,7 +205,6 @@ const MIGRATION_LOCK_KEY: i64 = 0x0063_732d_6d69_6772;
 
 impl MigrationLock {
     async fn acquire(url: &str) -> Result<MigrationLock, StoreError> {
-        use sea_orm::ConnectionTrait;
         if !url.starts_with("postgres") {
             return Ok(MigrationLock(None));
         }
@@ -221,14 +223,11 @@ impl MigrationLock {
         // for each other forever.
         let mut waited = false;
         loop {
-            let locked = conn
-                .query_one_raw(sea_orm::Statement::from_string(
-                    sea_orm::DbBackend::Postgres,
-                    format!("SELECT pg_try_advisory_lock({MIGRATION_LOCK_KEY}) AS locked"),
-                ))
-                .await?
-                .ok_or_else(|| StoreError::Corrupt("pg_try_advisory_lock returned no row".into()))?
-                .try_get::<bool>("", "locked")?;
+            let locked: bool = pg_value(
+                &conn,
+                &format!("SELECT pg_try_advisory_lock({MIGRATION_LOCK_KEY})"),
+            )
+            .await?;
             if locked {
                 return Ok(MigrationLock(Some(conn)));
             }

@@ -62,14 +62,11 @@ pub(crate) async fn lock(conn: &impl ConnectionTrait, wait: bool) -> Result<bool
         .await?;
         return Ok(true);
     }
-    let row = conn
-        .query_one_raw(sea_orm::Statement::from_string(
-            sea_orm::DbBackend::Postgres,
-            format!("SELECT pg_try_advisory_xact_lock({CHECKPOINT_LOCK_KEY}) AS locked"),
-        ))
-        .await?
-        .ok_or_else(|| StoreError::Corrupt("pg_try_advisory_xact_lock returned no row".into()))?;
-    Ok(row.try_get::<bool>("", "locked")?)
+    super::super::pg_value(
+        conn,
+        &format!("SELECT pg_try_advisory_xact_lock({CHECKPOINT_LOCK_KEY})"),
+    )
+    .await
 }
 
 /// The HMAC a checkpoint row must carry.
