@@ -409,6 +409,11 @@ pub struct GatewayConfig {
     /// a random key per process (hashes are then joinable within one run only).
     #[schemars(with = "Option<String>")]
     pub mask_key: Option<Secret<String>>,
+    /// How many threads run client sessions (each session stays on one, from connect to
+    /// end); 0 for one per core but one (at least one), which leaves a core for the gateway's
+    /// audit upload and for whatever shares the machine. Default 0.
+    #[serde(default)]
+    pub session_threads: usize,
     /// Upstream databases, with the credentials only the gateway holds.
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamEntry>,
@@ -827,6 +832,7 @@ impl GatewayConfig {
         "spool_max_bytes",
         "spool_fsync_interval_ms",
         "mask_key",
+        "session_threads",
         "enrollment_token",
         "enrollment_token_file",
         "control_plane_ca",
@@ -936,6 +942,10 @@ impl GatewayConfig {
         if self.spool_fsync_interval_ms == 0 || self.spool_fsync_interval_ms > 60_000 {
             errors.push("spool_fsync_interval_ms must be between 1 and 60000".to_owned());
         }
+        if self.session_threads > 1024 {
+            errors
+                .push("session_threads must be at most 1024 (0: one per core but one)".to_owned());
+        }
         if self.require_tls == Some(true) && self.tls.is_none() {
             errors.push("require_tls needs a [tls] section".to_owned());
         }
@@ -1025,10 +1035,25 @@ mod tests {
             "{err}"
         );
         gw.check(false).unwrap();
+        assert_eq!(gw.session_threads, 0);
         assert_eq!(gw.upstreams.len(), 1);
         assert!(gw.metrics_addr.is_some());
         assert!(gw.enrollment_token_file.is_some() && gw.gateway_token.is_none());
         assert!(cp.grpc_tls.is_some() && cp.gateway_token.is_none());
+    }
+
+    #[test]
+    fn session_threads_are_bounded() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/compose");
+        let mut gw: GatewayConfig = load(&dir.join("gateway.toml"), &[]).unwrap();
+        gw.session_threads = 1024;
+        gw.check(false).unwrap();
+        gw.session_threads = 1025;
+        let err = gw.check(false).unwrap_err().to_string();
+        assert!(
+            err.contains("session_threads must be at most 1024"),
+            "{err}"
+        );
     }
 
     #[test]

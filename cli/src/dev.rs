@@ -67,6 +67,9 @@ pub struct DevArgs {
     /// How often the gateway's audit spool (`DATA_DIR/spool`) is fsynced.
     #[arg(long, env = "COUNTERSIGN_SPOOL_FSYNC_INTERVAL", default_value = "10ms", value_parser = countersign_common::parse_duration)]
     spool_fsync_interval: Duration,
+    /// How many threads run client sessions; 0 for one per core but one (at least one).
+    #[arg(long, env = "COUNTERSIGN_SESSION_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    session_threads: u16,
     /// How often an audit checkpoint is written (see docs/audit.md).
     #[arg(long, env = "COUNTERSIGN_AUDIT_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = countersign_common::parse_duration)]
     audit_checkpoint_interval: Duration,
@@ -229,6 +232,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         spool: SpoolSettings::new(dir.join("spool"), 1 << 30, args.spool_fsync_interval),
         mask_key: None,
         review_timeout: args.review_timeout,
+        session_threads: usize::from(args.session_threads),
     })
     .await?;
     let gw_task = tokio::spawn({

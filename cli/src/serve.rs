@@ -140,6 +140,7 @@ pub async fn gateway(args: ConfigArg) -> anyhow::Result<ExitCode> {
         ),
         review_timeout: Duration::from_secs(cfg.review_timeout_secs),
         mask_key: cfg.mask_key,
+        session_threads: cfg.session_threads,
     };
     let listener = TcpListener::bind(settings.pg_addr)
         .await

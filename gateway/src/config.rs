@@ -181,6 +181,9 @@ pub struct GatewaySettings {
     /// joinable within one gateway run only; set it to keep them stable across restarts
     /// and gateways.
     pub mask_key: Option<Secret<String>>,
+    /// How many session threads run the client sessions (`pg::threads`); 0: one per core but
+    /// one, and at least one.
+    pub session_threads: usize,
 }
 
 #[cfg(test)]

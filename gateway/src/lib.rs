@@ -182,7 +182,8 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let threads = pg::threads::SessionThreads::per_core(self)?;
+        let threads =
+            pg::threads::SessionThreads::start_or_default(self, self.settings.session_threads)?;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

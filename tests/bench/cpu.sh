@@ -10,7 +10,9 @@
 # inside each round; each cell is the median of the rounds.
 #
 # Usage: tests/bench/cpu.sh [seconds-per-run] [rounds] [before-binary]
-# Without a before-binary, this checkout's build runs in both columns. Runs against a private
+# Without a before-binary, this checkout's build runs in both columns. CLIENTS (default 8) sets
+# pgbench's clients; BEFORE_GATEWAY, lines added to the before instance's gateway config, compares
+# a setting (e.g. BEFORE_GATEWAY='session_threads = 2'). Runs against a private
 # PostgreSQL cluster started by the script, installs PgBouncer from Debian's packages when
 # missing (tests/bench/proxies.sh), prints the table and rewrites the "CPU per transaction, by process" section of
 # docs/benchmarks.md.
@@ -19,12 +21,14 @@ cd "$(dirname "$0")/../.."
 . tests/bench/lib.sh
 SECS=${1:-8}
 ROUNDS=${2:-3}
+CLIENTS=${CLIENTS:-8}
+BEFORE_GATEWAY=${BEFORE_GATEWAY:-}
 BIN=${CARGO_TARGET_DIR:-target}/release/countersign
 cargo build --release --locked --bin countersign >/dev/null
 BIN_BEFORE=$(realpath "${3:-$BIN}")
 BIN=$(realpath "$BIN")
 . tests/bench/proxies.sh
-start_production before "$BIN_BEFORE"
+start_production before "$BIN_BEFORE" "$BEFORE_GATEWAY"
 start_production after "$BIN"
 
 for t in before after; do
@@ -68,7 +72,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for mode in "${MODES[@]}"; do
     for t in "${TARGETS[@]}"; do
       g0=$(proxy_ticks); c0=$(cp_ticks); s0=$(store_ticks); m0=$(busy_ticks); p0=$(cluster_ticks)
-      v=$(bench_env "$t" env PGSSLMODE=disable "${timed_pgbench[@]}" -S -M "$mode" -c 8 -j 2 -T "$SECS" -n 2>/dev/null | tps)
+      v=$(bench_env "$t" env PGSSLMODE=disable "${timed_pgbench[@]}" -S -M "$mode" -c "$CLIENTS" -j 2 -T "$SECS" -n 2>/dev/null | tps)
       # When the audit store falls behind, the upload goes on after pgbench ends: that CPU
       # belongs to these transactions, so a Countersign run is measured until it is done.
       case $t in before|after) d0=$(date +%s.%N); upload_drained "$t"
@@ -115,12 +119,15 @@ for mode in "${MODES[@]}"; do
   done
 done
 echo "$table"
+command="tests/bench/cpu.sh $SECS $ROUNDS${3:+ BEFORE}"
+[ "$CLIENTS" = 8 ] || command="CLIENTS=$CLIENTS $command"
+[ -z "$BEFORE_GATEWAY" ] || command="BEFORE_GATEWAY='$BEFORE_GATEWAY' $command"
 section="## CPU per transaction, by process (production shape)
 
 Measured $(date -u +%Y-%m-%d) on $(nproc) cores; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') (a private cluster), scale 10.
-Command: \`tests/bench/cpu.sh $SECS $ROUNDS${3:+ BEFORE}\`: pgbench -S at 8 clients, $SECS s per run, targets
+Command: \`$command\`: pgbench -S at $CLIENTS clients, $SECS s per run, targets
 alternating, each cell the median of $ROUNDS rounds. *before* and *after* are two Countersign builds
-side by side (${3:+before: \`$(basename "$BIN_BEFORE")\`, an earlier build; }after: this checkout), each a
+side by side (${3:+before: \`$(basename "$BIN_BEFORE")\`, an earlier build; }${BEFORE_GATEWAY:+before: its gateway configured with \`$BEFORE_GATEWAY\`; }after: this checkout), each a
 \`countersign control-plane\` on its own database in the same cluster plus a \`countersign gateway\`,
 with three guardrails and a mask rule that matches nothing, audit of every statement on. µs/tx is
 CPU time over completed transactions: the machine's (everything), pgbench's own, the whole

@@ -106,14 +106,15 @@ style = "hash"
 resources = ["masked"]
 TOML
 
-# start_production NAME BIN: `countersign control-plane` (its store the database cs_NAME in the
+# start_production NAME BIN [GATEWAY_TOML]: `countersign control-plane` (its store the database cs_NAME in the
 # private cluster, resource `plain` in environment prod) and `countersign gateway` enrolled with
-# a gateway token, the policy applied and a token minted for bench@example.com. Sets PORT[NAME]
+# a gateway token, the policy applied and a token minted for bench@example.com; GATEWAY_TOML,
+# lines added to the gateway's config (e.g. `session_threads = 2`). Sets PORT[NAME]
 # (the gateway's PostgreSQL port), METRICS[NAME] (its /metrics port), TOKEN[NAME], CPPID[NAME],
 # GWPID[NAME].
 declare -A PORT METRICS TOKEN CPPID GWPID
 start_production() {
-  local name=$1 bin=$2
+  local name=$1 bin=$2 extra=${3:-}
   local admin="bench-admin-token-0123456789-production-$name" secret="bench-gateway-token-0123456789-production-$name"
   local http grpc port metrics
   http=$(free_port); grpc=$(free_port); port=$(free_port); metrics=$(free_port)
@@ -137,6 +138,7 @@ gateway_token = "$secret"
 pg_addr = "127.0.0.1:$port"
 metrics_addr = "127.0.0.1:$metrics"
 spool_dir = "$DATA/spool-$name"
+$extra
 
 [[upstream]]
 name = "plain"

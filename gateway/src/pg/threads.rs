@@ -1,5 +1,5 @@
-//! Client sessions run on session threads: one single-threaded Tokio runtime per core, each
-//! with its own I/O driver, and every session pinned to one of them from accept to end.
+//! Client sessions run on session threads: single-threaded Tokio runtimes, each with its own
+//! I/O driver, and every session pinned to one of them from accept to end.
 //!
 //! A session's two directions, its client and upstream sockets and its timers then wake one
 //! thread, the one already running it: no work stealing, and no waking of an idle worker
@@ -11,6 +11,14 @@
 //! large masked result) delays the other sessions of its thread for that time; nothing moves
 //! them to an idle thread. The gateway's background work (config watch, audit upload, fsync,
 //! metrics) stays on the process's main runtime.
+//!
+//! How many: `session_threads` in the gateway's settings, by default one per core but one, and
+//! at least one. The core left over is for the main runtime (the audit upload and its gRPC
+//! calls, the group fsync) and, where the gateway shares its machine, for the database or
+//! the clients. Fewer threads also means each carries more sessions, so it wakes once for
+//! several sessions' traffic: on 2 cores shared with PostgreSQL and pgbench, one session thread
+//! spent 28–34 µs of gateway CPU per `pgbench -S` transaction where two spent 32–39, and was
+//! as fast or faster at 8 clients (docs/benchmarks.md, "Session threads").
 
 use crate::Gateway;
 use std::net::SocketAddr;
@@ -48,12 +56,10 @@ impl SessionThreads {
         })
     }
 
-    /// As many threads as the machine runs at once.
-    pub fn per_core(gw: &Gateway) -> std::io::Result<Self> {
-        Self::start(
-            gw,
-            std::thread::available_parallelism().map_or(1, usize::from),
-        )
+    /// `n` threads, or when `n` is 0 the default: one per core the process may run on, but
+    /// one (see the module docs).
+    pub fn start_or_default(gw: &Gateway, n: usize) -> std::io::Result<Self> {
+        Self::start(gw, if n == 0 { default_count() } else { n })
     }
 
     /// Hands an accepted connection to the next thread. A connection that cannot be moved
@@ -84,6 +90,11 @@ impl SessionThreads {
         }
         tracing::error!(%peer, "no session thread left; client connection dropped");
     }
+}
+
+/// One session thread per core but one, and at least one.
+fn default_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 /// One session thread: runs the sessions it is given until no more come and they have ended.
