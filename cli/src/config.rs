@@ -413,6 +413,7 @@ pub struct GatewayConfig {
     /// end); 0 for one per core but one (at least one), which leaves a core for the gateway's
     /// audit upload and for whatever shares the machine. Default 0.
     #[serde(default)]
+    #[schemars(range(max = countersign_gateway::pg::threads::MAX))]
     pub session_threads: usize,
     /// Upstream databases, with the credentials only the gateway holds.
     #[serde(default, rename = "upstream")]
@@ -1046,9 +1047,9 @@ mod tests {
     fn session_threads_are_bounded() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/compose");
         let mut gw: GatewayConfig = load(&dir.join("gateway.toml"), &[]).unwrap();
-        gw.session_threads = 1024;
+        gw.session_threads = countersign_gateway::pg::threads::MAX;
         gw.check(false).unwrap();
-        gw.session_threads = 1025;
+        gw.session_threads += 1;
         let err = gw.check(false).unwrap_err().to_string();
         assert!(
             err.contains("session_threads must be at most 1024"),

@@ -13,6 +13,7 @@ use countersign_control_plane::store::resources::ResourceSpec;
 use countersign_control_plane::{ControlPlane, Settings, Store};
 use countersign_gateway::audit::SpoolSettings;
 use countersign_gateway::config::{ClientTls, ControlPlaneAuth, GatewaySettings, Upstream};
+use countersign_gateway::pg::threads::MAX as MAX_SESSION_THREADS;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -68,7 +69,7 @@ pub struct DevArgs {
     #[arg(long, env = "COUNTERSIGN_SPOOL_FSYNC_INTERVAL", default_value = "10ms", value_parser = countersign_common::parse_duration)]
     spool_fsync_interval: Duration,
     /// How many threads run client sessions; 0 for one per core but one (at least one).
-    #[arg(long, env = "COUNTERSIGN_SESSION_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    #[arg(long, env = "COUNTERSIGN_SESSION_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=MAX_SESSION_THREADS as i64))]
     session_threads: u16,
     /// How often an audit checkpoint is written (see docs/audit.md).
     #[arg(long, env = "COUNTERSIGN_AUDIT_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = countersign_common::parse_duration)]
@@ -235,10 +236,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         session_threads: usize::from(args.session_threads),
     })
     .await?;
+    let threads = gw
+        .start_session_threads()
+        .context("starting the session threads")?;
     let gw_task = tokio::spawn({
         let gw = gw.clone();
         let stop = stopped();
-        async move { gw.serve_pg(pg, stop).await }
+        async move { gw.serve_pg(threads, pg, stop).await }
     });
 
     let user_token = cp
@@ -277,10 +281,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
 
     crate::shutdown_signal().await;
     let _ = stop_tx.send(true);
-    match gw_task.await {
-        Ok(Err(e)) => tracing::error!(error = %e, "gateway stopped with an error"),
-        Err(e) => tracing::error!(error = %e, "gateway task failed"),
-        Ok(Ok(())) => {}
+    if let Err(e) = gw_task.await {
+        tracing::error!(error = %e, "gateway task failed");
     }
     // Let queued audit reach the store before the control plane stops.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -154,14 +154,16 @@ pub async fn gateway(args: ConfigArg) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let gw = countersign_gateway::Gateway::start(settings).await?;
+    let threads = gw
+        .start_session_threads()
+        .context("starting the session threads")?;
     if let Some(listener) = metrics {
         tracing::info!(metrics = %listener.local_addr()?, "gateway metrics listening");
         let gw = gw.clone();
         tokio::spawn(async move { gw.serve_metrics(listener, crate::shutdown_signal()).await });
     }
     tracing::info!(pg = %listener.local_addr()?, "gateway listening");
-    gw.serve_pg(listener, crate::shutdown_signal())
-        .await
-        .context("starting the session threads")?;
+    gw.serve_pg(threads, listener, crate::shutdown_signal())
+        .await;
     Ok(ExitCode::SUCCESS)
 }

@@ -174,22 +174,27 @@ impl Gateway {
         metrics::serve(self.clone(), listener, shutdown).await;
     }
 
+    /// Starts the session threads client sessions run on (`pg::threads`), as many as the
+    /// settings' `session_threads`; returns once they are running.
+    pub fn start_session_threads(&self) -> std::io::Result<pg::threads::SessionThreads> {
+        pg::threads::SessionThreads::start(self, self.settings.session_threads)
+    }
+
     /// Accepts PostgreSQL clients on `listener` until `shutdown` resolves; each session runs
-    /// on one of the session threads (`pg::threads`). At shutdown the held audit outcomes
-    /// are written; sessions still open run on until the process exits.
+    /// on one of `threads`. At shutdown the held audit outcomes are written; sessions still
+    /// open run on until the process exits.
     pub async fn serve_pg(
         &self,
+        threads: pg::threads::SessionThreads,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
-    ) -> std::io::Result<()> {
-        let threads =
-            pg::threads::SessionThreads::start_or_default(self, self.settings.session_threads)?;
+    ) {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => {
                     self.audit.flush();
-                    return Ok(());
+                    return;
                 }
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => threads.dispatch(tcp, peer),

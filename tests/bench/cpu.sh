@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Where each transaction's CPU goes, by process, in the production shape: `countersign
 # control-plane` (its store a database in the same PostgreSQL cluster) and `countersign gateway`,
-# under pgbench -S at 8 clients. For each run it reads the CPU time of the gateway, of the
+# under pgbench -S (8 clients, or CLIENTS). For each run it reads the CPU time of the gateway, of the
 # control plane, of the PostgreSQL backends serving the control plane's store (audit inserts)
 # and of the whole machine, and divides by the transactions pgbench completed: µs of CPU per
 # transaction. Direct PostgreSQL and PgBouncer (session mode) run alongside as references, and
-# two Countersign builds side by side: *before* (a binary given as the third argument, e.g. one
-# built from an earlier commit) and *after* (this checkout's release build). Targets alternate
-# inside each round; each cell is the median of the rounds.
+# two Countersign instances side by side: *before* (a binary given as the third argument, e.g.
+# one built from an earlier commit, and/or a setting of its gateway) and *after* (this
+# checkout's release build). Targets alternate inside each round; each cell is the median of
+# the rounds.
 #
 # Usage: tests/bench/cpu.sh [seconds-per-run] [rounds] [before-binary]
 # Without a before-binary, this checkout's build runs in both columns. CLIENTS (default 8) sets
-# pgbench's clients; BEFORE_GATEWAY, lines added to the before instance's gateway config, compares
-# a setting (e.g. BEFORE_GATEWAY='session_threads = 2'). Runs against a private
+# pgbench's clients; BEFORE_GATEWAY, one line added to the before instance's gateway config,
+# compares a setting (e.g. BEFORE_GATEWAY='session_threads = 2'). Runs against a private
 # PostgreSQL cluster started by the script, installs PgBouncer from Debian's packages when
-# missing (tests/bench/proxies.sh), prints the table and rewrites the "CPU per transaction, by process" section of
-# docs/benchmarks.md.
+# missing (tests/bench/proxies.sh), prints the table and rewrites the section "CPU per
+# transaction, by process (production shape)" of docs/benchmarks.md (with ", N clients" in its
+# title when CLIENTS is not 8).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . tests/bench/lib.sh
@@ -23,6 +25,7 @@ SECS=${1:-8}
 ROUNDS=${2:-3}
 CLIENTS=${CLIENTS:-8}
 BEFORE_GATEWAY=${BEFORE_GATEWAY:-}
+case $BEFORE_GATEWAY in *$'\n'*|*\'*) echo "BEFORE_GATEWAY: one line, without single quotes" >&2; exit 2 ;; esac
 BIN=${CARGO_TARGET_DIR:-target}/release/countersign
 cargo build --release --locked --bin countersign >/dev/null
 BIN_BEFORE=$(realpath "${3:-$BIN}")
@@ -122,11 +125,12 @@ echo "$table"
 command="tests/bench/cpu.sh $SECS $ROUNDS${3:+ BEFORE}"
 [ "$CLIENTS" = 8 ] || command="CLIENTS=$CLIENTS $command"
 [ -z "$BEFORE_GATEWAY" ] || command="BEFORE_GATEWAY='$BEFORE_GATEWAY' $command"
-section="## CPU per transaction, by process (production shape)
+title="CPU per transaction, by process (production shape$([ "$CLIENTS" = 8 ] || echo ", $CLIENTS clients"))"
+section="## $title
 
 Measured $(date -u +%Y-%m-%d) on $(nproc) cores; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') (a private cluster), scale 10.
 Command: \`$command\`: pgbench -S at $CLIENTS clients, $SECS s per run, targets
-alternating, each cell the median of $ROUNDS rounds. *before* and *after* are two Countersign builds
+alternating, each cell the median of $ROUNDS rounds. *before* and *after* are two Countersign instances
 side by side (${3:+before: \`$(basename "$BIN_BEFORE")\`, an earlier build; }${BEFORE_GATEWAY:+before: its gateway configured with \`$BEFORE_GATEWAY\`; }after: this checkout), each a
 \`countersign control-plane\` on its own database in the same cluster plus a \`countersign gateway\`,
 with three guardrails and a mask rule that matches nothing, audit of every statement on. µs/tx is
@@ -145,4 +149,4 @@ $table
 
 Raw per round: $(for k in "${!R[@]}"; do printf '%s: %s\n' "$k" "${R[$k]}"; done | sort -V | tr -s ' ' | paste -sd';' | sed 's/;/; /g')
 "
-write_section "CPU per transaction, by process (production shape)" "$section"
+write_section "$title" "$section"

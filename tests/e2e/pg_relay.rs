@@ -23,16 +23,22 @@ use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 const BIN: &str = env!("CARGO_BIN_EXE_countersign");
 
-/// A gateway whose sessions are spread over three session threads, more than this machine's
-/// default, so that sessions (and a cancel request and the session it cancels) run on
-/// different threads.
-async fn on_three_session_threads(prefix: &str) -> Result<Fixture> {
+/// One session thread per core but one, and at least one: the gateway's default.
+fn default_session_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.saturating_sub(1).max(1)
+}
+
+/// A gateway whose sessions are spread over two session threads more than the default, so
+/// that sessions (and a cancel request and the session it cancels) run on different threads.
+async fn on_more_session_threads(prefix: &str) -> Result<Fixture> {
+    let n = default_session_threads() + 2;
     let opts = DevServerOpts {
-        extra_args: vec!["--session-threads".to_owned(), "3".to_owned()],
+        extra_args: vec!["--session-threads".to_owned(), n.to_string()],
         ..DevServerOpts::default()
     };
     let fx = Fixture::start_with(BIN, prefix, opts).await?;
-    assert_eq!(fx.server.session_threads()?, 3);
+    assert_eq!(fx.server.session_threads()?, n);
     Ok(fx)
 }
 
@@ -175,7 +181,7 @@ async fn copy_out_and_in_round_trip() -> Result<()> {
 
 #[tokio::test]
 async fn pgbench_runs_in_every_query_mode() -> Result<()> {
-    let fx = on_three_session_threads("relay_pgbench").await?;
+    let fx = on_more_session_threads("relay_pgbench").await?;
     pgbench(&fx.gateway(), &["-i", "-s", "1"]).await?.ok()?;
     for mode in ["simple", "extended", "prepared"] {
         let out = pgbench(
@@ -200,9 +206,7 @@ async fn pgbench_runs_in_every_query_mode() -> Result<()> {
 #[tokio::test]
 async fn tokio_postgres_binary_parameters_transactions_and_errors() -> Result<()> {
     let fx = Fixture::start(BIN, "relay_extended").await?;
-    // The default: one session thread per core but one, and at least one.
-    let cores = std::thread::available_parallelism()?.get();
-    assert_eq!(fx.server.session_threads()?, cores.saturating_sub(1).max(1));
+    assert_eq!(fx.server.session_threads()?, default_session_threads());
     let direct = fx.db.client().await?;
     let (mut gw, _conn) = fx.gateway().connect().await?;
     gw.batch_execute(TYPED_TABLE).await?;
@@ -319,7 +323,7 @@ async fn listen_notify_is_delivered() -> Result<()> {
 
 #[tokio::test]
 async fn cancel_request_through_gateway_stops_the_query() -> Result<()> {
-    let fx = on_three_session_threads("relay_cancel").await?;
+    let fx = on_more_session_threads("relay_cancel").await?;
     let (gw, _conn) = fx.gateway().connect().await?;
     // The cancel token targets the gateway's address, so the gateway must map the keys.
     let cancel = gw.cancel_token();

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use countersign_testkit::http::pending_review;
 use countersign_testkit::{
     AdminCli, AuditQuery, ConnParams, NO_ENV, Psql, TestDb, cli_stdout, ensure_services,
-    eventually, free_port, spawn_server, wait_port,
+    eventually, free_port, session_threads, spawn_server, wait_port,
 };
 use std::time::Duration;
 
@@ -57,12 +57,19 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
         ),
     )?;
     let gw_config = dir.path().join("gateway.toml");
+    // Two more session threads than the default (one per core but one), so that the count
+    // seen shows the file's setting.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .saturating_sub(1)
+        .max(1)
+        + 2;
     std::fs::write(
         &gw_config,
         format!(
             "gateway_id = \"gw-prod-1\"\nenvironment = \"prod\"\n\
              control_plane_url = \"http://127.0.0.1:{grpc}\"\ngateway_token = \"{GATEWAY}\"\n\
-             pg_addr = \"127.0.0.1:{pg}\"\nmetrics_addr = \"127.0.0.1:{metrics}\"\nspool_dir = \"{}\"\n\n[[upstream]]\nname = \"pg-prod\"\nurl = \"{}\"\n\n\
+             pg_addr = \"127.0.0.1:{pg}\"\nmetrics_addr = \"127.0.0.1:{metrics}\"\nspool_dir = \"{}\"\nsession_threads = {threads}\n\n[[upstream]]\nname = \"pg-prod\"\nurl = \"{}\"\n\n\
              [[upstream]]\nname = \"pg-down\"\nurl = \"postgres://postgres@127.0.0.1:{down}/postgres\"\n",
             dir.path().join("spool").display(),
             upstream.upstream_url()
@@ -86,7 +93,7 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
     )?;
     wait_port(http, &cp_log).await?;
     let gw_log = dir.path().join("gw.log");
-    let _gw = spawn_server(
+    let gw = spawn_server(
         BIN.as_ref(),
         &["gateway", "--config", gw_config.to_str().context("path")?],
         NO_ENV,
@@ -127,6 +134,8 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
         .output()
         .await?;
     assert!(out.contains("7|12.50"), "{out}");
+    // `session_threads` from the config file, not the default.
+    assert_eq!(session_threads(gw.id().context("gateway pid")?)?, threads);
 
     // The store is the PostgreSQL database named in the environment, not the file's.
     let client = store.client().await?;

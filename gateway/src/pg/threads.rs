@@ -12,12 +12,12 @@
 //! them to an idle thread. The gateway's background work (config watch, audit upload, fsync,
 //! metrics) stays on the process's main runtime.
 //!
-//! How many: `session_threads` in the gateway's settings, by default one per core but one, and
-//! at least one. The core left over is for the main runtime (the audit upload and its gRPC
+//! How many: `session_threads` in the gateway's settings (at most [`MAX`]), by default one per
+//! core but one, and at least one. The core left over is for the main runtime (the audit upload and its gRPC
 //! calls, the group fsync) and, where the gateway shares its machine, for the database or
 //! the clients. Fewer threads also means each carries more sessions, so it wakes once for
 //! several sessions' traffic: on 2 cores shared with PostgreSQL and pgbench, one session thread
-//! spent 28–34 µs of gateway CPU per `pgbench -S` transaction where two spent 32–39, and was
+//! spent 28–34 µs of gateway CPU per `pgbench -S` transaction where two spent 30–39, and was
 //! as fast or faster at 8 clients (docs/benchmarks.md, "Session threads").
 
 use crate::Gateway;
@@ -28,6 +28,9 @@ use tokio::task::JoinSet;
 
 type Accepted = (std::net::TcpStream, SocketAddr);
 
+/// The most session threads a gateway may be configured with.
+pub const MAX: usize = 1024;
+
 /// The session threads of one listener. Dropping it lets each thread finish: it takes no
 /// new sessions, and ends when its open sessions have.
 pub struct SessionThreads {
@@ -36,30 +39,41 @@ pub struct SessionThreads {
 }
 
 impl SessionThreads {
-    /// Starts `n` session threads (at least one).
+    /// Starts `n` session threads, or when `n` is 0 the default: one per core the process may
+    /// run on, but one, and at least one (see the module docs). Returns once every thread is
+    /// running.
     pub fn start(gw: &Gateway, n: usize) -> std::io::Result<Self> {
-        let mut threads = Vec::with_capacity(n.max(1));
-        for i in 0..n.max(1) {
+        let n = if n == 0 { default_count() } else { n };
+        let (running_tx, running) = std::sync::mpsc::channel::<()>();
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let (tx, rx) = mpsc::unbounded_channel();
             let gw = gw.clone();
+            let running_tx = running_tx.clone();
             std::thread::Builder::new()
                 .name(format!("countersign-session-{i}"))
-                .spawn(move || runtime.block_on(serve(gw, rx)))?;
+                .spawn(move || {
+                    let _ = running_tx.send(());
+                    drop(running_tx);
+                    runtime.block_on(serve(gw, rx));
+                })?;
             threads.push(tx);
+        }
+        drop(running_tx);
+        // Each thread has its name once it runs; a thread that died before it ran ends the
+        // wait early (its sender dropped).
+        for _ in 0..n {
+            if running.recv().is_err() {
+                return Err(std::io::Error::other("a session thread did not start"));
+            }
         }
         Ok(Self {
             threads,
             next: AtomicUsize::new(0),
         })
-    }
-
-    /// `n` threads, or when `n` is 0 the default: one per core the process may run on, but
-    /// one (see the module docs).
-    pub fn start_or_default(gw: &Gateway, n: usize) -> std::io::Result<Self> {
-        Self::start(gw, if n == 0 { default_count() } else { n })
     }
 
     /// Hands an accepted connection to the next thread. A connection that cannot be moved
@@ -93,7 +107,7 @@ impl SessionThreads {
 }
 
 /// One session thread per core but one, and at least one.
-fn default_count() -> usize {
+pub fn default_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 

@@ -154,16 +154,9 @@ impl DevServer {
         self.work.path().join("data")
     }
 
-    /// How many session threads the running server has (threads named `countersign-session-N`,
-    /// which Linux shows cut to 15 bytes).
+    /// How many session threads the running server has (see [`crate::session_threads`]).
     pub fn session_threads(&self) -> Result<usize> {
-        let pid = self.child.as_ref().context("server not running")?.id();
-        let mut n = 0;
-        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-            let comm = std::fs::read_to_string(task?.path().join("comm")).unwrap_or_default();
-            n += usize::from(comm.starts_with("countersign-ses"));
-        }
-        Ok(n)
+        crate::session_threads(self.child.as_ref().context("server not running")?.id())
     }
 
     /// Everything the server wrote to stderr so far.

@@ -68,3 +68,15 @@ pub async fn cli_stdout(bin: &Path, args: &[&str]) -> Result<String> {
         .ok()?
         .stdout)
 }
+
+/// How many session threads the `countersign` process `pid` has: threads named
+/// `countersign-session-N`, which Linux shows cut to 15 bytes. They are all running once the
+/// gateway serves its first session (`countersign dev`: once it prints `ready`).
+pub fn session_threads(pid: u32) -> Result<usize> {
+    let mut n = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let comm = std::fs::read_to_string(task?.path().join("comm")).unwrap_or_default();
+        n += usize::from(comm.starts_with("countersign-ses"));
+    }
+    Ok(n)
+}
