@@ -943,9 +943,11 @@ impl GatewayConfig {
         if self.spool_fsync_interval_ms == 0 || self.spool_fsync_interval_ms > 60_000 {
             errors.push("spool_fsync_interval_ms must be between 1 and 60000".to_owned());
         }
-        if self.session_threads > 1024 {
-            errors
-                .push("session_threads must be at most 1024 (0: one per core but one)".to_owned());
+        if self.session_threads > countersign_gateway::pg::threads::MAX {
+            errors.push(format!(
+                "session_threads must be at most {} (0: one per core but one)",
+                countersign_gateway::pg::threads::MAX
+            ));
         }
         if self.require_tls == Some(true) && self.tls.is_none() {
             errors.push("require_tls needs a [tls] section".to_owned());
@@ -1052,7 +1054,10 @@ mod tests {
         gw.session_threads += 1;
         let err = gw.check(false).unwrap_err().to_string();
         assert!(
-            err.contains("session_threads must be at most 1024"),
+            err.contains(&format!(
+                "session_threads must be at most {}",
+                countersign_gateway::pg::threads::MAX
+            )),
             "{err}"
         );
     }

@@ -94,7 +94,7 @@ done
 
 # 3: 1M-row transfer, wall seconds: a short run, so three per round (targets alternating) and
 # the median of them all.
-secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'; }
+secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null || return 1; t1=$(date +%s.%N); awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'; }
 for round in $(seq 1 $((3 * ROUNDS))); do
   for t in "${TARGETS[@]}"; do
     R[transfer,$t]+="$(run "$t" secs env PGSSLMODE=disable psql -At -c "SELECT aid, bid, abalance, filler FROM pgbench_accounts") "

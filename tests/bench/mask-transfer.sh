@@ -71,9 +71,9 @@ first_plain=$(PGPASSWORD="$TOKEN" psql -h 127.0.0.1 -p "$GW_PORT" -U "$USER_ID" 
 [ "$first_masked" = "****.com" ] || { echo "masking is not on: $first_masked"; exit 1; }
 [ "$first_plain" = "person1@example.com" ] || { echo "plain is masked: $first_plain"; exit 1; }
 first_hashed=$(PGPASSWORD="$TOKEN" psql -h 127.0.0.1 -p "$GW_PORT" -U "$USER_ID" -At -c "SELECT email FROM people WHERE id = 1" hashed)
-[[ "$first_hashed" =~ ^h:[0-9a-f]{16,}$ ]] || { echo "hashing is not on: $first_hashed"; exit 1; }
+[[ "$first_hashed" =~ ^h:[0-9a-f]{24}$ ]] || { echo "hashing is not on: $first_hashed"; exit 1; }
 
-secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'; }
+secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null || return 1; t1=$(date +%s.%N); awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'; }
 declare -A results
 for round in $(seq 1 "$ROUNDS"); do
   d=$(secs psql -h 127.0.0.1 -U postgres -At -o /dev/null -c "$SQL" "$DB")
@@ -106,7 +106,7 @@ Command: \`tests/bench/mask-transfer.sh $ROUNDS\` (median of $ROUNDS alternating
 (release build, audit on, guardrails in the policy) serves the gateway targets; on \`masked\`
 a [[mask]] rule shows the last 4 characters of \`email\` and the email, card and SSN detectors
 scan every other value; on \`hashed\` a rule replaces every \`email\` (each one distinct) with
-its keyed hash (HMAC-SHA-256, hex).
+its keyed hash (\`h:\` and the first 24 hex digits of its HMAC-SHA-256).
 
 $table
 

@@ -13,12 +13,13 @@
 //! metrics) stays on the process's main runtime.
 //!
 //! How many: `session_threads` in the gateway's settings (at most [`MAX`]), by default one per
-//! core but one, and at least one. The core left over is for the main runtime (the audit upload and its gRPC
-//! calls, the group fsync) and, where the gateway shares its machine, for the database or
-//! the clients. Fewer threads also means each carries more sessions, so it wakes once for
-//! several sessions' traffic: on 2 cores shared with PostgreSQL and pgbench, one session thread
-//! spent 28–34 µs of gateway CPU per `pgbench -S` transaction where two spent 30–39, and was
-//! as fast or faster at 8 clients (docs/benchmarks.md, "Session threads").
+//! core but one, and at least one. The core left over is for the main runtime (the audit
+//! upload and its gRPC calls, the group fsync) and, where the gateway shares its machine, for
+//! the database or the clients. Fewer threads also means each carries more sessions, so it
+//! wakes once for several sessions' traffic: on 2 cores shared with PostgreSQL and pgbench, one
+//! session thread spent 27–34 µs of gateway CPU per `pgbench -S` transaction where two spent
+//! 28–39 (8 and 32 clients), and was as fast or faster in all but one cell (docs/benchmarks.md,
+//! "Session threads").
 
 use crate::Gateway;
 use std::net::SocketAddr;
@@ -44,31 +45,40 @@ impl SessionThreads {
     /// running.
     pub fn start(gw: &Gateway, n: usize) -> std::io::Result<Self> {
         let n = if n == 0 { default_count() } else { n };
-        let (running_tx, running) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<std::io::Result<()>>();
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
             let (tx, rx) = mpsc::unbounded_channel();
             let gw = gw.clone();
-            let running_tx = running_tx.clone();
+            let started_tx = started_tx.clone();
+            // The runtime is built on its own thread: one dropped here, in the caller's async
+            // context, would panic.
             std::thread::Builder::new()
                 .name(format!("countersign-session-{i}"))
                 .spawn(move || {
-                    let _ = running_tx.send(());
-                    drop(running_tx);
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
+                    let runtime = match runtime {
+                        Ok(runtime) => runtime,
+                        Err(e) => {
+                            let _ = started_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = started_tx.send(Ok(()));
+                    drop(started_tx);
                     runtime.block_on(serve(gw, rx));
                 })?;
             threads.push(tx);
         }
-        drop(running_tx);
-        // Each thread has its name once it runs; a thread that died before it ran ends the
-        // wait early (its sender dropped).
+        drop(started_tx);
+        // Each thread has its name once it runs. On an error, dropping `threads` ends the
+        // threads that did start.
         for _ in 0..n {
-            if running.recv().is_err() {
-                return Err(std::io::Error::other("a session thread did not start"));
-            }
+            started
+                .recv()
+                .map_err(|_| std::io::Error::other("a session thread ended before it ran"))??;
         }
         Ok(Self {
             threads,
