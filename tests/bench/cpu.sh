@@ -125,11 +125,12 @@ echo "$table"
 command="tests/bench/cpu.sh $SECS $ROUNDS${3:+ BEFORE}"
 [ "$CLIENTS" = 8 ] || command="CLIENTS=$CLIENTS $command"
 [ -z "$BEFORE_GATEWAY" ] || command="BEFORE_GATEWAY='$BEFORE_GATEWAY' $command"
-title="CPU per transaction, by process (production shape$([ "$CLIENTS" = 8 ] || echo ", $CLIENTS clients"))"
+clients_word=$([ "$CLIENTS" = 1 ] && echo client || echo clients)
+title="CPU per transaction, by process (production shape$([ "$CLIENTS" = 8 ] || echo ", $CLIENTS $clients_word"))"
 section="## $title
 
 Measured $(date -u +%Y-%m-%d) on $(nproc) cores; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') (a private cluster), scale 10.
-Command: \`$command\`: pgbench -S at $CLIENTS clients, $SECS s per run, targets
+Command: \`$command\`: pgbench -S at $CLIENTS $clients_word, $SECS s per run, targets
 alternating, each cell the median of $ROUNDS rounds. *before* and *after* are two Countersign instances
 side by side (${3:+before: \`$(basename "$BIN_BEFORE")\`, an earlier build; }${BEFORE_GATEWAY:+before: its gateway configured with \`$BEFORE_GATEWAY\`; }after: this checkout), each a
 \`countersign control-plane\` on its own database in the same cluster plus a \`countersign gateway\`,
