@@ -16,8 +16,8 @@
 # compares a setting (e.g. BEFORE_GATEWAY='session_threads = 2'). Runs against a private
 # PostgreSQL cluster started by the script, installs PgBouncer from Debian's packages when
 # missing (tests/bench/proxies.sh), prints the table and rewrites the section "CPU per
-# transaction, by process (production shape)" of docs/benchmarks.md (with ", N clients" in its
-# title when CLIENTS is not 8).
+# transaction, by process (production shape)" of docs/benchmarks.md (with ", N clients", or
+# ", 1 client", in its title when CLIENTS is not 8).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . tests/bench/lib.sh
@@ -132,7 +132,7 @@ section="## $title
 Measured $(date -u +%Y-%m-%d) on $(nproc) cores; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') (a private cluster), scale 10.
 Command: \`$command\`: pgbench -S at $CLIENTS $clients_word, $SECS s per run, targets
 alternating, each cell the median of $ROUNDS rounds. *before* and *after* are two Countersign instances
-side by side (${3:+before: \`$(basename "$BIN_BEFORE")\`, an earlier build; }${BEFORE_GATEWAY:+before: its gateway configured with \`$BEFORE_GATEWAY\`; }after: this checkout), each a
+side by side (${3:+before: \`$(basename "$BIN_BEFORE")\`, an earlier build; }${BEFORE_GATEWAY:+before: its gateway configured with \`$BEFORE_GATEWAY\`; }$([ -n "${3:-}$BEFORE_GATEWAY" ] || echo "before: the same build and settings, so the two differ only by the run's noise; ")after: this checkout), each a
 \`countersign control-plane\` on its own database in the same cluster plus a \`countersign gateway\`,
 with three guardrails and a mask rule that matches nothing, audit of every statement on. µs/tx is
 CPU time over completed transactions: the machine's (everything), pgbench's own, the whole
