@@ -73,10 +73,13 @@ impl Store {
         // Replicas starting together migrate one at a time: the first applies what is
         // missing, the others then find nothing to do.
         let lock = MigrationLock::acquire(url).await?;
-        let migrated = Migrator::up(lock.connection().unwrap_or(&db), None).await;
+        let migrated = match lock.connection() {
+            Some(conn) => migrate_giving_way(conn, MIGRATION_RETRY_FOR).await,
+            None => Migrator::up(&db, None).await.map_err(StoreError::from),
+        };
         if let Err(e) = migrated {
             lock.release().await;
-            return Err(e.into());
+            return Err(e);
         }
         let audit_key = match audit_key {
             Some(key) => key,
@@ -200,6 +203,86 @@ pub(crate) async fn pg_value<T: sea_orm::TryGetable>(
 /// If the session dies anyway, the migration's next statement fails with it.
 struct MigrationLock(Option<DatabaseConnection>);
 
+/// How long a migration that runs in a transaction waits for a lock before it gives way. While
+/// it waits for a table, every statement that needs a conflicting lock on that table (ingest,
+/// search, sign-in) queues behind it, so a long transaction elsewhere would stall them all.
+const MIGRATION_LOCK_TIMEOUT: &str = "5s";
+/// How long start-up keeps retrying a migration that gave way before it fails.
+const MIGRATION_RETRY_FOR: Duration = Duration::from_secs(600);
+/// The pause between two attempts at a migration that gave way.
+const MIGRATION_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Applies the pending migrations on PostgreSQL one at a time, on `conn` (the migration lock's
+/// connection). A migration that runs in a transaction (the default) waits at most
+/// [`MIGRATION_LOCK_TIMEOUT`] for each lock; when it times out its transaction is rolled back,
+/// the statements queued behind it go ahead, and it is tried again after a pause, for up to
+/// `retry_for` ([`MIGRATION_RETRY_FOR`]), after which start-up fails naming the migration. A migration that
+/// runs outside a transaction (m0012) is written to be applied online and resumed: it waits
+/// without a limit, as `CREATE INDEX CONCURRENTLY` must wait for older transactions (which
+/// blocks nothing but other schema changes), and a lock timeout there would only throw away
+/// an index build. `conn` must be a pool of one connection: the lock timeout is a setting of
+/// the session the migrations run on.
+async fn migrate_giving_way(
+    conn: &DatabaseConnection,
+    retry_for: Duration,
+) -> Result<(), StoreError> {
+    use sea_orm::ConnectionTrait;
+    let started = std::time::Instant::now();
+    let mut result = Ok(());
+    loop {
+        let pending = Migrator::get_pending_migrations(conn).await?;
+        let Some(next) = pending.first() else { break };
+        let name = next.name().to_owned();
+        let transactional = Migrator::migrations()
+            .iter()
+            .find(|m| m.name() == name)
+            .is_none_or(|m| m.use_transaction() != Some(false));
+        let timeout = if transactional {
+            MIGRATION_LOCK_TIMEOUT
+        } else {
+            "0"
+        };
+        conn.execute_unprepared(&format!("SET lock_timeout = '{timeout}'"))
+            .await?;
+        match Migrator::up(conn, Some(1)).await {
+            Ok(()) => {}
+            Err(e) if transactional && lock_timed_out(&e) => {
+                if started.elapsed() >= retry_for {
+                    result = Err(StoreError::Db(DbErr::Migration(format!(
+                        "migration {name} could not take its locks in {:.1} minutes: a long \
+                         transaction on the store holds them (see pg_stat_activity): {e}",
+                        retry_for.as_secs_f64() / 60.0
+                    ))));
+                    break;
+                }
+                tracing::warn!(
+                    migration = %name,
+                    "a migration gave way to a transaction holding a lock it needs, after \
+                     waiting {MIGRATION_LOCK_TIMEOUT}; trying again"
+                );
+                tokio::time::sleep(MIGRATION_RETRY_PAUSE).await;
+            }
+            Err(e) => {
+                result = Err(e.into());
+                break;
+            }
+        }
+    }
+    conn.execute_unprepared("RESET lock_timeout").await?;
+    result
+}
+
+/// Whether `e` is PostgreSQL's `lock_not_available` (a lock wait cut off by `lock_timeout`).
+fn lock_timed_out(e: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = e else {
+        return false;
+    };
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "55P03")
+}
+
 /// The advisory lock key: "cs-migr" as a number, unlikely to clash with an application's.
 const MIGRATION_LOCK_KEY: i64 = 0x0063_732d_6d69_6772;
 
@@ -252,5 +335,50 @@ impl MigrationLock {
                 .await;
             let _ = conn.close().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A migration that cannot take its locks within the retry window fails start-up with an
+    /// error naming it, and leaves nothing of itself behind.
+    #[tokio::test]
+    async fn a_migration_that_never_gets_its_locks_fails_naming_itself() {
+        countersign_testkit::ensure_services().unwrap();
+        let db = countersign_testkit::TestDb::create("cs_migrate_lock_gives_up")
+            .await
+            .unwrap();
+        let mut options = ConnectOptions::new(db.url());
+        options.max_connections(1).sqlx_logging(false);
+        let conn = Database::connect(options).await.unwrap();
+        Migrator::up(&conn, Some(10)).await.unwrap();
+        let holder = db.client().await.unwrap();
+        holder
+            .batch_execute("BEGIN; LOCK TABLE identities IN ROW EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let err = migrate_giving_way(&conn, Duration::from_secs(1))
+            .await
+            .expect_err("the migration took a lock that was held");
+        let text = err.to_string();
+        assert!(
+            text.contains("migration m0011_sso could not take its locks"),
+            "{text}"
+        );
+        holder.batch_execute("ROLLBACK").await.unwrap();
+        let pending = Migrator::get_pending_migrations(&conn).await.unwrap();
+        assert_eq!(pending.len(), 2, "m0011 and m0012 are still pending");
+        let tables: i64 = holder
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'oidc_%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(tables, 0, "m0011 left tables behind");
+        conn.close().await.unwrap();
     }
 }

@@ -700,6 +700,88 @@ async fn replicas_starting_together_migrate_once() {
     );
 }
 
+/// A migration that needs a lock another transaction holds gives way after its lock timeout
+/// rather than queueing everyone behind it: a writer that arrives while the migration waits
+/// gets through while that transaction is still open, and start-up completes once it ends.
+/// (m0011 creates tables that reference `identities`, so it needs a lock on `identities` that
+/// conflicts with a write in progress there.)
+#[tokio::test]
+async fn a_migration_waiting_for_a_lock_gives_way_to_other_writers() {
+    use countersign_migrations::{Migrator, MigratorTrait};
+    countersign_testkit::ensure_services().unwrap();
+    let db = countersign_testkit::TestDb::create("cs_migrate_lock")
+        .await
+        .unwrap();
+    let url = db.url();
+    let raw = sea_orm::Database::connect(&url).await.unwrap();
+    Migrator::up(&raw, Some(10)).await.unwrap();
+    raw.close().await.unwrap();
+
+    // A write in progress on `identities`, left open.
+    let holder = db.client().await.unwrap();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE identities IN ROW EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let start = tokio::spawn({
+        let url = url.clone();
+        async move { Store::connect(&url).await }
+    });
+    let watcher = db.client().await.unwrap();
+    let waiting = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                   WHERE c.relname = 'identities' AND NOT l.granted";
+    let mut seen = false;
+    for _ in 0..200 {
+        let n: i64 = watcher.query_one(waiting, &[]).await.unwrap().get(0);
+        if n > 0 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        seen,
+        "the migration never waited for the lock on identities"
+    );
+
+    // A second writer now queues behind the waiting migration, which must give way to it
+    // while the first write is still open.
+    let writer = db.client().await.unwrap();
+    let wrote = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        writer.batch_execute("BEGIN; LOCK TABLE identities IN ROW EXCLUSIVE MODE; COMMIT"),
+    )
+    .await;
+    assert!(
+        matches!(wrote, Ok(Ok(()))),
+        "a writer stayed queued behind the migration: {wrote:?}"
+    );
+    assert!(
+        !start.is_finished(),
+        "start-up finished while the lock was held"
+    );
+
+    holder.batch_execute("COMMIT").await.unwrap();
+    let store = tokio::time::timeout(std::time::Duration::from_secs(60), start)
+        .await
+        .expect("start-up did not finish once the lock was free")
+        .unwrap()
+        .unwrap();
+    let newest: i64 = watcher
+        .query_one(
+            "SELECT count(*) FROM seaql_migrations WHERE version = 'm0012_audit_texts'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        newest, 1,
+        "the migrations after the one that waited were not applied"
+    );
+    store.close().await.unwrap();
+}
+
 /// An existing PostgreSQL store, with more events than the search window, upgraded to keep
 /// parameterized texts once (migration m0012): its events stay where text search finds them
 /// (their digest is NULL, the rebuilt inline index covers them), new parameterized events go
