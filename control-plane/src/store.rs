@@ -73,8 +73,8 @@ impl Store {
         // Replicas starting together migrate one at a time: the first applies what is
         // missing, the others then find nothing to do.
         let lock = MigrationLock::acquire(url).await?;
-        let migrated = match lock.connection() {
-            Some(conn) => migrate_giving_way(conn, MIGRATION_RETRY_FOR).await,
+        let migrated = match lock.session() {
+            Some(session) => migrate_giving_way(session, MIGRATION_RETRY_FOR).await,
             None => Migrator::up(&db, None).await.map_err(StoreError::from),
         };
         if let Err(e) = migrated {
@@ -198,40 +198,46 @@ pub(crate) async fn pg_value<T: sea_orm::TryGetable>(
 
 /// A PostgreSQL session-level advisory lock, held on a connection of its own while a replica
 /// migrates the store; nothing on SQLite (one process owns the file). The migrations run on
-/// that same connection, which the pool never closes for being idle or old: a session that
-/// ended would take the lock with it, and another replica could then migrate at the same time.
-/// If the session dies anyway, the migration's next statement fails with it.
-struct MigrationLock(Option<DatabaseConnection>);
+/// that same connection, which the pool never closes for being idle or old, nor tests before
+/// handing it out: a session that ended would take the lock with it, and another replica could
+/// then migrate at the same time. Should the session end anyway, the pool would open another
+/// one without the lock; [`migrate_giving_way`] checks the session's backend pid around every
+/// migration and stops when it changed.
+struct MigrationLock(Option<LockSession>);
+
+/// The connection holding the migration lock, and its backend's pid.
+struct LockSession {
+    conn: DatabaseConnection,
+    pid: i32,
+}
 
 /// How long a migration that runs in a transaction waits for a lock before it gives way. While
 /// it waits for a table, every statement that needs a conflicting lock on that table (ingest,
 /// search, sign-in) queues behind it, so a long transaction elsewhere would stall them all.
 const MIGRATION_LOCK_TIMEOUT: &str = "5s";
-/// How long start-up keeps retrying a migration that gave way before it fails.
+/// How long start-up keeps retrying one migration that keeps giving way before it fails.
 const MIGRATION_RETRY_FOR: Duration = Duration::from_secs(600);
 /// The pause between two attempts at a migration that gave way.
 const MIGRATION_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// Applies the pending migrations on PostgreSQL one at a time, on `conn` (the migration lock's
-/// connection). A migration that runs in a transaction (the default) waits at most
+/// Applies the pending migrations on PostgreSQL one at a time, on the migration lock's session.
+///
+/// A migration that runs in a transaction (the default) waits at most
 /// [`MIGRATION_LOCK_TIMEOUT`] for each lock; when it times out its transaction is rolled back,
-/// the statements queued behind it go ahead, and it is tried again after a pause, for up to
-/// `retry_for` ([`MIGRATION_RETRY_FOR`]), after which start-up fails naming the migration. A migration that
-/// runs outside a transaction (m0012) is written to be applied online and resumed: it waits
-/// without a limit, as `CREATE INDEX CONCURRENTLY` must wait for older transactions (which
-/// blocks nothing but other schema changes), and a lock timeout there would only throw away
-/// an index build. `conn` must be a pool of one connection: the lock timeout is a setting of
-/// the session the migrations run on.
-async fn migrate_giving_way(
-    conn: &DatabaseConnection,
-    retry_for: Duration,
-) -> Result<(), StoreError> {
-    use sea_orm::ConnectionTrait;
-    let started = std::time::Instant::now();
-    let mut result = Ok(());
+/// the statements queued behind it go ahead, and it is tried again after a pause. Once the same
+/// migration has kept giving way for `retry_for` ([`MIGRATION_RETRY_FOR`]) since it first did,
+/// start-up fails naming it. A migration that runs outside a transaction (m0012) is written to
+/// be applied online and resumed: it waits without a limit, as `CREATE INDEX CONCURRENTLY` must
+/// wait for older transactions (which blocks nothing but other schema changes), and a lock
+/// timeout there would only throw away an index build.
+async fn migrate_giving_way(lock: &LockSession, retry_for: Duration) -> Result<(), StoreError> {
+    let conn = &lock.conn;
+    let mut gave_way_since: Option<std::time::Instant> = None;
     loop {
         let pending = Migrator::get_pending_migrations(conn).await?;
-        let Some(next) = pending.first() else { break };
+        let Some(next) = pending.first() else {
+            return Ok(());
+        };
         let name = next.name().to_owned();
         let transactional = Migrator::migrations()
             .iter()
@@ -242,18 +248,26 @@ async fn migrate_giving_way(
         } else {
             "0"
         };
-        conn.execute_unprepared(&format!("SET lock_timeout = '{timeout}'"))
-            .await?;
+        // Sets the timeout and reads the pid in one statement, so both are of one session.
+        let pid: i32 = pg_value(
+            conn,
+            &format!("SELECT pg_backend_pid() FROM set_config('lock_timeout', '{timeout}', false)"),
+        )
+        .await?;
+        lock.check_session(pid)?;
         match Migrator::up(conn, Some(1)).await {
-            Ok(()) => {}
+            Ok(()) => {
+                lock.check_session(pg_value(conn, "SELECT pg_backend_pid()").await?)?;
+                gave_way_since = None;
+            }
             Err(e) if transactional && lock_timed_out(&e) => {
-                if started.elapsed() >= retry_for {
-                    result = Err(StoreError::Db(DbErr::Migration(format!(
-                        "migration {name} could not take its locks in {:.1} minutes: a long \
+                let since = *gave_way_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= retry_for {
+                    return Err(StoreError::Db(DbErr::Migration(format!(
+                        "migration {name} could not take its locks in {} s of trying: a long \
                          transaction on the store holds them (see pg_stat_activity): {e}",
-                        retry_for.as_secs_f64() / 60.0
+                        retry_for.as_secs()
                     ))));
-                    break;
                 }
                 tracing::warn!(
                     migration = %name,
@@ -262,14 +276,9 @@ async fn migrate_giving_way(
                 );
                 tokio::time::sleep(MIGRATION_RETRY_PAUSE).await;
             }
-            Err(e) => {
-                result = Err(e.into());
-                break;
-            }
+            Err(e) => return Err(e.into()),
         }
     }
-    conn.execute_unprepared("RESET lock_timeout").await?;
-    result
 }
 
 /// Whether `e` is PostgreSQL's `lock_not_available` (a lock wait cut off by `lock_timeout`).
@@ -297,6 +306,7 @@ impl MigrationLock {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            .test_before_acquire(false)
             .connect_timeout(Duration::from_secs(10))
             .sqlx_logging(false);
         let conn = Database::connect(options).await?;
@@ -306,13 +316,22 @@ impl MigrationLock {
         // for each other forever.
         let mut waited = false;
         loop {
-            let locked: bool = pg_value(
-                &conn,
-                &format!("SELECT pg_try_advisory_lock({MIGRATION_LOCK_KEY})"),
-            )
-            .await?;
+            let (locked, pid): (bool, i32) = {
+                let row = sea_orm::ConnectionTrait::query_one_raw(
+                    &conn,
+                    sea_orm::Statement::from_string(
+                        sea_orm::DbBackend::Postgres,
+                        format!(
+                            "SELECT pg_try_advisory_lock({MIGRATION_LOCK_KEY}), pg_backend_pid()"
+                        ),
+                    ),
+                )
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("the advisory lock returned no row".into()))?;
+                (row.try_get_by_index(0)?, row.try_get_by_index(1)?)
+            };
             if locked {
-                return Ok(MigrationLock(Some(conn)));
+                return Ok(MigrationLock(Some(LockSession { conn, pid })));
             }
             if !waited {
                 tracing::info!("waiting for another replica to finish migrating the store");
@@ -322,14 +341,14 @@ impl MigrationLock {
         }
     }
 
-    /// The connection holding the lock (PostgreSQL).
-    fn connection(&self) -> Option<&DatabaseConnection> {
+    /// The session holding the lock (PostgreSQL).
+    fn session(&self) -> Option<&LockSession> {
         self.0.as_ref()
     }
 
     async fn release(self) {
         use sea_orm::ConnectionTrait;
-        if let Some(conn) = self.0 {
+        if let Some(LockSession { conn, .. }) = self.0 {
             let _ = conn
                 .execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
                 .await;
@@ -338,47 +357,71 @@ impl MigrationLock {
     }
 }
 
+impl LockSession {
+    /// Fails when the statement that returned `pid` ran on another session than the one that
+    /// took the lock: the lock ended with its session, and another replica may be migrating.
+    fn check_session(&self, pid: i32) -> Result<(), StoreError> {
+        if pid == self.pid {
+            return Ok(());
+        }
+        Err(StoreError::Db(DbErr::Migration(format!(
+            "the session holding the migration lock ended (backend {} replaced by {pid}); \
+             start the control plane again",
+            self.pid
+        ))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A migration that cannot take its locks within the retry window fails start-up with an
-    /// error naming it, and leaves nothing of itself behind.
+    /// A migration that cannot take its locks fails start-up once it has kept giving way for the
+    /// retry window, with an error naming it, and leaves nothing of itself behind.
     #[tokio::test]
     async fn a_migration_that_never_gets_its_locks_fails_naming_itself() {
         countersign_testkit::ensure_services().unwrap();
         let db = countersign_testkit::TestDb::create("cs_migrate_lock_gives_up")
             .await
             .unwrap();
-        let mut options = ConnectOptions::new(db.url());
-        options.max_connections(1).sqlx_logging(false);
-        let conn = Database::connect(options).await.unwrap();
-        Migrator::up(&conn, Some(10)).await.unwrap();
+        let lock = MigrationLock::acquire(&db.url()).await.unwrap();
+        let session = lock.session().unwrap();
+        Migrator::up(&session.conn, Some(10)).await.unwrap();
         let holder = db.client().await.unwrap();
         holder
             .batch_execute("BEGIN; LOCK TABLE identities IN ROW EXCLUSIVE MODE")
             .await
             .unwrap();
-        let err = migrate_giving_way(&conn, Duration::from_secs(1))
-            .await
-            .expect_err("the migration took a lock that was held");
-        let text = err.to_string();
+        // Gives way after 5 s, tries again a second later, gives way again, and stops: the
+        // window (1 s) has passed since it first gave way.
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(60),
+            migrate_giving_way(session, Duration::from_secs(1)),
+        )
+        .await
+        .expect("the migration waited past its lock timeout");
+        let text = attempt
+            .expect_err("the migration took a lock that was held")
+            .to_string();
         assert!(
-            text.contains("migration m0011_sso could not take its locks"),
+            text.contains("migration m0011_sso could not take its locks in 1 s"),
             "{text}"
         );
         holder.batch_execute("ROLLBACK").await.unwrap();
-        let pending = Migrator::get_pending_migrations(&conn).await.unwrap();
+        let pending = Migrator::get_pending_migrations(&session.conn)
+            .await
+            .unwrap();
         assert_eq!(pending.len(), 2, "m0011 and m0012 are still pending");
         let tables: i64 = holder
             .query_one(
-                "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'oidc_%'",
+                "SELECT count(*) FROM pg_tables WHERE tablename IN \
+                 ('oidc_logins', 'oidc_subjects', 'console_sessions', 'cli_login_codes')",
                 &[],
             )
             .await
             .unwrap()
             .get(0);
         assert_eq!(tables, 0, "m0011 left tables behind");
-        conn.close().await.unwrap();
+        lock.release().await;
     }
 }

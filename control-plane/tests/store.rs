@@ -782,6 +782,63 @@ async fn a_migration_waiting_for_a_lock_gives_way_to_other_writers() {
     store.close().await.unwrap();
 }
 
+/// m0012 runs outside a transaction and is not held to the lock timeout: its steps wait for
+/// what they need for as long as it takes (here a write on `audit_events` left open for longer
+/// than the timeout), rather than failing halfway.
+#[tokio::test]
+async fn the_online_migration_waits_for_its_locks_without_a_limit() {
+    use countersign_migrations::{Migrator, MigratorTrait};
+    countersign_testkit::ensure_services().unwrap();
+    let db = countersign_testkit::TestDb::create("cs_migrate_online_wait")
+        .await
+        .unwrap();
+    let url = db.url();
+    let raw = sea_orm::Database::connect(&url).await.unwrap();
+    Migrator::up(&raw, Some(11)).await.unwrap();
+    raw.close().await.unwrap();
+    let holder = db.client().await.unwrap();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE audit_events IN ROW EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let start = tokio::spawn({
+        let url = url.clone();
+        async move { Store::connect(&url).await }
+    });
+    let watcher = db.client().await.unwrap();
+    let waiting = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                   WHERE c.relname = 'audit_events' AND NOT l.granted";
+    let mut seen = false;
+    for _ in 0..200 {
+        let n: i64 = watcher.query_one(waiting, &[]).await.unwrap().get(0);
+        if n > 0 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(seen, "m0012 never waited for the lock on audit_events");
+    // Longer than the 5 s a transactional migration waits.
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    assert!(!start.is_finished(), "start-up ended while m0012 waited");
+    holder.batch_execute("COMMIT").await.unwrap();
+    let store = tokio::time::timeout(std::time::Duration::from_secs(60), start)
+        .await
+        .expect("start-up did not finish once the lock was free")
+        .unwrap()
+        .unwrap();
+    let applied: i64 = watcher
+        .query_one(
+            "SELECT count(*) FROM seaql_migrations WHERE version = 'm0012_audit_texts'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1);
+    store.close().await.unwrap();
+}
+
 /// An existing PostgreSQL store, with more events than the search window, upgraded to keep
 /// parameterized texts once (migration m0012): its events stay where text search finds them
 /// (their digest is NULL, the rebuilt inline index covers them), new parameterized events go
