@@ -394,12 +394,19 @@ mod tests {
             .unwrap();
         // Gives way after 5 s, tries again a second later, gives way again, and stops: the
         // window (1 s) has passed since it first gave way.
+        let began = std::time::Instant::now();
         let attempt = tokio::time::timeout(
             Duration::from_secs(60),
             migrate_giving_way(session, Duration::from_secs(1)),
         )
         .await
         .expect("the migration waited past its lock timeout");
+        // Two lock timeouts and the pause between them: the window counts from the first.
+        assert!(
+            began.elapsed() >= Duration::from_secs(10),
+            "gave up after {:?}, before trying again",
+            began.elapsed()
+        );
         let text = attempt
             .expect_err("the migration took a lock that was held")
             .to_string();

@@ -793,8 +793,10 @@ async fn the_online_migration_waits_for_its_locks_without_a_limit() {
         .await
         .unwrap();
     let url = db.url();
+    // m0011 runs first on the migration lock's session, with its lock timeout; m0012 after
+    // it, on the same session, must not inherit it.
     let raw = sea_orm::Database::connect(&url).await.unwrap();
-    Migrator::up(&raw, Some(11)).await.unwrap();
+    Migrator::up(&raw, Some(10)).await.unwrap();
     raw.close().await.unwrap();
     let holder = db.client().await.unwrap();
     holder
@@ -806,21 +808,37 @@ async fn the_online_migration_waits_for_its_locks_without_a_limit() {
         async move { Store::connect(&url).await }
     });
     let watcher = db.client().await.unwrap();
-    let waiting = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                   WHERE c.relname = 'audit_events' AND NOT l.granted";
-    let mut seen = false;
-    for _ in 0..200 {
-        let n: i64 = watcher.query_one(waiting, &[]).await.unwrap().get(0);
-        if n > 0 {
-            seen = true;
+    // The waiting statement: its backend and when it started.
+    let waiting = "SELECT a.pid, a.query_start::text FROM pg_locks l \
+                   JOIN pg_class c ON c.oid = l.relation JOIN pg_stat_activity a ON a.pid = l.pid \
+                   WHERE c.relname = 'audit_events' AND NOT l.granted LIMIT 1";
+    let waiter = || async {
+        watcher
+            .query_opt(waiting, &[])
+            .await
+            .unwrap()
+            .map(|r| (r.get::<_, i32>(0), r.get::<_, String>(1)))
+    };
+    let mut first = None;
+    for _ in 0..600 {
+        first = waiter().await;
+        if first.is_some() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(seen, "m0012 never waited for the lock on audit_events");
-    // Longer than the 5 s a transactional migration waits.
+    assert!(
+        first.is_some(),
+        "m0012 never waited for the lock on audit_events"
+    );
+    // Longer than the 5 s a transactional migration waits: the same statement still waits.
     tokio::time::sleep(std::time::Duration::from_secs(7)).await;
     assert!(!start.is_finished(), "start-up ended while m0012 waited");
+    let later = waiter().await;
+    assert_eq!(
+        later, first,
+        "m0012's statement gave up waiting and was started again"
+    );
     holder.batch_execute("COMMIT").await.unwrap();
     let store = tokio::time::timeout(std::time::Duration::from_secs(60), start)
         .await
