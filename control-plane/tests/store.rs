@@ -700,6 +700,91 @@ async fn replicas_starting_together_migrate_once() {
     );
 }
 
+/// A PostgreSQL store migrated up to m0010, a write left open on `table`, and a replica
+/// starting on it (migrating m0011 and m0012) in the background.
+struct StartBehindAWrite {
+    db: countersign_testkit::TestDb,
+    table: &'static str,
+    holder: tokio_postgres::Client,
+    watcher: tokio_postgres::Client,
+    start: tokio::task::JoinHandle<Result<Store, StoreError>>,
+}
+
+impl StartBehindAWrite {
+    async fn new(prefix: &str, table: &'static str) -> Self {
+        use countersign_migrations::{Migrator, MigratorTrait};
+        countersign_testkit::ensure_services().unwrap();
+        let db = countersign_testkit::TestDb::create(prefix).await.unwrap();
+        let raw = sea_orm::Database::connect(&db.url()).await.unwrap();
+        Migrator::up(&raw, Some(10)).await.unwrap();
+        raw.close().await.unwrap();
+        let holder = db.client().await.unwrap();
+        holder
+            .batch_execute(&format!("BEGIN; LOCK TABLE {table} IN ROW EXCLUSIVE MODE"))
+            .await
+            .unwrap();
+        let start = tokio::spawn({
+            let url = db.url();
+            async move { Store::connect(&url).await }
+        });
+        let watcher = db.client().await.unwrap();
+        Self {
+            db,
+            table,
+            holder,
+            watcher,
+            start,
+        }
+    }
+
+    /// The statement waiting for a lock on the table, as its backend and start time.
+    async fn waiting(&self) -> Option<(i32, String)> {
+        self.watcher
+            .query_opt(
+                "SELECT a.pid, a.query_start::text FROM pg_locks l \
+                 JOIN pg_class c ON c.oid = l.relation JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE c.relname = $1 AND NOT l.granted LIMIT 1",
+                &[&self.table],
+            )
+            .await
+            .unwrap()
+            .map(|r| (r.get(0), r.get(1)))
+    }
+
+    /// Waits (at most 30 s) until a migration waits for the table, and returns that statement.
+    async fn blocked(&self) -> (i32, String) {
+        for _ in 0..600 {
+            if let Some(waiting) = self.waiting().await {
+                return waiting;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no migration waited for the lock on {}", self.table);
+    }
+
+    /// Ends the open write; start-up then completes, with every migration applied.
+    async fn finish(self) {
+        self.holder.batch_execute("COMMIT").await.unwrap();
+        let store = tokio::time::timeout(std::time::Duration::from_secs(60), self.start)
+            .await
+            .expect("start-up did not finish once the lock was free")
+            .unwrap()
+            .unwrap();
+        let newest: i64 = self
+            .watcher
+            .query_one(
+                "SELECT count(*) FROM seaql_migrations WHERE version = 'm0012_audit_texts'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(newest, 1, "the migrations were not all applied");
+        store.close().await.unwrap();
+        drop(self.db);
+    }
+}
+
 /// A migration that needs a lock another transaction holds gives way after its lock timeout
 /// rather than queueing everyone behind it: a writer that arrives while the migration waits
 /// gets through while that transaction is still open, and start-up completes once it ends.
@@ -707,46 +792,11 @@ async fn replicas_starting_together_migrate_once() {
 /// conflicts with a write in progress there.)
 #[tokio::test]
 async fn a_migration_waiting_for_a_lock_gives_way_to_other_writers() {
-    use countersign_migrations::{Migrator, MigratorTrait};
-    countersign_testkit::ensure_services().unwrap();
-    let db = countersign_testkit::TestDb::create("cs_migrate_lock")
-        .await
-        .unwrap();
-    let url = db.url();
-    let raw = sea_orm::Database::connect(&url).await.unwrap();
-    Migrator::up(&raw, Some(10)).await.unwrap();
-    raw.close().await.unwrap();
-
-    // A write in progress on `identities`, left open.
-    let holder = db.client().await.unwrap();
-    holder
-        .batch_execute("BEGIN; LOCK TABLE identities IN ROW EXCLUSIVE MODE")
-        .await
-        .unwrap();
-    let start = tokio::spawn({
-        let url = url.clone();
-        async move { Store::connect(&url).await }
-    });
-    let watcher = db.client().await.unwrap();
-    let waiting = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                   WHERE c.relname = 'identities' AND NOT l.granted";
-    let mut seen = false;
-    for _ in 0..200 {
-        let n: i64 = watcher.query_one(waiting, &[]).await.unwrap().get(0);
-        if n > 0 {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(
-        seen,
-        "the migration never waited for the lock on identities"
-    );
-
+    let s = StartBehindAWrite::new("cs_migrate_lock", "identities").await;
+    s.blocked().await;
     // A second writer now queues behind the waiting migration, which must give way to it
     // while the first write is still open.
-    let writer = db.client().await.unwrap();
+    let writer = s.db.client().await.unwrap();
     let wrote = tokio::time::timeout(
         std::time::Duration::from_secs(30),
         writer.batch_execute("BEGIN; LOCK TABLE identities IN ROW EXCLUSIVE MODE; COMMIT"),
@@ -757,104 +807,29 @@ async fn a_migration_waiting_for_a_lock_gives_way_to_other_writers() {
         "a writer stayed queued behind the migration: {wrote:?}"
     );
     assert!(
-        !start.is_finished(),
+        !s.start.is_finished(),
         "start-up finished while the lock was held"
     );
-
-    holder.batch_execute("COMMIT").await.unwrap();
-    let store = tokio::time::timeout(std::time::Duration::from_secs(60), start)
-        .await
-        .expect("start-up did not finish once the lock was free")
-        .unwrap()
-        .unwrap();
-    let newest: i64 = watcher
-        .query_one(
-            "SELECT count(*) FROM seaql_migrations WHERE version = 'm0012_audit_texts'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        newest, 1,
-        "the migrations after the one that waited were not applied"
-    );
-    store.close().await.unwrap();
+    s.finish().await;
 }
 
 /// m0012 runs outside a transaction and is not held to the lock timeout: its steps wait for
 /// what they need for as long as it takes (here a write on `audit_events` left open for longer
-/// than the timeout), rather than failing halfway.
+/// than the timeout), rather than failing halfway. It runs after m0011, on the same session,
+/// so it must not inherit m0011's timeout either.
 #[tokio::test]
 async fn the_online_migration_waits_for_its_locks_without_a_limit() {
-    use countersign_migrations::{Migrator, MigratorTrait};
-    countersign_testkit::ensure_services().unwrap();
-    let db = countersign_testkit::TestDb::create("cs_migrate_online_wait")
-        .await
-        .unwrap();
-    let url = db.url();
-    // m0011 runs first on the migration lock's session, with its lock timeout; m0012 after
-    // it, on the same session, must not inherit it.
-    let raw = sea_orm::Database::connect(&url).await.unwrap();
-    Migrator::up(&raw, Some(10)).await.unwrap();
-    raw.close().await.unwrap();
-    let holder = db.client().await.unwrap();
-    holder
-        .batch_execute("BEGIN; LOCK TABLE audit_events IN ROW EXCLUSIVE MODE")
-        .await
-        .unwrap();
-    let start = tokio::spawn({
-        let url = url.clone();
-        async move { Store::connect(&url).await }
-    });
-    let watcher = db.client().await.unwrap();
-    // The waiting statement: its backend and when it started.
-    let waiting = "SELECT a.pid, a.query_start::text FROM pg_locks l \
-                   JOIN pg_class c ON c.oid = l.relation JOIN pg_stat_activity a ON a.pid = l.pid \
-                   WHERE c.relname = 'audit_events' AND NOT l.granted LIMIT 1";
-    let waiter = || async {
-        watcher
-            .query_opt(waiting, &[])
-            .await
-            .unwrap()
-            .map(|r| (r.get::<_, i32>(0), r.get::<_, String>(1)))
-    };
-    let mut first = None;
-    for _ in 0..600 {
-        first = waiter().await;
-        if first.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(
-        first.is_some(),
-        "m0012 never waited for the lock on audit_events"
-    );
+    let s = StartBehindAWrite::new("cs_migrate_online_wait", "audit_events").await;
+    let first = s.blocked().await;
     // Longer than the 5 s a transactional migration waits: the same statement still waits.
     tokio::time::sleep(std::time::Duration::from_secs(7)).await;
-    assert!(!start.is_finished(), "start-up ended while m0012 waited");
-    let later = waiter().await;
+    assert!(!s.start.is_finished(), "start-up ended while m0012 waited");
     assert_eq!(
-        later, first,
+        s.waiting().await,
+        Some(first),
         "m0012's statement gave up waiting and was started again"
     );
-    holder.batch_execute("COMMIT").await.unwrap();
-    let store = tokio::time::timeout(std::time::Duration::from_secs(60), start)
-        .await
-        .expect("start-up did not finish once the lock was free")
-        .unwrap()
-        .unwrap();
-    let applied: i64 = watcher
-        .query_one(
-            "SELECT count(*) FROM seaql_migrations WHERE version = 'm0012_audit_texts'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(applied, 1);
-    store.close().await.unwrap();
+    s.finish().await;
 }
 
 /// An existing PostgreSQL store, with more events than the search window, upgraded to keep
