@@ -292,6 +292,10 @@ fn lock_timed_out(e: &DbErr) -> bool {
         .is_some_and(|code| code == "55P03")
 }
 
+/// Consecutive failed polls (a second apart) after which a replica waiting for the migration
+/// lock gives up.
+const MIGRATION_LOCK_POLL_FAILURES: u32 = 30;
+
 /// The advisory lock key: "cs-migr" as a number, unlikely to clash with an application's.
 const MIGRATION_LOCK_KEY: i64 = 0x0063_732d_6d69_6772;
 
@@ -315,20 +319,25 @@ impl MigrationLock {
         // replica's migrations waits for every open transaction to end, so the two would wait
         // for each other forever.
         let mut waited = false;
+        let mut failures = 0;
         loop {
-            let (locked, pid): (bool, i32) = {
-                let row = sea_orm::ConnectionTrait::query_one_raw(
-                    &conn,
-                    sea_orm::Statement::from_string(
-                        sea_orm::DbBackend::Postgres,
-                        format!(
-                            "SELECT pg_try_advisory_lock({MIGRATION_LOCK_KEY}), pg_backend_pid()"
-                        ),
-                    ),
-                )
-                .await?
-                .ok_or_else(|| StoreError::Corrupt("the advisory lock returned no row".into()))?;
-                (row.try_get_by_index(0)?, row.try_get_by_index(1)?)
+            let (locked, pid): (bool, i32) = match Self::try_lock(&conn).await {
+                Ok(polled) => {
+                    failures = 0;
+                    polled
+                }
+                // No lock is held yet, so a session that ended (the pool does not test its
+                // connection before handing it out) is replaced and the wait goes on.
+                Err(e) if failures < MIGRATION_LOCK_POLL_FAILURES => {
+                    failures += 1;
+                    tracing::warn!(
+                        error = %e,
+                        "polling for the migration lock failed; trying again on a new connection"
+                    );
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             if locked {
                 return Ok(MigrationLock(Some(LockSession { conn, pid })));
@@ -339,6 +348,20 @@ impl MigrationLock {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// One try at the lock: whether it was taken, and the session's backend pid.
+    async fn try_lock(conn: &DatabaseConnection) -> Result<(bool, i32), StoreError> {
+        let row = sea_orm::ConnectionTrait::query_one_raw(
+            conn,
+            sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                format!("SELECT pg_try_advisory_lock({MIGRATION_LOCK_KEY}), pg_backend_pid()"),
+            ),
+        )
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("the advisory lock returned no row".into()))?;
+        Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?))
     }
 
     /// The session holding the lock (PostgreSQL).
@@ -375,6 +398,62 @@ impl LockSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A replica waiting for the migration lock whose connection ends goes on waiting on a new
+    /// one, and takes the lock once it is free.
+    #[tokio::test]
+    async fn waiting_for_the_migration_lock_survives_a_lost_connection() {
+        countersign_testkit::ensure_services().unwrap();
+        let db = countersign_testkit::TestDb::create("cs_migrate_lock_poll")
+            .await
+            .unwrap();
+        let other = db.client().await.unwrap();
+        other
+            .execute(
+                &format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"),
+                &[],
+            )
+            .await
+            .unwrap();
+        let url = db.url();
+        let waiting = tokio::spawn(async move { MigrationLock::acquire(&url).await });
+        let poller = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                      AND pid <> pg_backend_pid() AND query LIKE 'SELECT pg_try_advisory_lock%'";
+        let mut pid = None;
+        for _ in 0..200 {
+            if let Some(row) = other.query_opt(poller, &[]).await.unwrap() {
+                pid = Some(row.get::<_, i32>(0));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let pid = pid.expect("no replica polled for the lock");
+        other
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!waiting.is_finished(), "the wait ended with its connection");
+        other
+            .execute(
+                &format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"),
+                &[],
+            )
+            .await
+            .unwrap();
+        let lock = tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .expect("the lock was not taken once free")
+            .unwrap()
+            .unwrap();
+        let session = lock.session().unwrap();
+        assert_ne!(session.pid, pid, "the lock is held on the ended session");
+        let held: i32 = pg_value(&session.conn, "SELECT pg_backend_pid()")
+            .await
+            .unwrap();
+        assert_eq!(held, session.pid);
+        lock.release().await;
+    }
 
     /// A migration that cannot take its locks fails start-up once it has kept giving way for the
     /// retry window, with an error naming it, and leaves nothing of itself behind.
