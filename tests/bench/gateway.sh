@@ -224,6 +224,6 @@ Countersign opens each client's upstream connection at startup (it authenticates
 its upstream before the first query); PgBouncer, even in session mode, opens one only when a
 client sends its first query, so idle clients cost it no upstream connection.
 
-Raw values per round (TPS, seconds, ms or MB by workload): $(for k in "${!R[@]}"; do printf '%s: %s\n' "$k" "${R[$k]}"; done | sort -V | tr -s ' ' | paste -sd';' | sed 's/;/; /g')
+Raw values, one per run (pgbench and connections: one per round; the transfer: three per round), in TPS, seconds, ms or MB by workload: $(for k in "${!R[@]}"; do printf '%s: %s\n' "$k" "${R[$k]}"; done | sort -V | tr -s ' ' | paste -sd';' | sed 's/;/; /g')
 "
 write_section "Gateway vs. direct vs. PgBouncer" "$section"

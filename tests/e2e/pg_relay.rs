@@ -13,8 +13,8 @@ use countersign_testkit::workload::{
 };
 use countersign_testkit::{
     ConnParams, DevServer, DevServerOpts, Fixture, PrivateCluster, Psql, TestDb, check_pgbench_run,
-    ensure_no_secret, ensure_same_output, ensure_services, ensure_session_hides, eventually,
-    expect_sqlstate, pgbench, query_count,
+    default_session_threads, ensure_no_secret, ensure_same_output, ensure_services,
+    ensure_session_hides, eventually, expect_sqlstate, pgbench, query_count,
 };
 use futures_util::TryStreamExt;
 use tokio::time::timeout;
@@ -22,12 +22,6 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 const BIN: &str = env!("CARGO_BIN_EXE_countersign");
-
-/// One session thread per core but one, and at least one: the gateway's default.
-fn default_session_threads() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    cores.saturating_sub(1).max(1)
-}
 
 /// A gateway whose sessions are spread over two session threads more than the default, so
 /// that sessions (and a cancel request and the session it cancels) run on different threads.

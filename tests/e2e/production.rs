@@ -59,11 +59,7 @@ async fn control_plane_and_gateway_as_separate_processes() -> Result<()> {
     let gw_config = dir.path().join("gateway.toml");
     // Two more session threads than the default (one per core but one), so that the count
     // seen shows the file's setting.
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .saturating_sub(1)
-        .max(1)
-        + 2;
+    let threads = countersign_testkit::default_session_threads() + 2;
     std::fs::write(
         &gw_config,
         format!(

@@ -48,7 +48,9 @@ pub use dev_server::{DevServer, DevServerOpts};
 pub use exposure::ensure_session_hides;
 pub use fixture::{Fixture, RESOURCE};
 pub use process::{CmdOutput, Psql, check_pgbench_run, ensure_same_output, pgbench};
-pub use server::{NO_ENV, cli_stdout, session_threads, spawn_server, wait_port};
+pub use server::{
+    NO_ENV, cli_stdout, default_session_threads, session_threads, spawn_server, wait_port,
+};
 pub use services::ensure_services;
 
 /// A port on 127.0.0.1 that was free a moment ago (bind port 0, read it, release it).

@@ -69,6 +69,15 @@ pub async fn cli_stdout(bin: &Path, args: &[&str]) -> Result<String> {
         .stdout)
 }
 
+/// The gateway's default number of session threads on this machine: one per core but one,
+/// and at least one.
+pub fn default_session_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .saturating_sub(1)
+        .max(1)
+}
+
 /// How many session threads the `countersign` process `pid` has: threads named
 /// `countersign-session-N`, which Linux shows cut to 15 bytes. They are all running once the
 /// gateway serves its first session (`countersign dev`: once it prints `ready`).
