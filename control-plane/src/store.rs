@@ -181,8 +181,8 @@ fn conflict_or(err: DbErr, what: &'static str, key: &str) -> StoreError {
     }
 }
 
-/// The one value `sql` returns (its first column of its one row; PostgreSQL).
-pub(crate) async fn pg_value<T: sea_orm::TryGetable>(
+/// The first column of the one row `sql` returns, or its first columns as a tuple (PostgreSQL).
+pub(crate) async fn pg_value<T: sea_orm::TryGetableMany>(
     conn: &impl sea_orm::ConnectionTrait,
     sql: &str,
 ) -> Result<T, StoreError> {
@@ -193,7 +193,7 @@ pub(crate) async fn pg_value<T: sea_orm::TryGetable>(
         ))
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("{sql} returned no row")))?;
-    Ok(row.try_get_by_index(0)?)
+    Ok(row.try_get_many_by_index()?)
 }
 
 /// A PostgreSQL session-level advisory lock, held on a connection of its own while a replica
@@ -352,16 +352,11 @@ impl MigrationLock {
 
     /// One try at the lock: whether it was taken, and the session's backend pid.
     async fn try_lock(conn: &DatabaseConnection) -> Result<(bool, i32), StoreError> {
-        let row = sea_orm::ConnectionTrait::query_one_raw(
+        pg_value(
             conn,
-            sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                format!("SELECT pg_try_advisory_lock({MIGRATION_LOCK_KEY}), pg_backend_pid()"),
-            ),
+            &format!("SELECT pg_try_advisory_lock({MIGRATION_LOCK_KEY}), pg_backend_pid()"),
         )
-        .await?
-        .ok_or_else(|| StoreError::Corrupt("the advisory lock returned no row".into()))?;
-        Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?))
+        .await
     }
 
     /// The session holding the lock (PostgreSQL).
@@ -419,15 +414,13 @@ mod tests {
         let waiting = tokio::spawn(async move { MigrationLock::acquire(&url).await });
         let poller = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
                       AND pid <> pg_backend_pid() AND query LIKE 'SELECT pg_try_advisory_lock%'";
-        let mut pid = None;
-        for _ in 0..200 {
-            if let Some(row) = other.query_opt(poller, &[]).await.unwrap() {
-                pid = Some(row.get::<_, i32>(0));
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let pid = pid.expect("no replica polled for the lock");
+        let pid: i32 = countersign_testkit::eventually(Duration::from_secs(10), || async {
+            let row = other.query_opt(poller, &[]).await?;
+            row.map(|r| r.get(0))
+                .ok_or_else(|| anyhow::anyhow!("no replica polled for the lock"))
+        })
+        .await
+        .unwrap();
         other
             .execute("SELECT pg_terminate_backend($1)", &[&pid])
             .await

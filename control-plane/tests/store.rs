@@ -753,13 +753,13 @@ impl StartBehindAWrite {
 
     /// Waits (at most 30 s) until a migration waits for the table, and returns that statement.
     async fn blocked(&self) -> (i32, String) {
-        for _ in 0..600 {
-            if let Some(waiting) = self.waiting().await {
-                return waiting;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("no migration waited for the lock on {}", self.table);
+        countersign_testkit::eventually(std::time::Duration::from_secs(30), || async {
+            self.waiting().await.ok_or_else(|| {
+                anyhow::anyhow!("no migration waited for the lock on {}", self.table)
+            })
+        })
+        .await
+        .unwrap()
     }
 
     /// Ends the open write; start-up then completes, with every migration applied.
