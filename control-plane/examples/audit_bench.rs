@@ -5,6 +5,9 @@
 //! audit_bench ingest --grpc URL --token T --events N [--streams S] [--batch B]
 //!                    [--sessions K] [--days D]
 //! audit_bench search --http URL --token T [--queries Q] [--days D]
+//! audit_bench follow --grpc URL --token T --stats CONNINFO --database DB
+//!                    --protocol simple|extended --stop-file PATH [--ready-file PATH]
+//!                    [--sessions K]
 //! ```
 //!
 //! Ingest: `S` concurrent streams, each like one gateway's uploader (one batch
@@ -15,6 +18,18 @@
 //!
 //! Search: `Q` queries by identity + time range + text (the console's audit
 //! search), newest 100 first, after a warm-up; prints latency percentiles.
+//!
+//! Follow: gives PgBouncer the audit work Countersign's gateway does for `pgbench -S`, so that
+//! the two can be compared doing the same work (`tests/bench/cpu.sh`, target
+//! `pgbouncer+audit`). Every 20 ms (the gateway's batch wait) it reads how many queries PgBouncer
+//! has served to `DB` (`SHOW STATS` on its admin console, `CONNINFO`) and sends one statement
+//! event for each new one, as the gateway's uploader does: batches of at most 1,000 events, one
+//! in flight, each waiting for its acknowledgement. `K` sessions (pgbench's clients) start first
+//! and end once the stop file exists, after a last count; the ready file, if named, is created
+//! once the client has read PgBouncer's present count and opened its stream. The events are
+//! those of `pgbench -S` through the gateway: with `simple`, each statement's text with its own
+//! value (kept in the event's row); with `extended`, the parameterized text (kept once). Prints
+//! `events=N stored=M`.
 
 use countersign_proto::v1 as pb;
 use pb::gateway_service_client::GatewayServiceClient;
@@ -162,27 +177,19 @@ impl Session {
             })
         } else {
             let (text, kind) = statement(rng, self.parameterized);
-            let parameter_count = u32::from(self.parameterized && kind != "transaction");
-            pb::audit_event::Event::Statement(pb::StatementExecuted {
-                identity: self.identity.clone(),
-                resource: self.resource.clone(),
-                statement: text,
-                kinds: vec![kind.to_owned()],
-                protocol: if self.parameterized {
+            allowed(
+                &self.identity,
+                &self.resource,
+                text,
+                kind,
+                if self.parameterized {
                     "extended"
                 } else {
                     "simple"
-                }
-                .to_owned(),
-                parameter_count,
-                duration_micros: rng.random_range(50..50_000),
-                command_tag: "SELECT 1".to_owned(),
-                rows: Some(1),
-                error: String::new(),
-                decision: "allow".to_owned(),
-                rule: String::new(),
-                masking: None,
-            })
+                },
+                u32::from(self.parameterized && kind != "transaction"),
+                rng.random_range(50..50_000),
+            )
         };
         pb::AuditEvent {
             session_id: self.id.clone(),
@@ -191,6 +198,33 @@ impl Session {
             event: Some(event),
         }
     }
+}
+
+/// A statement the policy allowed, which returned one row.
+fn allowed(
+    identity: &str,
+    resource: &str,
+    statement: String,
+    kind: &str,
+    protocol: &str,
+    parameter_count: u32,
+    duration_micros: u64,
+) -> pb::audit_event::Event {
+    pb::audit_event::Event::Statement(pb::StatementExecuted {
+        identity: identity.to_owned(),
+        resource: resource.to_owned(),
+        statement,
+        kinds: vec![kind.to_owned()],
+        protocol: protocol.to_owned(),
+        parameter_count,
+        duration_micros,
+        command_tag: "SELECT 1".to_owned(),
+        rows: Some(1),
+        error: String::new(),
+        decision: "allow".to_owned(),
+        rule: String::new(),
+        masking: None,
+    })
 }
 
 async fn ingest(args: &[String]) -> Result<(), Error> {
@@ -244,27 +278,13 @@ async fn run_stream(
     start: i64,
     span: i64,
 ) -> Result<(u64, Vec<Duration>), Error> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect()
-        .await?;
-    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
-    let mut client =
-        GatewayServiceClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert("authorization", bearer.clone());
-            Ok(r)
-        })
-        .max_encoding_message_size(64 << 20);
-    let (tx, rx) = tokio::sync::mpsc::channel::<pb::AuditBatch>(1);
-    let mut acks = client
-        .publish_audit(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut upload = Upload::open(url, token).await?;
     let mut rng = StdRng::seed_from_u64(stream as u64);
     let mut sessions: Vec<Session> = (0..live)
         .map(|n| Session::new(&mut rng, stream, n as u64))
         .collect();
     let mut opened = live as u64;
-    let (mut sent, mut stored, mut batch_id) = (0u64, 0u64, 0u64);
+    let (mut sent, mut stored) = (0u64, 0u64);
     let mut latencies = Vec::new();
     while sent < events {
         let n = batch.min(events - sent);
@@ -280,22 +300,65 @@ async fn run_stream(
             out.push(sessions[k].event(&mut rng, at));
         }
         sent += n;
-        batch_id += 1;
         let t = Instant::now();
-        tx.send(pb::AuditBatch {
-            batch_id,
-            events: out,
-            trace_context: Default::default(),
-        })
-        .await?;
-        let ack = acks.next().await.ok_or("the audit stream ended early")??;
+        stored += upload.send(out).await?;
         latencies.push(t.elapsed());
+    }
+    Ok((stored, latencies))
+}
+
+/// One `PublishAudit` stream, used as a gateway's uploader uses it: one batch in flight.
+struct Upload {
+    batches: tokio::sync::mpsc::Sender<pb::AuditBatch>,
+    acks: tonic::Streaming<pb::AuditAck>,
+    batch_id: u64,
+}
+
+impl Upload {
+    async fn open(url: &str, token: &str) -> Result<Self, Error> {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+            .connect()
+            .await?;
+        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
+        let mut client =
+            GatewayServiceClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+                r.metadata_mut().insert("authorization", bearer.clone());
+                Ok(r)
+            })
+            .max_encoding_message_size(64 << 20);
+        let (batches, rx) = tokio::sync::mpsc::channel::<pb::AuditBatch>(1);
+        let acks = client
+            .publish_audit(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok(Self {
+            batches,
+            acks,
+            batch_id: 0,
+        })
+    }
+
+    /// Sends `events` as the next batch and waits for its acknowledgement: how many were stored.
+    async fn send(&mut self, events: Vec<pb::AuditEvent>) -> Result<u64, Error> {
+        self.batch_id += 1;
+        let batch_id = self.batch_id;
+        self.batches
+            .send(pb::AuditBatch {
+                batch_id,
+                events,
+                trace_context: Default::default(),
+            })
+            .await?;
+        let ack = self
+            .acks
+            .next()
+            .await
+            .ok_or("the audit stream ended early")??;
         if ack.batch_id != batch_id {
             return Err(format!("ack for batch {} instead of {batch_id}", ack.batch_id).into());
         }
-        stored += u64::from(ack.stored);
+        Ok(u64::from(ack.stored))
     }
-    Ok((stored, latencies))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -366,6 +429,159 @@ async fn search(args: &[String]) -> Result<(), Error> {
     Ok(())
 }
 
+/// The gateway's wait before it sends what its sessions wrote (`BATCH_WAIT` in its uploader).
+const FOLLOW_TICK: Duration = Duration::from_millis(20);
+/// The most events the gateway's uploader sends in one batch (`BATCH_EVENTS`).
+const FOLLOW_BATCH: usize = 1_000;
+const PGBENCH_SELECT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = ";
+
+async fn follow(args: &[String]) -> Result<(), Error> {
+    let url: String = arg(args, "--grpc", None)?;
+    let token: String = arg(args, "--token", None)?;
+    let stats: String = arg(args, "--stats", None)?;
+    let database: String = arg(args, "--database", None)?;
+    let protocol: String = arg(args, "--protocol", None)?;
+    let stop: std::path::PathBuf = arg(args, "--stop-file", None)?;
+    let ready: Option<std::path::PathBuf> = if args.iter().any(|a| a == "--ready-file") {
+        Some(arg(args, "--ready-file", None)?)
+    } else {
+        None
+    };
+    let live: u64 = arg(args, "--sessions", Some(8))?;
+    if live == 0 {
+        return Err("--sessions must be at least 1".into());
+    }
+    let parameterized = match protocol.as_str() {
+        "simple" => false,
+        "extended" => true,
+        other => return Err(format!("--protocol {other}: simple or extended").into()),
+    };
+    let (bouncer, connection) = tokio_postgres::connect(&stats, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    // The queries served to the database so far; none before PgBouncer has listed it (until its
+    // first client).
+    let served = async || -> Result<Option<u64>, Error> {
+        for message in bouncer.simple_query("SHOW STATS").await? {
+            if let tokio_postgres::SimpleQueryMessage::Row(row) = message
+                && row.try_get("database")? == Some(database.as_str())
+            {
+                let count = row.try_get("total_query_count")?;
+                return Ok(Some(
+                    count
+                        .ok_or("SHOW STATS without total_query_count")?
+                        .parse()?,
+                ));
+            }
+        }
+        Ok(None)
+    };
+    let base = served().await?.unwrap_or(0);
+    let mut upload = Upload::open(&url, &token).await?;
+    if let Some(path) = ready {
+        std::fs::write(path, b"")?;
+    }
+    let mut rng = StdRng::seed_from_u64(11);
+    // Each run's sessions are new ones: a store ignores events it already holds.
+    let run = chrono::Utc::now().timestamp_micros();
+    let session_id = |k: u64| format!("follow-{run:x}-{k}");
+    let (identity, resource) = ("bench@example.com", "plain");
+    let now = || chrono::Utc::now().timestamp_micros();
+    let event = |k: u64, seq: u64, event| pb::AuditEvent {
+        session_id: session_id(k),
+        seq,
+        at: now(),
+        event: Some(event),
+    };
+    let mut out: Vec<_> = (0..live)
+        .map(|k| {
+            event(
+                k,
+                0,
+                pb::audit_event::Event::SessionStarted(pb::SessionStarted {
+                    identity: identity.to_owned(),
+                    resource: resource.to_owned(),
+                    database: database.clone(),
+                    client_address: "127.0.0.1:40000".to_owned(),
+                    application_name: "pgbench".to_owned(),
+                    tls: false,
+                }),
+            )
+        })
+        .collect();
+    let (mut emitted, mut sent, mut stored) = (0u64, 0u64, 0u64);
+    loop {
+        let tick = Instant::now();
+        // Looked at before the count, so that the last count covers every query.
+        let done = stop.exists();
+        let queries = match served().await? {
+            Some(n) if n >= base + emitted => n - base,
+            Some(n) => {
+                return Err(format!(
+                    "PgBouncer's query count for {database} went back ({n}, after {})",
+                    base + emitted
+                )
+                .into());
+            }
+            None if done => {
+                return Err(format!("PgBouncer lists no database {database} (SHOW STATS)").into());
+            }
+            None => emitted,
+        };
+        while emitted < queries {
+            let (k, seq) = (emitted % live, emitted / live + 1);
+            let text = if parameterized {
+                format!("{PGBENCH_SELECT}$1;")
+            } else {
+                format!("{PGBENCH_SELECT}{};", rng.random_range(1..=1_000_000))
+            };
+            let duration = rng.random_range(30..300);
+            out.push(event(
+                k,
+                seq,
+                allowed(
+                    identity,
+                    resource,
+                    text,
+                    "select",
+                    &protocol,
+                    u32::from(parameterized),
+                    duration,
+                ),
+            ));
+            emitted += 1;
+        }
+        if done {
+            for k in 0..live {
+                let statements = emitted / live + u64::from(k < emitted % live);
+                out.push(event(
+                    k,
+                    statements + 1,
+                    pb::audit_event::Event::SessionEnded(pb::SessionEnded {
+                        identity: identity.to_owned(),
+                        resource: resource.to_owned(),
+                        reason: "client terminated the session".to_owned(),
+                        statements,
+                    }),
+                ));
+            }
+        }
+        while !out.is_empty() {
+            let batch: Vec<_> = out.drain(..out.len().min(FOLLOW_BATCH)).collect();
+            sent += batch.len() as u64;
+            stored += upload.send(batch).await?;
+        }
+        if done {
+            break;
+        }
+        tokio::time::sleep_until((tick + FOLLOW_TICK).into()).await;
+    }
+    println!("events={sent} stored={stored}");
+    if stored != sent {
+        return Err(format!("stored {stored} of {sent} events").into());
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     // reqwest's TLS stack needs a process-wide crypto provider, even for http://.
@@ -374,6 +590,7 @@ async fn main() -> Result<(), Error> {
     match args.first().map(String::as_str) {
         Some("ingest") => ingest(&args).await,
         Some("search") => search(&args).await,
-        _ => Err("usage: audit_bench ingest|search [options]; see the source".into()),
+        Some("follow") => follow(&args).await,
+        _ => Err("usage: audit_bench ingest|search|follow [options]; see the source".into()),
     }
 }

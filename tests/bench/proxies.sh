@@ -8,8 +8,9 @@
 #
 # The cluster: max_connections 1100, SSL on, the `bench` role authenticating with SCRAM, so the
 # machine's shared server is left alone. PgBouncer: session mode, SCRAM to clients and upstream,
-# TLS offered to clients. The policy: three guardrails, a mask rule on resource `plain` that
-# matches no pgbench column, and one on resource `masked` that hashes the column pgbench -S reads.
+# TLS offered to clients, `bench` allowed its statistics (SHOW STATS). The policy: three
+# guardrails, a mask rule on resource `plain` that matches no pgbench column, and one on resource
+# `masked` that hashes the column pgbench -S reads.
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
 PASSWORD="bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
@@ -80,6 +81,7 @@ default_pool_size = 1100
 client_tls_sslmode = allow
 client_tls_cert_file = $DATA/server.crt
 client_tls_key_file = $DATA/server.key
+stats_users = bench
 pidfile = $DATA/pgbouncer.pid
 logfile = $DATA/pgbouncer.log
 INI
@@ -111,8 +113,8 @@ TOML
 # a gateway token, the policy applied and a token minted for bench@example.com; GATEWAY_TOML,
 # lines added to the gateway's config (e.g. `session_threads = 2`). Sets PORT[NAME]
 # (the gateway's PostgreSQL port), METRICS[NAME] (its /metrics port), TOKEN[NAME], CPPID[NAME],
-# GWPID[NAME].
-declare -A PORT METRICS TOKEN CPPID GWPID
+# GWPID[NAME], GRPC[NAME] (the control plane's gRPC address) and SECRET[NAME] (its gateway token).
+declare -A PORT METRICS TOKEN CPPID GWPID GRPC SECRET
 start_production() {
   local name=$1 bin=$2 extra=${3:-}
   local admin="bench-admin-token-0123456789-production-$name" secret="bench-gateway-token-0123456789-production-$name"
@@ -155,6 +157,8 @@ TOML
   TOKEN[$name]=$("$bin" token create --server "http://127.0.0.1:$http" --admin-token "$admin" --identity bench@example.com --ttl 1h)
   PORT[$name]=$port
   METRICS[$name]=$metrics
+  GRPC[$name]="http://127.0.0.1:$grpc"
+  SECRET[$name]=$secret
 }
 
 # upload_drained NAME: waits until the gateway NAME has uploaded everything (its
