@@ -7,7 +7,7 @@
 //! audit_bench search --http URL --token T [--queries Q] [--days D]
 //! audit_bench follow --grpc URL --token T --stats CONNINFO --database DB
 //!                    --protocol simple|extended --stop-file PATH [--ready-file PATH]
-//!                    [--sessions K]
+//!                    [--sessions K] [--script select|tpcb]
 //! ```
 //!
 //! Ingest: `S` concurrent streams, each like one gateway's uploader (one batch
@@ -27,9 +27,10 @@
 //! in flight, each waiting for its acknowledgement. `K` sessions (pgbench's clients) start first
 //! and end once the stop file exists, after a last count; the ready file, if named, is created
 //! once the client has read PgBouncer's present count and opened its stream. The events are
-//! those of `pgbench -S` through the gateway: with `simple`, each statement's text with its own
-//! value (kept in the event's row); with `extended`, the parameterized text (kept once). Prints
-//! `events=N stored=M`.
+//! those of pgbench's `select` script (`-S`, the default) or `tpcb` script (seven statements a
+//! transaction, from BEGIN to END) through the gateway: with `simple`, each statement's text
+//! with its own values (kept in the event's row); with `extended`, the parameterized text (kept
+//! once). Prints `events=N stored=M`.
 
 use countersign_proto::v1 as pb;
 use pb::gateway_service_client::GatewayServiceClient;
@@ -177,7 +178,7 @@ impl Session {
             })
         } else {
             let (text, kind) = statement(rng, self.parameterized);
-            allowed(
+            pb::audit_event::Event::Statement(allowed(
                 &self.identity,
                 &self.resource,
                 text,
@@ -189,7 +190,7 @@ impl Session {
                 },
                 u32::from(self.parameterized && kind != "transaction"),
                 rng.random_range(50..50_000),
-            )
+            ))
         };
         pb::AuditEvent {
             session_id: self.id.clone(),
@@ -209,8 +210,8 @@ fn allowed(
     protocol: &str,
     parameter_count: u32,
     duration_micros: u64,
-) -> pb::audit_event::Event {
-    pb::audit_event::Event::Statement(pb::StatementExecuted {
+) -> pb::StatementExecuted {
+    pb::StatementExecuted {
         identity: identity.to_owned(),
         resource: resource.to_owned(),
         statement,
@@ -224,7 +225,7 @@ fn allowed(
         decision: "allow".to_owned(),
         rule: String::new(),
         masking: None,
-    })
+    }
 }
 
 async fn ingest(args: &[String]) -> Result<(), Error> {
@@ -433,7 +434,65 @@ async fn search(args: &[String]) -> Result<(), Error> {
 const FOLLOW_TICK: Duration = Duration::from_millis(20);
 /// The most events the gateway's uploader sends in one batch (`BATCH_EVENTS`).
 const FOLLOW_BATCH: usize = 1_000;
-const PGBENCH_SELECT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = ";
+
+/// Statement `step` of pgbench's TPC-B script (`tpcb`, seven a transaction) or of its select
+/// script, at scale 10, as the gateway records it (with `parameterized`, as pgbench sends it in
+/// its extended modes): its text, parameter count, kind and command tag.
+fn pgbench_statement(
+    tpcb: bool,
+    step: u64,
+    parameterized: bool,
+    rng: &mut StdRng,
+) -> (String, u32, &'static str, &'static str) {
+    let aid = rng.random_range(1..=1_000_000u32);
+    let (bid, tid) = (rng.random_range(1..=10u32), rng.random_range(1..=100u32));
+    let delta = rng.random_range(-5000..=5000i32);
+    // (text with its values, text with parameters, kind, command tag)
+    let (inline, with_parameters, kind, tag) = match (tpcb, step % 7) {
+        (false, _) | (true, 2) => (
+            format!("SELECT abalance FROM pgbench_accounts WHERE aid = {aid};"),
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1;",
+            "select",
+            "SELECT 1",
+        ),
+        (true, 0) => ("BEGIN;".to_owned(), "BEGIN;", "transaction", "BEGIN"),
+        (true, 1) => (
+            format!("UPDATE pgbench_accounts SET abalance = abalance + {delta} WHERE aid = {aid};"),
+            "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2;",
+            "update",
+            "UPDATE 1",
+        ),
+        (true, 3) => (
+            format!("UPDATE pgbench_tellers SET tbalance = tbalance + {delta} WHERE tid = {tid};"),
+            "UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2;",
+            "update",
+            "UPDATE 1",
+        ),
+        (true, 4) => (
+            format!("UPDATE pgbench_branches SET bbalance = bbalance + {delta} WHERE bid = {bid};"),
+            "UPDATE pgbench_branches SET bbalance = bbalance + $1 WHERE bid = $2;",
+            "update",
+            "UPDATE 1",
+        ),
+        (true, 5) => (
+            format!(
+                "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) \
+                 VALUES ({tid}, {bid}, {aid}, {delta}, CURRENT_TIMESTAMP);"
+            ),
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) \
+             VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP);",
+            "insert",
+            "INSERT 0 1",
+        ),
+        (true, _) => ("END;".to_owned(), "END;", "transaction", "COMMIT"),
+    };
+    if parameterized {
+        let parameters = with_parameters.matches('$').count() as u32;
+        (with_parameters.to_owned(), parameters, kind, tag)
+    } else {
+        (inline, 0, kind, tag)
+    }
+}
 
 async fn follow(args: &[String]) -> Result<(), Error> {
     let url: String = arg(args, "--grpc", None)?;
@@ -448,6 +507,11 @@ async fn follow(args: &[String]) -> Result<(), Error> {
         None
     };
     let live: u64 = arg(args, "--sessions", Some(8))?;
+    let tpcb = match arg(args, "--script", Some("select".to_owned()))?.as_str() {
+        "select" => false,
+        "tpcb" => true,
+        other => return Err(format!("--script {other}: select or tpcb").into()),
+    };
     if live == 0 {
         return Err("--sessions must be at least 1".into());
     }
@@ -529,25 +593,15 @@ async fn follow(args: &[String]) -> Result<(), Error> {
         };
         while emitted < queries {
             let (k, seq) = (emitted % live, emitted / live + 1);
-            let text = if parameterized {
-                format!("{PGBENCH_SELECT}$1;")
-            } else {
-                format!("{PGBENCH_SELECT}{};", rng.random_range(1..=1_000_000))
-            };
+            let (text, parameters, kind, tag) =
+                pgbench_statement(tpcb, seq - 1, parameterized, &mut rng);
             let duration = rng.random_range(30..300);
-            out.push(event(
-                k,
-                seq,
-                allowed(
-                    identity,
-                    resource,
-                    text,
-                    "select",
-                    &protocol,
-                    u32::from(parameterized),
-                    duration,
-                ),
-            ));
+            let mut executed = allowed(
+                identity, resource, text, kind, &protocol, parameters, duration,
+            );
+            executed.rows = tag.ends_with(" 1").then_some(1);
+            executed.command_tag = tag.to_owned();
+            out.push(event(k, seq, pb::audit_event::Event::Statement(executed)));
             emitted += 1;
         }
         if done {

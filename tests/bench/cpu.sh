@@ -16,17 +16,20 @@
 # Usage: tests/bench/cpu.sh [seconds-per-run] [rounds] [before-binary]
 # Without a before-binary, this checkout's build runs in both columns. CLIENTS (default 8) sets
 # pgbench's clients; BEFORE_GATEWAY, one line added to the before instance's gateway config,
-# compares a setting (e.g. BEFORE_GATEWAY='session_threads = 2'). Runs against a private
+# compares a setting (e.g. BEFORE_GATEWAY='session_threads = 2'). SCRIPT=tpcb runs pgbench's
+# TPC-B script (simple protocol) instead of -S in its three protocol modes. Runs against a private
 # PostgreSQL cluster started by the script, installs PgBouncer from Debian's packages when
 # missing (tests/bench/proxies.sh), prints the table and rewrites the section "CPU per
-# transaction, by process (production shape)" of docs/benchmarks.md (with ", N clients", or
-# ", 1 client", in its title when CLIENTS is not 8).
+# transaction, by process (production shape)" of docs/benchmarks.md (with ", TPC-B" when SCRIPT
+# is tpcb, and ", N clients", or ", 1 client", in its title when CLIENTS is not 8).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . tests/bench/lib.sh
 SECS=${1:-8}
 ROUNDS=${2:-3}
 CLIENTS=${CLIENTS:-8}
+SCRIPT=${SCRIPT:-select}
+case $SCRIPT in select|tpcb) ;; *) echo "SCRIPT: select or tpcb" >&2; exit 2 ;; esac
 BEFORE_GATEWAY=${BEFORE_GATEWAY:-}
 case $BEFORE_GATEWAY in *$'\n'*|*\'*) echo "BEFORE_GATEWAY: one line, without single quotes" >&2; exit 2 ;; esac
 BIN=${CARGO_TARGET_DIR:-target}/release/countersign
@@ -79,7 +82,8 @@ follow_start() {
   sh -c '"$@"; r=$?; awk "{print \$16+\$17}" "/proc/$$/stat" >"$0"; exit $r' "$FOLLOW_TICKS" \
     "$FOLLOW" follow --grpc "${GRPC[audited]}" --token "${SECRET[audited]}" \
     --stats "host=127.0.0.1 port=$BOUNCER_PORT user=bench password=$PASSWORD dbname=pgbouncer" \
-    --database bench --protocol "$([ "$1" = simple ] && echo simple || echo extended)" \
+    --database bench --script "$SCRIPT" \
+    --protocol "$(case $1 in simple|tpcb) echo simple ;; *) echo extended ;; esac)" \
     --sessions "$CLIENTS" --stop-file "$DATA/follow.stop" --ready-file "$DATA/follow.ready" \
     >"$DATA/follow.out" 2>&1 &
   FOLLOW_PID=$!
@@ -100,12 +104,15 @@ store_ticks() { case $t in before|after) pg_ticks "cs_$t" ;; pgbouncer+audit) pg
 declare -A R
 TARGETS=(direct pgbouncer pgbouncer+audit before after)
 MODES=(simple extended prepared)
+[ "$SCRIPT" = select ] || MODES=(tpcb)
+# pgbench's arguments for a mode: -S in a protocol mode, or the TPC-B script.
+script_args() { case $1 in tpcb) echo "-M simple" ;; *) echo "-S -M $1" ;; esac; }
 for round in $(seq 1 "$ROUNDS"); do
   for mode in "${MODES[@]}"; do
     for t in "${TARGETS[@]}"; do
       g0=$(proxy_ticks); c0=$(cp_ticks); s0=$(store_ticks); m0=$(busy_ticks); p0=$(cluster_ticks)
       [ "$t" = pgbouncer+audit ] && follow_start "$mode"
-      v=$(bench_env "${t%+audit}" env PGSSLMODE=disable "${timed_pgbench[@]}" -S -M "$mode" -c "$CLIENTS" -j 2 -T "$SECS" -n 2>/dev/null | tps)
+      v=$(bench_env "${t%+audit}" env PGSSLMODE=disable "${timed_pgbench[@]}" $(script_args "$mode") -c "$CLIENTS" -j 2 -T "$SECS" -n 2>/dev/null | tps)
       # When the audit store falls behind, the upload goes on after pgbench ends: that CPU
       # belongs to these transactions, so a Countersign run is measured until it is done
       # (PgBouncer's audit client, until it has sent everything and had it acknowledged).
@@ -163,13 +170,15 @@ done
 echo "$table"
 command="tests/bench/cpu.sh $SECS $ROUNDS${3:+ BEFORE}"
 [ "$CLIENTS" = 8 ] || command="CLIENTS=$CLIENTS $command"
+[ "$SCRIPT" = select ] || command="SCRIPT=$SCRIPT $command"
 [ -z "$BEFORE_GATEWAY" ] || command="BEFORE_GATEWAY='$BEFORE_GATEWAY' $command"
 clients_word=$([ "$CLIENTS" = 1 ] && echo client || echo clients)
-title="CPU per transaction, by process (production shape$([ "$CLIENTS" = 8 ] || echo ", $CLIENTS $clients_word"))"
+title="CPU per transaction, by process (production shape$([ "$SCRIPT" = select ] || echo ", TPC-B")$([ "$CLIENTS" = 8 ] || echo ", $CLIENTS $clients_word"))"
+workload=$([ "$SCRIPT" = select ] && echo "pgbench -S" || echo "pgbench's TPC-B script (simple protocol)")
 section="## $title
 
 Measured $(date -u +%Y-%m-%d) on $(nproc) cores; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') (a private cluster), scale 10.
-Command: \`$command\`: pgbench -S at $CLIENTS $clients_word, $SECS s per run, targets
+Command: \`$command\`: $workload at $CLIENTS $clients_word, $SECS s per run, targets
 alternating, each cell the median of $ROUNDS rounds. *before* and *after* are two Countersign instances
 side by side (${3:+before: \`$(basename "$BIN_BEFORE")\`, an earlier build; }${BEFORE_GATEWAY:+before: its gateway configured with \`$BEFORE_GATEWAY\`; }$([ -n "${3:-}$BEFORE_GATEWAY" ] || echo "before: the same build and settings, so the two differ only by the run's noise; ")after: this checkout), each a
 \`countersign control-plane\` on its own database in the same cluster plus a \`countersign gateway\`,
