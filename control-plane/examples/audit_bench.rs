@@ -201,7 +201,8 @@ impl Session {
     }
 }
 
-/// A statement the policy allowed, which returned one row.
+/// A statement the policy allowed, which returned one row ("SELECT 1"; a caller may set another
+/// command tag and row count).
 fn allowed(
     identity: &str,
     resource: &str,
@@ -437,7 +438,8 @@ const FOLLOW_BATCH: usize = 1_000;
 
 /// Statement `step` of pgbench's TPC-B script (`tpcb`, seven a transaction) or of its select
 /// script, at scale 10, as the gateway records it (with `parameterized`, as pgbench sends it in
-/// its extended modes): its text, parameter count, kind and command tag.
+/// its extended modes): its text, parameter count, kind and command tag. Its values are drawn for
+/// each statement, not once a transaction as pgbench does: the same texts to store and index.
 fn pgbench_statement(
     tpcb: bool,
     step: u64,

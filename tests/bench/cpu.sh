@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where each transaction's CPU goes, by process, in the production shape: `countersign
 # control-plane` (its store a database in the same PostgreSQL cluster) and `countersign gateway`,
-# under pgbench -S (8 clients, or CLIENTS). For each run it reads the CPU time of the gateway, of the
+# under pgbench -S (8 clients, or CLIENTS; or the TPC-B script, SCRIPT=tpcb). For each run it reads the CPU time of the gateway, of the
 # control plane, of the PostgreSQL backends serving the control plane's store (audit inserts)
 # and of the whole machine, and divides by the transactions pgbench completed: µs of CPU per
 # transaction. Direct PostgreSQL and PgBouncer (session mode) run alongside as references, as does
@@ -197,7 +197,7 @@ that took after pgbench ended, the audit store falling behind the statements.
 PgBouncer, an audit client (\`audit_bench follow\`, control-plane/examples/audit_bench.rs) reads
 PgBouncer's query count every 20 ms and sends a third Countersign instance's control plane one
 statement event for each new query, one batch in flight, as the gateway's uploader does (simple
-mode: each text with its own value; extended and prepared: the parameterized text). Its store
+mode: each text with its own values; extended and prepared: the parameterized text). Its store
 backends, control plane and the client itself (*audit client*) are charged to it; its catch-up is
 the time from pgbench's end to the last batch's acknowledgement.
 
