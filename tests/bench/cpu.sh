@@ -68,19 +68,20 @@ cluster_ticks() {
   done
   echo $((s + reaped + $(ticks "$POSTMASTER")))
 }
-# pgbench with its arguments (its exit status kept); its CPU ticks, reaped by the wrapping
-# shell, go to the file named first.
+# charged FILE CMD [ARGS...]: CMD with its exit status kept; its CPU ticks, reaped by the
+# wrapping shell, go to FILE.
+charged=(sh -c '"$@"; r=$?; awk "{print \$16+\$17}" "/proc/$$/stat" >"$0"; exit $r')
+# pgbench with its arguments, its CPU ticks to PGBENCH_TICKS.
 PGBENCH_TICKS="$DATA/pgbench.ticks"
-timed_pgbench=(sh -c 'pgbench "$@"; r=$?; awk "{print \$16+\$17}" "/proc/$$/stat" >"$0"; exit $r' "$PGBENCH_TICKS")
+timed_pgbench=("${charged[@]}" "$PGBENCH_TICKS" pgbench)
 # follow_start MODE / follow_stop: the audit client of target pgbouncer+audit, started before
 # pgbench and stopped after it (it sends what is left and waits for its acknowledgement); its
-# CPU ticks, reaped by the wrapping shell, go to FOLLOW_TICKS. Should the script stop between
+# CPU ticks go to FOLLOW_TICKS (charged). Should the script stop between
 # the two, the client ends with an error once the exit cleanup has stopped PgBouncer.
 FOLLOW_TICKS="$DATA/follow.ticks"
 follow_start() {
   rm -f "$DATA/follow.stop" "$DATA/follow.out" "$DATA/follow.ready"
-  sh -c '"$@"; r=$?; awk "{print \$16+\$17}" "/proc/$$/stat" >"$0"; exit $r' "$FOLLOW_TICKS" \
-    "$FOLLOW" follow --grpc "${GRPC[audited]}" --token "${SECRET[audited]}" \
+  "${charged[@]}" "$FOLLOW_TICKS" "$FOLLOW" follow --grpc "${GRPC[audited]}" --token "${SECRET[audited]}" \
     --stats "host=127.0.0.1 port=$BOUNCER_PORT user=bench password=$PASSWORD dbname=pgbouncer" \
     --database bench --script "$SCRIPT" \
     --protocol "$(case $1 in simple|tpcb) echo simple ;; *) echo extended ;; esac)" \
